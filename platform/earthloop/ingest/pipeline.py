@@ -1,0 +1,356 @@
+"""The ingest stage: catalogue search → seasonal sampling → per-chip SCL check → Delta index.
+
+Every failure is local: a season window whose search fails, a scene with a missing asset or a
+wrong CRS, a chip whose COG cannot be read — each is logged with its reason, counted, and the
+rest of the ingest carries on. Chip ids are derived from (location, scene, window), and the index
+is written by MERGE, so re-running the same ingest adds nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pystac
+from rasterio.warp import transform as warp_transform
+from shapely.geometry import Point, shape
+
+from earthloop.config import EarthloopConfig
+from earthloop.ingest.sampling import Location, aoi_from, sample_locations, spatial_split
+from earthloop.ingest.scenes import Scene, chip_bounds, describe_scene
+from earthloop.ingest.stac import Catalogue, SearchError, SearchRequest, season_windows
+from earthloop.raster.read import ChipReadError, gdal_env, read_window
+from earthloop.s2.bands import resolve_bands
+from earthloop.s2.scl import chip_quality
+from earthloop.store.delta import append_rows, merge_rows, row_hash
+
+log = logging.getLogger("earthloop.ingest")
+
+CHIP_SCHEMA = pa.schema(
+    [
+        ("chip_id", pa.string()),
+        ("location_id", pa.string()),
+        ("item_id", pa.string()),
+        ("tile", pa.string()),
+        ("grid_key", pa.string()),
+        ("datetime", pa.timestamp("us", tz="UTC")),
+        ("season", pa.int32()),
+        ("lon", pa.float64()),
+        ("lat", pa.float64()),
+        ("crs", pa.string()),
+        ("minx", pa.float64()),
+        ("miny", pa.float64()),
+        ("maxx", pa.float64()),
+        ("maxy", pa.float64()),
+        ("col_off", pa.int32()),
+        ("row_off", pa.int32()),
+        ("chip_size", pa.int32()),
+        ("bands", pa.list_(pa.string())),
+        ("hrefs", pa.list_(pa.string())),
+        ("scales", pa.list_(pa.float64())),
+        ("offsets", pa.list_(pa.float64())),
+        ("nodata", pa.float64()),
+        ("scl_href", pa.string()),
+        ("cloud_fraction", pa.float64()),
+        ("shadow_fraction", pa.float64()),
+        ("nodata_fraction", pa.float64()),
+        ("scene_cloud_cover", pa.float64()),
+        ("processing_baseline", pa.string()),
+        ("split", pa.string()),
+        ("row_hash", pa.string()),
+    ]
+)
+
+RUN_SCHEMA = pa.schema(
+    [
+        ("run_id", pa.string()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("params", pa.string()),
+        ("source", pa.string()),
+        ("cloud_filter_mode", pa.string()),
+        ("scenes", pa.int64()),
+        ("locations", pa.int64()),
+        ("chips_written", pa.int64()),
+        ("chips_inserted", pa.int64()),
+        ("rejected", pa.string()),
+        ("chips_table_version", pa.int64()),
+    ]
+)
+
+
+@dataclass
+class IngestReport:
+    """What an ingest did; printed at the end of the job and stored as an ``ingest_runs`` row."""
+
+    run_id: str
+    scenes: int = 0
+    locations: int = 0
+    chips: int = 0
+    inserted: int = 0
+    updated: int = 0
+    table_version: int = -1
+    rejected: Counter[str] = field(default_factory=Counter)
+    errors: list[str] = field(default_factory=list)
+    mode: str = ""
+
+    def summary(self) -> str:
+        rej = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
+        return (
+            f"ingest {self.run_id}: {self.scenes} scenes, {self.locations} locations, "
+            f"{self.chips} chips ({self.inserted} new, {self.updated} updated), "
+            f"chips table v{self.table_version}; rejected: {rej}"
+        )
+
+
+Hook = Callable[[str, int], None]
+
+
+def _noop(_: str, __: int) -> None:
+    return None
+
+
+def search_scenes(
+    cfg: EarthloopConfig, report: IngestReport, on_reject: Hook = _noop
+) -> list[tuple[int, pystac.Item]]:
+    """One search per season window; returns (season index, item) pairs, deduplicated."""
+    ing = cfg.ingest
+    geojson = json.loads(Path(ing.aoi_geojson).read_text()) if ing.aoi_geojson else None
+    intersects = None
+    if geojson is not None:
+        intersects = aoi_from(None, geojson, []).__geo_interface__
+    catalogue = Catalogue(
+        cfg.stac.url,
+        timeout_s=cfg.stac.timeout_s,
+        max_retries=cfg.stac.max_retries,
+        backoff_s=cfg.stac.backoff_s,
+    )
+    found: list[tuple[int, pystac.Item]] = []
+    seen: set[str] = set()
+    for season, window in enumerate(season_windows(ing.datetime, ing.dates_per_location)):
+        req = SearchRequest(cfg.stac.collection, ing.bbox, intersects, window, ing.max_scene_cloud)
+        try:
+            items = list(catalogue.search(req))
+        except SearchError as exc:
+            report.rejected["search_error"] += 1
+            on_reject("search_error", 1)
+            report.errors.append(str(exc))
+            log.error("season %d (%s): %s", season, window, exc)
+            continue
+        for it in items:
+            if it.id not in seen:
+                seen.add(it.id)
+                found.append((season, it))
+        log.info("season %d (%s): %d scenes", season, window, len(items))
+    report.mode = catalogue.mode_used
+    if not found:
+        msg = f"the search returned no scenes ({cfg.stac.url}, {ing.datetime}, bbox={ing.bbox})"
+        report.errors.append(msg)
+        log.warning(msg)
+    return found
+
+
+def _to_crs(lon: float, lat: float, crs: str) -> tuple[float, float]:
+    xs, ys = warp_transform("EPSG:4326", crs, [lon], [lat])
+    return float(xs[0]), float(ys[0])
+
+
+def _plan_location(
+    loc: Location, scenes: list[tuple[int, Scene]], size: int
+) -> list[tuple[int, Scene, tuple[float, float, float, float], tuple[int, int]]]:
+    """Candidate (season, scene, bounds) for one location, on the grid that covers most seasons."""
+    by_grid: dict[str, list[tuple[int, Scene, Any, Any]]] = {}
+    pt = Point(loc.lon, loc.lat)
+    for season, sc in scenes:
+        if sc.geometry and not shape(sc.geometry).contains(pt):
+            continue
+        x, y = _to_crs(loc.lon, loc.lat, sc.crs)
+        fit = chip_bounds(sc, x, y, size)
+        if fit is None:
+            continue
+        by_grid.setdefault(sc.grid_key, []).append((season, sc, fit[0], fit[1]))
+    if not by_grid:
+        return []
+    best = max(by_grid.values(), key=lambda c: (len({s for s, *_ in c}), len(c)))
+    # within a season: clearest scene first (scene cloud cover is a hint, the SCL decides)
+    return sorted(best, key=lambda c: (c[0], c[1].cloud_cover or 0.0, c[1].item_id))
+
+
+def _chip_row(
+    loc: Location, season: int, sc: Scene, bounds: Any, off: Any, size: int, q: dict[str, float],
+    split: str,
+) -> dict[str, Any]:
+    chip_id = f"{loc.location_id}-{sc.item_id}-{off[0]}-{off[1]}-{size}"
+    row: dict[str, Any] = {
+        "chip_id": chip_id,
+        "location_id": loc.location_id,
+        "item_id": sc.item_id,
+        "tile": sc.tile,
+        "grid_key": sc.grid_key,
+        "datetime": sc.datetime,
+        "season": season,
+        "lon": loc.lon,
+        "lat": loc.lat,
+        "crs": sc.crs,
+        "minx": bounds[0],
+        "miny": bounds[1],
+        "maxx": bounds[2],
+        "maxy": bounds[3],
+        "col_off": int(off[0]),
+        "row_off": int(off[1]),
+        "chip_size": size,
+        "bands": [b.band for b in sc.bands],
+        "hrefs": [b.href for b in sc.bands],
+        "scales": [b.scale for b in sc.bands],
+        "offsets": [b.offset for b in sc.bands],
+        "nodata": sc.bands[0].nodata,
+        "scl_href": sc.scl.href,
+        "cloud_fraction": q["cloud_fraction"],
+        "shadow_fraction": q["shadow_fraction"],
+        "nodata_fraction": q["nodata_fraction"],
+        "scene_cloud_cover": sc.cloud_cover,
+        "processing_baseline": sc.baseline,
+        "split": split,
+    }
+    row["row_hash"] = row_hash({k: v for k, v in row.items() if k != "row_hash"})
+    return row
+
+
+class _Progress:
+    """Periodic log line with rate and ETA for long loops."""
+
+    def __init__(self, what: str, total: int, every_s: float = 5.0) -> None:
+        self.what, self.total, self.every = what, total, every_s
+        self.start = self.last = time.monotonic()
+        self.done = 0
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= self.every or self.done == self.total:
+            self.last = now
+            rate = self.done / max(now - self.start, 1e-9)
+            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
+            log.info("%s %d/%d (%.1f/s, ETA %.0fs)", self.what, self.done, self.total, rate, eta)
+
+
+def run_ingest(
+    cfg: EarthloopConfig,
+    *,
+    on_reject: Hook = _noop,
+    on_chip: Hook = _noop,
+) -> IngestReport:
+    """Run the ingest stage described by ``cfg``; never raises for per-scene/per-chip problems."""
+    started = datetime.now(UTC)
+    ing = cfg.ingest
+    params = {"stac": cfg.stac.model_dump(), "ingest": ing.model_dump()}
+    report = IngestReport(run_id=uuid.uuid4().hex[:12])
+    bands = resolve_bands(ing.bands)
+    found = search_scenes(cfg, report, on_reject)
+
+    scenes: list[tuple[int, Scene]] = []
+    for season, item in found:
+        try:
+            scenes.append((season, describe_scene(item, bands, cfg.stac.href_map)))
+        except ChipReadError as exc:
+            report.rejected[f"scene_{exc.reason}"] += 1
+            on_reject(f"scene_{exc.reason}", 1)
+            report.errors.append(str(exc))
+            log.warning("skipping scene %s: %s", item.id, exc)
+    report.scenes = len(scenes)
+
+    rows: list[dict[str, Any]] = []
+    if scenes:
+        aoi = aoi_from(
+            ing.bbox,
+            json.loads(Path(ing.aoi_geojson).read_text()) if ing.aoi_geojson else None,
+            [sc.geometry for _, sc in scenes if sc.geometry],
+        )
+        locations = sample_locations(
+            aoi, ing.num_locations, method=ing.sampling, centers=ing.centers,
+            sigma_m=ing.sigma_m, seed=ing.seed,
+        )
+        report.locations = len(locations)
+        progress = _Progress("ingest locations", len(locations))
+
+        def work(loc: Location) -> tuple[list[dict[str, Any]], Counter[str], list[str]]:
+            out: list[dict[str, Any]] = []
+            rej: Counter[str] = Counter()
+            errs: list[str] = []
+            done_seasons: set[int] = set()
+            split = spatial_split(loc.lon, loc.lat, ing.val_fraction)
+            for season, sc, bounds, off in _plan_location(loc, scenes, ing.chip_size):
+                if season in done_seasons:
+                    continue
+                ratio = round(sc.scl.res / sc.ref.res) or 1
+                shape_ = (max(ing.chip_size // ratio, 1),) * 2
+                try:
+                    scl = read_window(sc.scl.href, sc.crs, bounds, shape_)
+                except ChipReadError as exc:
+                    rej[exc.reason] += 1
+                    errs.append(str(exc))
+                    continue
+                q = chip_quality(scl)
+                if q["nodata_fraction"] > ing.max_chip_nodata:
+                    rej["nodata"] += 1
+                    continue
+                if q["cloud_fraction"] + q["shadow_fraction"] > ing.max_chip_cloud:
+                    rej["cloud"] += 1
+                    continue
+                out.append(_chip_row(loc, season, sc, bounds, off, ing.chip_size, q, split))
+                done_seasons.add(season)
+            return out, rej, errs
+
+        with gdal_env(), ThreadPoolExecutor(max_workers=ing.workers) as pool:
+            for out, rej, errs in pool.map(work, locations):
+                rows.extend(out)
+                report.rejected.update(rej)
+                for reason, n in rej.items():
+                    on_reject(reason, n)
+                report.errors.extend(errs[:5])
+                on_chip("accepted", len(out))
+                progress.step()
+
+    report.chips = len(rows)
+    table = pa.Table.from_pylist(rows, schema=CHIP_SCHEMA)
+    res = merge_rows(cfg.table_uri("chips"), table, ["chip_id"])
+    report.inserted, report.updated, report.table_version = (
+        res["inserted"], res["updated"], res["version"],
+    )
+    run_row = {
+        "run_id": report.run_id,
+        "started_at": started,
+        "finished_at": datetime.now(UTC),
+        "params": json.dumps(params, sort_keys=True, default=str),
+        "source": cfg.stac.url,
+        "cloud_filter_mode": report.mode,
+        "scenes": report.scenes,
+        "locations": report.locations,
+        "chips_written": report.chips,
+        "chips_inserted": report.inserted,
+        "rejected": json.dumps(dict(report.rejected), sort_keys=True),
+        "chips_table_version": report.table_version,
+    }
+    append_rows(cfg.table_uri("ingest_runs"), pa.Table.from_pylist([run_row], schema=RUN_SCHEMA))
+    log.info(report.summary())
+    return report
+
+
+def season_counts(table: pa.Table) -> dict[str, int]:
+    """Locations by how many distinct seasons they have (for SeCo readiness reporting)."""
+    if table.num_rows == 0:
+        return {}
+    loc = np.asarray(table.column("location_id").to_pylist())
+    _, counts = np.unique(loc, return_counts=True)
+    return {str(k): int(v) for k, v in zip(*np.unique(counts, return_counts=True), strict=True)}

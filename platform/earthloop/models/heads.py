@@ -1,0 +1,161 @@
+"""Projection, similarity and classifier heads.
+
+Heads are kept apart from the backbone so pretraining can drop them: contrastive losses act on a
+projection of the features (Chen et al. 2020 showed the layer before the projection transfers
+better), and the exported backbone never carries them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "ClassifierHead",
+    "ContextSimilarityHead",
+    "PixelProjectionHead",
+    "ProjectionHead",
+    "SegmentationHead",
+    "unfold_window",
+]
+
+
+class ProjectionHead(nn.Module):
+    """MoCo-v2 projection MLP: Linear - ReLU - Linear (Chen et al. 2020, "Improved Baselines").
+
+    SeCo's code uses the backbone width as hidden width (512 for ResNet-18, 2048 for ResNet-50) and
+    a 128-d output, which are the defaults when ``hidden_dim`` is None. No normalisation here: the
+    losses L2-normalise, so the head stays a plain MLP whose output can also be inspected raw.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int = 128, hidden_dim: int | None = None) -> None:
+        super().__init__()
+        hidden = in_dim if hidden_dim is None else hidden_dim
+        self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden, out_dim
+        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)  # type: ignore[no-any-return]
+
+
+class PixelProjectionHead(nn.Module):
+    """Per-pixel projection by 1x1 convolutions, L2-normalised over channels by default.
+
+    The 1x1 form is the dense analogue of the MLP head (each pixel is projected independently, as in
+    DenseCL/PixPro-style pixel contrast); with ``hidden_channels`` it is conv-ReLU-conv, otherwise a
+    single linear map, which is what CSCL uses for its query/key embeddings.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        hidden_channels: int | None = None,
+        *,
+        normalize: bool = True,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        self.out_channels = out_channels
+        self.normalize = normalize
+        if hidden_channels is None:
+            self.net: nn.Module = nn.Conv2d(in_channels, out_channels, 1, bias=bias)
+        else:
+            self.net = nn.Sequential(
+                nn.Conv2d(in_channels, hidden_channels, 1),
+                nn.ReLU(inplace=True),
+                nn.Conv2d(hidden_channels, out_channels, 1, bias=bias),
+            )
+
+    def forward(self, x: Tensor) -> Tensor:
+        z: Tensor = self.net(x)
+        return F.normalize(z, dim=1) if self.normalize else z
+
+
+class ClassifierHead(nn.Module):
+    """Linear classifier on pooled features (linear probe / fine-tuning)."""
+
+    def __init__(self, in_features: int, num_classes: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.fc = nn.Linear(in_features, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.dropout(x))  # type: ignore[no-any-return]
+
+
+class SegmentationHead(nn.Module):
+    """1x1 convolution from per-pixel features to class logits ``(B, num_classes, H, W)``."""
+
+    def __init__(self, in_channels: int, num_classes: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.conv = nn.Conv2d(in_channels, num_classes, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.dropout(x))  # type: ignore[no-any-return]
+
+
+def window_padding(kernel_size: int, dilation: int) -> int:
+    """Zero padding that keeps a centred ``kernel_size`` window of ``dilation`` inside 'same' size."""
+    if kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f"kernel_size must be odd and >= 1 so the window has a centre, got {kernel_size}")
+    if dilation < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation}")
+    return dilation * (kernel_size - 1) // 2
+
+
+def unfold_window(x: Tensor, kernel_size: int, dilation: int = 1, *, fill: float = 0.0) -> Tensor:
+    """Gather the ``kernel_size x kernel_size`` (dilated) neighbourhood of every pixel.
+
+    Returns ``(B, C, k*k, H, W)``: entry ``[:, :, j, y, x]`` is the value at
+    ``(y + dy_j * dilation, x + dx_j * dilation)`` with ``j = (dy+r) * k + (dx+r)`` row-major,
+    ``r = k // 2``. Out-of-image positions hold ``fill``; call with a tensor of ones and
+    ``fill=0`` to get the in-image mask.
+    """
+    b, c, h, w = x.shape
+    pad = window_padding(kernel_size, dilation)
+    if fill != 0.0:
+        x = F.pad(x, (pad, pad, pad, pad), value=fill)
+        cols = F.unfold(x, kernel_size, dilation=dilation, padding=0)
+    else:
+        cols = F.unfold(x, kernel_size, dilation=dilation, padding=pad)
+    return cols.view(b, c, kernel_size * kernel_size, h, w)
+
+
+class ContextSimilarityHead(nn.Module):
+    """CSCL's context self-similarity (Tarasiou et al. 2023, "Context-self contrastive pretraining
+    for crop type semantic segmentation").
+
+    Every pixel's query is compared with the keys of its ``k x k`` (dilated) neighbourhood; a
+    learned relative-position vector is added to each window key before normalisation so the
+    similarity can depend on where the neighbour is (the paper's relative position embedding; here
+    one full-width vector per window slot, ``k*k`` in all). Out-of-image neighbours see a zero key
+    plus their position vector, and ``in_image`` marks them so the loss can treat them as
+    negatives.
+
+    ``forward`` returns ``(similarity, in_image)``: cosine similarities ``(B, k*k, H, W)`` in
+    ``[-1, 1]`` and a ``(1, k*k, H, W)`` bool mask of in-image window slots.
+    """
+
+    def __init__(
+        self, in_channels: int, dim: int = 128, kernel_size: int = 5, dilation: int = 1
+    ) -> None:
+        super().__init__()
+        window_padding(kernel_size, dilation)  # validate early
+        self.kernel_size, self.dilation, self.dim = kernel_size, dilation, dim
+        self.query = nn.Conv2d(in_channels, dim, 1, bias=False)
+        self.key = nn.Conv2d(in_channels, dim, 1, bias=False)
+        self.rel_pos = nn.Parameter(torch.randn(kernel_size * kernel_size, dim) * dim**-0.5)
+
+    def forward(self, features: Tensor) -> tuple[Tensor, Tensor]:
+        b, _, h, w = features.shape
+        q = F.normalize(self.query(features), dim=1)  # (B, D, H, W)
+        k = unfold_window(self.key(features), self.kernel_size, self.dilation)  # (B, D, K, H, W)
+        k = k + self.rel_pos.t().reshape(1, self.dim, -1, 1, 1)
+        k = F.normalize(k, dim=1)
+        sim = torch.einsum("bdhw,bdkhw->bkhw", q, k)
+        ones = features.new_ones(1, 1, h, w)
+        in_image = unfold_window(ones, self.kernel_size, self.dilation)[:, 0] > 0.5
+        return sim, in_image

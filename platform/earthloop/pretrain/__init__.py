@@ -1,0 +1,1 @@
+"""earthloop.pretrain."""

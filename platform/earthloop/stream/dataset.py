@@ -1,0 +1,157 @@
+"""Ray Data sources over the chip index: chips for pixel/scene models, date tuples for SeCo.
+
+The index (a Delta table, read at a pinned version) is small metadata; the pixels are read lazily
+by Ray tasks in read groups (see :mod:`earthloop.stream.reader`), so a training job streams an
+arbitrarily large data set with bounded memory and never materialises it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from earthloop.store.delta import TableRef, read_table, table_version
+from earthloop.stream.reader import plan_groups, read_group, read_location
+
+log = logging.getLogger("earthloop.stream")
+
+
+def load_index(
+    uri: str,
+    *,
+    version: int | None = None,
+    split: str | None = None,
+    max_cloud: float = 1.0,
+) -> tuple[list[dict[str, Any]], TableRef]:
+    """Read the chip index at a pinned version (the latest when None) and filter it."""
+    ver = table_version(uri) if version is None else version
+    table = read_table(uri, ver)
+    if split is not None:
+        table = table.filter(pc.equal(table["split"], split))
+    mask = pc.less_equal(pc.add(table["cloud_fraction"], table["shadow_fraction"]), max_cloud)
+    table = table.filter(mask)
+    return _rows(table), TableRef(uri, ver)
+
+
+def _rows(table: pa.Table) -> list[dict[str, Any]]:
+    rows = table.to_pylist()
+    for r in rows:
+        r["datetime"] = r["datetime"].timestamp()
+    return rows
+
+
+class _ReadChips:
+    """Ray Data ``flat_map`` callable: one read group in, its chips out."""
+
+    def __init__(self, bands: Sequence[str] | None, cachemax_mb: int) -> None:
+        self.bands = list(bands) if bands else None
+        self.cachemax_mb = cachemax_mb
+
+    def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = json.loads(item["group"])
+        out = list(read_group(rows, self.bands, cachemax_mb=self.cachemax_mb))
+        _count(out)
+        return out
+
+
+class _ReadLocation:
+    """Ray Data ``flat_map`` callable: one location in, one SeCo sample (T dates) out."""
+
+    def __init__(self, bands: Sequence[str] | None, dates: int, seed: int | None, cache: int):
+        self.bands = list(bands) if bands else None
+        self.dates = dates
+        self.seed = seed
+        self.cachemax_mb = cache
+
+    def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        rows = json.loads(item["rows"])
+        # seed None: fresh dates every epoch (SeCo's augmentation); else reproducible per location
+        key = int(rows[0]["location_id"][:8], 16) if self.seed is not None else None
+        rng = np.random.default_rng(None if key is None else [self.seed, key])
+        sample = read_location(rows, self.bands, self.dates, rng=rng, cachemax_mb=self.cachemax_mb)
+        if sample is None:
+            _count([{"error": "too_few_dates"}])
+            return []
+        _count([{"error": ""}])
+        return [sample]
+
+
+def _count(rows: list[dict[str, Any]]) -> None:
+    try:
+        from earthloop.observe.metrics import StreamMetrics
+
+        StreamMetrics.get().record_rows(rows)
+    except Exception:  # metrics must never break reading
+        pass
+
+
+def _blocks(n: int) -> int:
+    return max(1, min(n, 512))
+
+
+def chip_dataset(
+    uri: str,
+    *,
+    version: int | None = None,
+    split: str | None = "train",
+    bands: Sequence[str] | None = None,
+    max_cloud: float = 1.0,
+    group_px: int = 1024,
+    max_chips_per_group: int = 64,
+    cachemax_mb: int = 64,
+    keep_errors: bool = False,
+) -> tuple[Any, TableRef]:
+    """A streaming ``ray.data.Dataset`` of chips with columns image (C,H,W), valid (H,W), ids."""
+    import ray.data
+
+    rows, ref = load_index(uri, version=version, split=split, max_cloud=max_cloud)
+    if not rows:
+        raise ValueError(f"no chips in {uri}@v{ref.version} (split={split}, max_cloud={max_cloud})")
+    groups = plan_groups(rows, group_px, max_chips_per_group)
+    items = [{"group": json.dumps(g)} for g in groups]
+    ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
+    ds = ds.flat_map(_ReadChips(bands, cachemax_mb))
+    if not keep_errors:
+        ds = ds.filter(lambda r: not r["error"])
+    log.info("chip stream: %d chips in %d read groups from %s@v%d", len(rows), len(groups),
+             uri, ref.version)
+    return ds, ref
+
+
+def seco_dataset(
+    uri: str,
+    *,
+    version: int | None = None,
+    split: str | None = "train",
+    bands: Sequence[str] | None = None,
+    dates: int = 3,
+    max_cloud: float = 1.0,
+    seed: int | None = None,
+    cachemax_mb: int = 64,
+) -> tuple[Any, TableRef, int]:
+    """A streaming dataset of per-location date tuples: images (T, C, H, W), valid (T, H, W).
+
+    Returns the dataset, the index version read, and the number of locations it covers.
+    """
+    import ray.data
+
+    rows, ref = load_index(uri, version=version, split=split, max_cloud=max_cloud)
+    by_loc: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        by_loc.setdefault(r["location_id"], []).append(r)
+    usable = {k: v for k, v in by_loc.items() if len({r["season"] for r in v}) >= dates}
+    if not usable:
+        raise ValueError(
+            f"no location in {uri}@v{ref.version} has {dates} distinct seasons "
+            f"({len(by_loc)} locations); ingest more dates per location"
+        )
+    items = [{"rows": json.dumps(v)} for _, v in sorted(usable.items())]
+    ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
+    ds = ds.flat_map(_ReadLocation(bands, dates, seed, cachemax_mb))
+    return ds, ref, len(usable)

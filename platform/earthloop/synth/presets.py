@@ -1,0 +1,152 @@
+"""Named sizes of the synthetic archive.
+
+A preset fixes everything that shapes the output except the seed, so "same preset + same seed +
+same overrides" is a complete description of a dataset and can be compared against the manifest
+of an earlier run (idempotent ``earthloop sample-data``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from earthloop.s2.bands import SPECTRAL_BANDS, resolve_bands
+
+
+@dataclass(frozen=True)
+class SynthPreset:
+    """Everything that shapes a synthetic archive, apart from the seed."""
+
+    tiles: tuple[str, ...]
+    """MGRS tile ids; each becomes one UTM grid whose upper-left corner is the real tile's."""
+    size_px: int
+    """Tile edge on the 10 m grid (must be even so 20 m bands cover exactly the same bounds)."""
+    dates: tuple[str, ...]
+    """Acquisition dates as ``MM-DD`` of ``year``; each tile is shifted by a few days (orbits)."""
+    year: int = 2023
+    bands: tuple[str, ...] = SPECTRAL_BANDS
+    """Spectral bands to write (any alias accepted); SCL is controlled by ``include_scl``."""
+    include_scl: bool = True
+    blocksize: int = 256
+    """Internal COG tile size (Earth Search uses 1024)."""
+    cloud_cover: tuple[float, ...] = (0.01, 0.45)
+    """Target cloud fractions, permuted per tile and cycled over the dates."""
+    legacy_baseline: tuple[tuple[int, int], ...] = ((0, 0),)
+    """(tile index, date index) scenes written with baseline 03.01 (no +1000 DN offset)."""
+    nodata_edge: tuple[tuple[int, int], ...] = ()
+    """(tile index, date index) scenes cut by an orbit swath edge (a nodata wedge)."""
+    region_px: int = 64
+    """Typical size of a land-cover region (Voronoi cell) in 10 m pixels."""
+    parcel_px: int = 20
+    """Typical crop parcel size in 10 m pixels."""
+    overview_resampling: str = "average"
+    """GDAL resampling for reflectance overviews (SCL and labels always use nearest)."""
+
+    def validate(self) -> SynthPreset:
+        """Fail early, naming the field, instead of halfway through writing a dataset."""
+        if not self.tiles:
+            raise ValueError("preset needs at least one tile")
+        if len(set(self.tiles)) != len(self.tiles):
+            raise ValueError(f"duplicate tiles in {self.tiles}")
+        if self.size_px < 32 or self.size_px % 2:
+            raise ValueError(f"size_px must be an even number >= 32, got {self.size_px}")
+        if not self.dates:
+            raise ValueError("preset needs at least one date")
+        for d in self.dates:
+            parts = d.split("-")
+            if len(parts) != 2 or not all(p.isdigit() for p in parts):
+                raise ValueError(f"dates must look like 'MM-DD', got {d!r}")
+        if len(set(self.dates)) != len(self.dates):
+            raise ValueError(f"duplicate dates in {self.dates}")
+        resolve_bands(list(self.bands))
+        if self.blocksize < 16 or self.blocksize % 16:
+            raise ValueError(f"blocksize must be a multiple of 16, got {self.blocksize}")
+        if not self.cloud_cover or not all(0.0 <= c <= 0.95 for c in self.cloud_cover):
+            raise ValueError(f"cloud_cover entries must lie in [0, 0.95], got {self.cloud_cover}")
+        for name, scenes in (("legacy_baseline", self.legacy_baseline), ("nodata_edge", self.nodata_edge)):
+            for t, d in scenes:
+                if not (0 <= t < len(self.tiles) and 0 <= d < len(self.dates)):
+                    raise ValueError(f"{name} entry {(t, d)} is outside {len(self.tiles)} tiles × {len(self.dates)} dates")
+        if self.region_px < 8 or self.parcel_px < 4:
+            raise ValueError("region_px must be >= 8 and parcel_px >= 4")
+        if self.overview_resampling not in {"average", "nearest", "bilinear", "cubic", "mode"}:
+            raise ValueError(f"unsupported overview_resampling {self.overview_resampling!r}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (tuples become lists) for the manifest."""
+        return json_ready(dataclasses.asdict(self))
+
+
+def json_ready(value: Any) -> Any:
+    """Tuples → lists recursively, so a JSON round trip compares equal."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_ready(v) for v in value]
+    return value
+
+
+_SEASONS = ("01-14", "03-15", "05-14", "07-13", "09-11", "11-10")
+
+PRESETS: dict[str, SynthPreset] = {
+    "tiny": SynthPreset(
+        tiles=("33TWL", "34TCR"),
+        size_px=128,
+        dates=("01-15", "05-15", "07-15"),
+        blocksize=64,
+        cloud_cover=(0.01, 0.2, 0.5),
+        legacy_baseline=((0, 1),),
+        nodata_edge=((1, 1),),
+        region_px=24,
+        parcel_px=12,
+    ),
+    "demo": SynthPreset(
+        tiles=("33TWL", "33TXL", "34TCR", "34TDR"),
+        size_px=512,
+        dates=_SEASONS,
+        blocksize=256,
+        cloud_cover=(0.005, 0.02, 0.1, 0.25, 0.45, 0.7),
+        legacy_baseline=((0, 0), (2, 3)),
+        nodata_edge=((1, 2), (3, 4)),
+        region_px=64,
+        parcel_px=20,
+    ),
+    "bench": SynthPreset(
+        tiles=("33TWL",),
+        size_px=4096,
+        dates=("03-15", "07-13"),
+        bands=("blue", "green", "red", "nir"),
+        blocksize=1024,
+        cloud_cover=(0.05, 0.3),
+        legacy_baseline=((0, 1),),
+        region_px=160,
+        parcel_px=32,
+    ),
+}
+"""Named presets: ``tiny`` for unit tests, ``demo`` for the embedded demo, ``bench`` for
+Earth-Search-like I/O benchmarks (4096 px tiles, 1024 px internal tiles, 4 bands)."""
+
+
+def resolve_preset(preset: str | SynthPreset, overrides: dict[str, Any]) -> SynthPreset:
+    """Apply keyword overrides to a named preset, rejecting unknown keys by name."""
+    if isinstance(preset, SynthPreset):
+        base = preset
+    else:
+        try:
+            base = PRESETS[preset]
+        except KeyError:
+            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}") from None
+    known = {f.name for f in dataclasses.fields(SynthPreset)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown override(s) {unknown}; valid keys: {sorted(known)}")
+    coerced: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key in {"legacy_baseline", "nodata_edge"}:
+            value = tuple((int(t), int(d)) for t, d in value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        coerced[key] = value
+    return dataclasses.replace(base, **coerced).validate()
