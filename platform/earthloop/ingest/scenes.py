@@ -64,14 +64,27 @@ def find_asset(item: pystac.Item, band: Band) -> tuple[str, pystac.Asset]:
     )
 
 
-def _item_epsg(item: pystac.Item) -> int | None:
+def _asset_href(asset: pystac.Asset) -> str:
+    """Absolute paths and URLs stay as written; only relative hrefs resolve against the item.
+
+    (pystac would resolve ``/data/x.tif`` against an API item's ``http://…`` self link.)
+    """
+    href = asset.href
+    if "://" in href or href.startswith("/"):
+        return href
+    return asset.get_absolute_href() or href
+
+
+def _item_epsgs(item: pystac.Item) -> set[int]:
+    """Every EPSG code the item claims (``proj:epsg`` and/or ``proj:code``)."""
     props = item.properties
+    out: set[int] = set()
     if props.get("proj:epsg") is not None:
-        return int(props["proj:epsg"])
+        out.add(int(props["proj:epsg"]))
     code = props.get("proj:code")
     if isinstance(code, str) and code.upper().startswith("EPSG:"):
-        return int(code.split(":")[1])
-    return None
+        out.add(int(code.split(":")[1]))
+    return out
 
 
 def _tile_of(item: pystac.Item) -> str:
@@ -85,12 +98,15 @@ def describe_scene(
     item: pystac.Item, bands: list[Band], href_map: dict[str, str] | None = None
 ) -> Scene:
     """Resolve assets, radiometry and grids; raises :class:`ChipReadError` naming the problem."""
-    epsg = _item_epsg(item)
+    epsgs = _item_epsgs(item)
+    if len(epsgs) > 1:
+        raise ChipReadError("crs", f"item {item.id} claims several CRSs: {sorted(epsgs)}")
+    epsg = next(iter(epsgs), None)
     assets: list[BandAsset] = []
     crs_seen: str | None = None
     for band in [*bands, BANDS["SCL"]]:
         _, asset = find_asset(item, band)
-        href = map_href(asset.get_absolute_href() or asset.href, href_map)
+        href = map_href(_asset_href(asset), href_map)
         rad = radiometry_for_asset(asset.to_dict(), item.properties)
         try:
             with open_raster(href) as src:

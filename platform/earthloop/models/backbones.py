@@ -212,9 +212,16 @@ class ResNet(nn.Module):
 Backbone = ResNet
 """The backbone type every model in this package builds on."""
 
+
+def _builder(name: str, spec: ResNetSpec) -> Callable[[int], ResNet]:
+    def build(in_channels: int) -> ResNet:
+        return ResNet(spec, in_channels, arch=name)
+
+    return build
+
+
 _BUILDERS: dict[str, Callable[[int], ResNet]] = {
-    name: (lambda in_ch, _s=spec, _n=name: ResNet(_s, in_ch, arch=_n))
-    for name, spec in ARCHITECTURES.items()
+    name: _builder(name, spec) for name, spec in ARCHITECTURES.items()
 }
 
 

@@ -33,10 +33,12 @@ class ProjectionHead(nn.Module):
         super().__init__()
         hidden = in_dim if hidden_dim is None else hidden_dim
         self.in_dim, self.hidden_dim, self.out_dim = in_dim, hidden, out_dim
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
+        self.net = nn.Sequential(
+            nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+        return self.net(x)
 
 
 class PixelProjectionHead(nn.Module):
@@ -82,7 +84,7 @@ class ClassifierHead(nn.Module):
         self.fc = nn.Linear(in_features, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.fc(self.dropout(x))  # type: ignore[no-any-return]
+        return self.fc(self.dropout(x))
 
 
 class SegmentationHead(nn.Module):
@@ -94,13 +96,15 @@ class SegmentationHead(nn.Module):
         self.conv = nn.Conv2d(in_channels, num_classes, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(self.dropout(x))  # type: ignore[no-any-return]
+        return self.conv(self.dropout(x))
 
 
 def window_padding(kernel_size: int, dilation: int) -> int:
     """Zero padding that keeps a centred ``kernel_size`` window of ``dilation`` inside 'same' size."""
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be odd and >= 1 so the window has a centre, got {kernel_size}")
+        raise ValueError(
+            f"kernel_size must be odd and >= 1 so the window has a centre, got {kernel_size}"
+        )
     if dilation < 1:
         raise ValueError(f"dilation must be >= 1, got {dilation}")
     return dilation * (kernel_size - 1) // 2

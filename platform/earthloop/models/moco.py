@@ -21,6 +21,7 @@ shuffle is a within-batch permutation. Under DDP every collective is a plain ``a
 from __future__ import annotations
 
 import copy
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -45,7 +46,10 @@ def distributed_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def copy_frozen(module: nn.Module) -> nn.Module:
+M = TypeVar("M", bound=nn.Module)
+
+
+def copy_frozen(module: M) -> M:
     """A deep copy with gradients off: the initial momentum (key) encoder equals the query one."""
     target = copy.deepcopy(module)
     for p in target.parameters():

@@ -166,7 +166,9 @@ class RandomApply(Transform):
         self.transform, self.p = transform, p
 
     def sample(self, view: View, generator: torch.Generator | None = None) -> Params:
-        raise TypeError("RandomApply parameters depend on the inner transform; use sample_and_apply")
+        raise TypeError(
+            "RandomApply parameters depend on the inner transform; use sample_and_apply"
+        )
 
     def sample_and_apply(
         self, view: View, generator: torch.Generator | None = None
@@ -248,7 +250,10 @@ class RandomCrop(Transform):
         h, w = view.size
         if self.size > h or self.size > w:
             raise ValueError(f"crop size {self.size} larger than the {h}x{w} view")
-        return {"top": _randint(generator, h - self.size + 1), "left": _randint(generator, w - self.size + 1)}
+        return {
+            "top": _randint(generator, h - self.size + 1),
+            "left": _randint(generator, w - self.size + 1),
+        }
 
     def apply(self, view: View, params: Params) -> View:
         return _crop(view, params["top"], params["left"], self.size, self.size)
@@ -264,7 +269,9 @@ class RandomResizedCrop(Transform):
 
     def __init__(self, size: int, factors: Sequence[int] = (1, 2)) -> None:
         if not factors or any(f < 1 or size % f for f in factors):
-            raise ValueError(f"every zoom factor must be >= 1 and divide size={size}, got {factors}")
+            raise ValueError(
+                f"every zoom factor must be >= 1 and divide size={size}, got {factors}"
+            )
         self.size, self.factors = size, tuple(int(f) for f in factors)
 
     def sample(self, view: View, generator: torch.Generator | None = None) -> Params:
@@ -274,7 +281,11 @@ class RandomResizedCrop(Transform):
             raise ValueError(f"no zoom factor of {self.factors} fits output {self.size} in {h}x{w}")
         f = usable[_randint(generator, len(usable))]
         c = self.size // f
-        return {"factor": f, "top": _randint(generator, h - c + 1), "left": _randint(generator, w - c + 1)}
+        return {
+            "factor": f,
+            "top": _randint(generator, h - c + 1),
+            "left": _randint(generator, w - c + 1),
+        }
 
     def apply(self, view: View, params: Params) -> View:
         f = int(params["factor"])
@@ -298,7 +309,9 @@ class BrightnessContrast(Transform):
     act differently on each wavelength, which a single RGB-style factor cannot mimic.
     """
 
-    def __init__(self, brightness: float = 0.2, contrast: float = 0.2, *, per_band: bool = True) -> None:
+    def __init__(
+        self, brightness: float = 0.2, contrast: float = 0.2, *, per_band: bool = True
+    ) -> None:
         self.brightness, self.contrast, self.per_band = brightness, contrast, per_band
 
     def sample(self, view: View, generator: torch.Generator | None = None) -> Params:

@@ -55,7 +55,7 @@ class DecoderBlock(nn.Module):
         x = F.interpolate(x, size=size, mode="nearest")
         if skip is not None:
             x = torch.cat([x, skip], dim=1)
-        return self.block(x)  # type: ignore[no-any-return]
+        return self.block(x)
 
 
 class UNetDecoder(nn.Module):
@@ -65,7 +65,13 @@ class UNetDecoder(nn.Module):
         super().__init__()
         if len(encoder_channels) != 5 or len(decoder_channels) != 5:
             raise ValueError("expected 5 encoder stages and 5 decoder widths")
-        skips = [encoder_channels[3], encoder_channels[2], encoder_channels[1], encoder_channels[0], 0]
+        skips = [
+            encoder_channels[3],
+            encoder_channels[2],
+            encoder_channels[1],
+            encoder_channels[0],
+            0,
+        ]
         ins = [encoder_channels[4], *decoder_channels[:-1]]
         self.blocks = nn.ModuleList(
             DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels, strict=True)
@@ -92,7 +98,11 @@ class UNet(nn.Module):
     def __init__(self, encoder: Backbone, decoder_channels: Sequence[int] | None = None) -> None:
         super().__init__()
         self.encoder = encoder
-        channels = tuple(decoder_channels) if decoder_channels is not None else default_decoder_channels(encoder)
+        channels = (
+            tuple(decoder_channels)
+            if decoder_channels is not None
+            else default_decoder_channels(encoder)
+        )
         self.decoder = UNetDecoder(encoder.feature_channels, channels)
         self.out_channels = self.decoder.out_channels
         self.in_channels = encoder.in_channels
@@ -120,4 +130,4 @@ class SegmentationModel(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.unet(x))  # type: ignore[no-any-return]
+        return self.head(self.unet(x))

@@ -168,25 +168,32 @@ def shift(a: Array, dy: int, dx: int, fill: float = 0.0) -> Array:
     return out
 
 
-def balanced_choice(rng: np.random.Generator, n: int, weights: dict[int, float]) -> Array:
-    """Assign ``n`` items to classes in proportion to ``weights``, every class at least once.
+def balanced_counts(n: int, weights: dict[int, float]) -> dict[int, int]:
+    """Split ``n`` items over classes in proportion to ``weights``, every class at least once.
 
     Plain sampling can miss a rare class on a small tile; tests and downstream label-efficiency
-    experiments both need every class present.
+    experiments both need every class present. With fewer items than classes the most weighted
+    classes win.
     """
-    classes = np.array(sorted(weights), dtype=np.int64)
-    w = np.array([weights[int(c)] for c in classes], dtype=np.float64)
+    classes = sorted(weights, key=lambda c: -weights[c])
+    w = np.array([weights[c] for c in classes], dtype=np.float64)
     w /= w.sum()
     if n < len(classes):
-        return np.asarray(rng.choice(classes, size=n, replace=False, p=w))
+        return {c: int(i < n) for i, c in enumerate(classes)}
     counts = np.maximum(1, np.floor(w * n).astype(np.int64))
     while counts.sum() > n:
-        counts[np.argmax(counts)] -= 1
+        counts[int(np.argmax(counts))] -= 1
     remainder = w * n - counts
     while counts.sum() < n:
         i = int(np.argmax(remainder))
         counts[i] += 1
         remainder[i] -= 1.0
-    out = np.repeat(classes, counts)
+    return {c: int(k) for c, k in zip(classes, counts, strict=True)}
+
+
+def balanced_choice(rng: np.random.Generator, n: int, weights: dict[int, float]) -> Array:
+    """``n`` class labels in the proportions of :func:`balanced_counts`, randomly ordered."""
+    counts = balanced_counts(n, weights)
+    out = np.repeat(np.array(list(counts), dtype=np.int64), list(counts.values()))
     rng.shuffle(out)
     return out

@@ -33,7 +33,9 @@ def info_nce_logits(
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if query.shape != positive.shape or query.ndim != 2:
-        raise ValueError(f"query and positive must both be (N, D), got {tuple(query.shape)}, {tuple(positive.shape)}")
+        raise ValueError(
+            f"query and positive must both be (N, D), got {tuple(query.shape)}, {tuple(positive.shape)}"
+        )
     if normalize:
         query, positive = F.normalize(query, dim=-1), F.normalize(positive, dim=-1)
     l_pos = (query * positive).sum(dim=-1, keepdim=True)
@@ -65,7 +67,9 @@ def info_nce(
 
     ``reduction``: ``"mean"`` (scalar), ``"sum"`` or ``"none"`` (per query, ``(N,)``).
     """
-    logits = info_nce_logits(query, positive, negatives, temperature=temperature, normalize=normalize)
+    logits = info_nce_logits(
+        query, positive, negatives, temperature=temperature, normalize=normalize
+    )
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits.float(), target, reduction=reduction)
 
@@ -86,7 +90,9 @@ def info_nce_in_batch(
     excluded.
     """
     if query.shape != keys.shape or query.ndim != 2:
-        raise ValueError(f"query and keys must both be (N, D), got {tuple(query.shape)}, {tuple(keys.shape)}")
+        raise ValueError(
+            f"query and keys must both be (N, D), got {tuple(query.shape)}, {tuple(keys.shape)}"
+        )
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     if normalize:
@@ -94,7 +100,9 @@ def info_nce_in_batch(
     logits = (query @ keys.t()).float() / temperature
     if exclude is not None:
         n = logits.shape[0]
-        mask = exclude.to(device=logits.device, dtype=torch.bool) & ~torch.eye(n, dtype=torch.bool, device=logits.device)
+        mask = exclude.to(device=logits.device, dtype=torch.bool) & ~torch.eye(
+            n, dtype=torch.bool, device=logits.device
+        )
         logits = logits.masked_fill(mask, float("-inf"))
     target = torch.arange(logits.shape[0], device=logits.device)
     return F.cross_entropy(logits, target, reduction=reduction)

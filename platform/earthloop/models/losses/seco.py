@@ -31,7 +31,13 @@ from torch import Tensor
 
 from earthloop.models.losses.infonce import info_nce_logits
 
-__all__ = ["KEY_AUGMENTATION", "KEY_SEASON", "KEY_SEASON_AND_AUGMENTATION", "NUM_SUBSPACES", "seco_loss"]
+__all__ = [
+    "KEY_AUGMENTATION",
+    "KEY_SEASON",
+    "KEY_SEASON_AND_AUGMENTATION",
+    "NUM_SUBSPACES",
+    "seco_loss",
+]
 
 NUM_SUBSPACES = 3
 KEY_SEASON_AND_AUGMENTATION = 0
@@ -63,7 +69,9 @@ def seco_loss(
     """
     n = len(queries)
     if n != NUM_SUBSPACES or len(keys) != n or any(len(k) != n for k in keys):
-        raise ValueError(f"SeCo needs {NUM_SUBSPACES} query projections and a {NUM_SUBSPACES}x{NUM_SUBSPACES} key grid")
+        raise ValueError(
+            f"SeCo needs {NUM_SUBSPACES} query projections and a {NUM_SUBSPACES}x{NUM_SUBSPACES} key grid"
+        )
     if queues is not None and len(queues) != n:
         raise ValueError(f"expected {n} queues, got {len(queues)}")
     out: dict[str, Tensor] = {}

@@ -1,0 +1,26 @@
+# Shared settings of the local stack; sourced by every script (and CI) so all agree on one
+# Ray auth mode and one set of loopback addresses.
+EARTHLOOP_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+export EARTHLOOP_ROOT
+export VENV="${VENV:-$EARTHLOOP_ROOT/.venv}"
+export STAC_VENV="${STAC_VENV:-$EARTHLOOP_ROOT/.venv-stac}"
+export STACK_DIR="${STACK_DIR:-$EARTHLOOP_ROOT/.stack}"
+# Ray 2.60 turns token auth on by default; every client (driver, `ray job submit`, tests) must
+# say so too, or it is refused with InvalidAuthToken.
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+export RAY_HEAD_IP="${RAY_HEAD_IP:-127.0.0.2}"
+export RAY_WORKER_IP="${RAY_WORKER_IP:-127.0.0.3}"
+export RAY_GCS_PORT="${RAY_GCS_PORT:-6390}"
+export RAY_DASHBOARD_HOST="${RAY_DASHBOARD_HOST:-127.0.0.1}"
+export RAY_DASHBOARD_PORT="${RAY_DASHBOARD_PORT:-8265}"
+export RAY_HEAD_METRICS_PORT="${RAY_HEAD_METRICS_PORT:-8090}"
+export RAY_WORKER_METRICS_PORT="${RAY_WORKER_METRICS_PORT:-8091}"
+export RAY_NODE_CPUS="${RAY_NODE_CPUS:-2}"
+export RAY_OBJECT_STORE_BYTES="${RAY_OBJECT_STORE_BYTES:-1500000000}"
+export RAY_ADDRESS_JOBS="http://${RAY_DASHBOARD_HOST}:${RAY_DASHBOARD_PORT}"
+export STAC_HOST="${STAC_HOST:-127.0.0.1}"
+export STAC_PORT="${STAC_PORT:-8181}"
+# Decode-bound, honest I/O figures: a small GDAL block cache per process (see docs/benchmarks.md).
+export GDAL_CACHEMAX="${GDAL_CACHEMAX:-64}"
+export PATH="$VENV/bin:$PATH"
+mkdir -p "$STACK_DIR"

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything earthloop needs on a fresh machine (idempotent; quick when already done).
+# torch is installed FIRST and pinned: the local CPU wheel; an unpinned torch pulls CUDA (GBs).
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+cd "$EARTHLOOP_ROOT"
+PY="${PYTHON:-python3}"
+TORCH_VERSION="${TORCH_VERSION:-2.13.0}"
+
+if [ ! -x "$VENV/bin/python" ]; then "$PY" -m venv "$VENV"; fi
+if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
+  "$VENV/bin/pip" install -q "torch==$TORCH_VERSION"
+fi
+if ! "$VENV/bin/python" -c "import earthloop, ray, pytest" 2>/dev/null \
+   || [ pyproject.toml -nt "$VENV/.earthloop-installed" ]; then
+  "$VENV/bin/pip" install -q -e ".[dev]" "torch==$TORCH_VERSION"
+  touch "$VENV/.earthloop-installed"
+fi
+# The STAC API server (rustac) lives in its own venv: it is a server, not a library of ours.
+if [ ! -x "$STAC_VENV/bin/rustac" ]; then
+  "$PY" -m venv "$STAC_VENV"
+  "$STAC_VENV/bin/pip" install -q rustac==0.9.9 rustac-duckdb-extensions==1.5.1.post0
+fi
+# Prometheus (Debian package) for the observability tests; it starts nothing by itself.
+if ! command -v prometheus >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q --no-install-recommends prometheus >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends prometheus >/dev/null; }
+  else
+    echo "setup: prometheus not installed (needs root + apt-get); its tests will fail in CI" >&2
+  fi
+fi
+echo "setup: ok ($("$VENV/bin/python" -c 'import torch,ray;print("torch",torch.__version__,"ray",ray.__version__)'))"

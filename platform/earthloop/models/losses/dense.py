@@ -1,0 +1,107 @@
+"""Pixel-level InfoNCE between two views of the same location (Embedding Earth style).
+
+Embedding Earth (Tarasiou & Zafeiriou 2022) pretrains a U-Net so that a pixel's embedding in one
+acquisition matches the *same ground pixel* in another acquisition of the location, and differs
+from other pixels. We implement that as InfoNCE over sampled pixels:
+
+* positives: view A pixel and the view B pixel with the same ground coordinates (exact, from the
+  tracked transforms in :mod:`earthloop.models.transforms`);
+* negatives: every other sampled pixel of view B, from the same image and from the other
+  locations in the batch;
+* ``N`` pixels per image are sampled (default 64 in the method) so the ``(B*N)^2`` similarity
+  matrix stays small; each sampled pixel is a distinct ground pixel, so no negative is a copy of
+  the positive;
+* the loss is symmetrised (A->B and B->A), since neither date is the "anchor".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from earthloop.models.losses.infonce import info_nce_in_batch
+from earthloop.models.transforms import correspondence
+
+__all__ = ["PixelPairs", "dense_info_nce", "gather_pixels", "sample_pixel_pairs"]
+
+PixelPairs = tuple[Tensor, Tensor, Tensor]
+"""``(idx_a, idx_b, ground)``: flat pixel indices into view A and view B and the ground index."""
+
+
+def sample_pixel_pairs(
+    coords_a: Tensor,
+    coords_b: Tensor,
+    ground_size: tuple[int, int],
+    num_samples: int,
+    *,
+    valid_a: Tensor | None = None,
+    valid_b: Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> PixelPairs:
+    """Sample up to ``num_samples`` corresponding pixels of two views of one image.
+
+    Only pixels visible in both views and valid in both (``valid_*``: ``(H, W)`` bool of each view,
+    already transformed with it) are candidates; at most one pixel per ground location is kept.
+    Fewer than ``num_samples`` pairs are returned when fewer candidates exist (possibly none).
+    """
+    match = correspondence(coords_a, coords_b, ground_size).reshape(-1)
+    ok = match >= 0
+    if valid_a is not None:
+        ok &= valid_a.reshape(-1).to(ok.device)
+    if valid_b is not None:
+        vb = valid_b.reshape(-1).to(ok.device)
+        ok &= vb[match.clamp(min=0)]
+    cand = torch.nonzero(ok).flatten()
+    if cand.numel() == 0:
+        empty = torch.empty(0, dtype=torch.long, device=coords_a.device)
+        return empty, empty, empty
+    gw = ground_size[1]
+    ground_all = (coords_a[0] * gw + coords_a[1]).reshape(-1)
+    # Random order, then keep the first occurrence of each ground pixel: up-scaled views repeat
+    # ground pixels, and two samples of one ground pixel would be each other's false negative.
+    perm = torch.randperm(cand.numel(), generator=generator).to(cand.device)
+    cand = cand[perm]
+    g = ground_all[cand]
+    uniq, inverse = torch.unique(g, return_inverse=True)
+    first = torch.full((uniq.numel(),), cand.numel(), dtype=torch.long, device=cand.device)
+    first.scatter_reduce_(0, inverse, torch.arange(cand.numel(), device=cand.device), reduce="amin")
+    keep = torch.sort(first).values[:num_samples]
+    idx_a = cand[keep]
+    return idx_a, match[idx_a], ground_all[idx_a]
+
+
+def gather_pixels(embeddings: Tensor, indices: Sequence[Tensor]) -> Tensor:
+    """Stack the embeddings ``(B, D, H, W)`` at flat pixel ``indices[b]`` of each image: ``(N, D)``."""
+    b, d = embeddings.shape[:2]
+    flat = embeddings.reshape(b, d, -1)
+    parts = [flat[i, :, idx].t() for i, idx in enumerate(indices)]
+    return torch.cat(parts, dim=0) if parts else embeddings.new_zeros(0, d)
+
+
+def dense_info_nce(
+    emb_a: Tensor,
+    emb_b: Tensor,
+    pairs: Sequence[PixelPairs],
+    *,
+    temperature: float = 0.1,
+    symmetric: bool = True,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Pixel InfoNCE over the sampled pairs of every image in the batch.
+
+    ``emb_a``/``emb_b``: ``(B, D, H, W)`` embeddings of the two views; ``pairs[b]`` from
+    :func:`sample_pixel_pairs`. Returns ``(loss, z_a, z_b)`` with the ``(N, D)`` sampled pixel
+    embeddings. With fewer than two pairs in the batch there is nothing to contrast and the loss
+    is a zero that still depends on the inputs (so ``backward`` works).
+    """
+    if len(pairs) != emb_a.shape[0] or emb_a.shape[0] != emb_b.shape[0]:
+        raise ValueError("one PixelPairs per image of both views is required")
+    z_a = gather_pixels(emb_a, [p[0] for p in pairs])
+    z_b = gather_pixels(emb_b, [p[1] for p in pairs])
+    if z_a.shape[0] < 2:
+        return (emb_a.sum() + emb_b.sum()) * 0.0, z_a, z_b
+    loss = info_nce_in_batch(z_a, z_b, temperature=temperature)
+    if symmetric:
+        loss = 0.5 * (loss + info_nce_in_batch(z_b, z_a, temperature=temperature))
+    return loss, z_a, z_b

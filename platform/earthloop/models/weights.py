@@ -1,0 +1,321 @@
+"""One-file export/import of pretrained backbones, and loading of external checkpoints.
+
+A backbone is only reusable together with how its input was prepared: which bands in which order
+and the per-band normalisation. A state_dict alone silently "works" with the wrong band order (the
+first conv just sees different data), so the exported file carries that metadata and
+:func:`load_backbone` checks it::
+
+    {"format": "earthloop.backbone", "format_version": 1, "arch": "resnet18", "in_channels": 4,
+     "bands": ["B02", ...], "mean": [...], "std": [...], "method": "seco", "extra": {...},
+     "state_dict": {...}}
+
+The file is a plain ``torch.save`` of that dict, loadable with ``weights_only=True`` (no pickled
+code), and written atomically so a crashed export never leaves a truncated file.
+
+:func:`load_external_state_dict` adapts third-party checkpoints (e.g. the SeCo ResNet-18 weights a
+user downloaded via TorchGeo, a MoCo/Lightning checkpoint or the SeCo reference checkpoint whose
+encoder is an ``nn.Sequential``) to our parameter names and reports what did not map.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from earthloop.models.backbones import Backbone, build_backbone
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "ExternalLoadReport",
+    "load_backbone",
+    "load_external_state_dict",
+    "save_backbone",
+]
+
+FORMAT = "earthloop.backbone"
+FORMAT_VERSION = 1
+
+PathLike = str | os.PathLike[str]
+
+# Wrappers that training code puts in front of the encoder's parameter names.
+_PREFIXES = ("module.", "model.", "encoder_q.", "backbone.", "encoder.")
+# torchvision ResNet children order, used by ``nn.Sequential(*list(resnet.children())[:-1])``
+# encoders such as SeCo's reference code: 0 conv1, 1 bn1, 2 relu, 3 maxpool, 4-7 layer1-4.
+_SEQUENTIAL_NAMES = {
+    "0": "conv1",
+    "1": "bn1",
+    "4": "layer1",
+    "5": "layer2",
+    "6": "layer3",
+    "7": "layer4",
+}
+
+
+def _canonical_band(name: str) -> str:
+    try:
+        from earthloop.s2.bands import resolve_band
+
+        return resolve_band(name).name
+    except (ImportError, KeyError):
+        return name.strip().upper()
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """Metadata must survive ``torch.load(weights_only=True)``: primitives and containers only."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _check_plain(v, f"{where}[{i}]")
+        return
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise TypeError(f"{where} keys must be str, got {k!r}")
+            _check_plain(v, f"{where}[{k!r}]")
+        return
+    raise TypeError(
+        f"{where} holds a {type(value).__name__}; only str/int/float/bool/None/list/dict are stored"
+    )
+
+
+def save_backbone(
+    path: PathLike,
+    backbone: Backbone,
+    *,
+    arch: str,
+    bands: Sequence[str],
+    mean: Sequence[float],
+    std: Sequence[float],
+    method: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``backbone`` with its input contract to ``path`` (parents created); returns the path."""
+    if getattr(backbone, "arch", arch) != arch:
+        raise ValueError(f"arch={arch!r} but the backbone was built as {backbone.arch!r}")
+    n = backbone.in_channels
+    if not (len(bands) == len(mean) == len(std) == n):
+        raise ValueError(
+            f"backbone takes {n} bands but got {len(bands)} band names, {len(mean)} means, {len(std)} stds"
+        )
+    if any(float(s) <= 0 for s in std):
+        raise ValueError("every std must be > 0")
+    extra = dict(extra or {})
+    _check_plain(extra, "extra")
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "arch": arch,
+        "in_channels": n,
+        "bands": [str(b) for b in bands],
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "method": method,
+        "extra": extra,
+        "state_dict": {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()},
+    }
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return out
+
+
+def _load_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as exc:
+        if not trust_pickle:
+            raise ValueError(
+                f"{path} cannot be read with weights_only=True ({type(exc).__name__}: {exc}); it "
+                "contains pickled objects. Pass trust_pickle=True only if you trust its source."
+            ) from exc
+        return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return (
+        isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+    )
+
+
+def load_backbone(
+    path_or_state_dict: PathLike | Mapping[str, Any],
+    *,
+    expected_bands: Sequence[str] | None = None,
+    arch: str | None = None,
+) -> tuple[Backbone, dict[str, Any]]:
+    """Rebuild a backbone exported by :func:`save_backbone`; returns ``(backbone, meta)``.
+
+    Also accepts the loaded payload dict, or a bare backbone state_dict (then ``arch`` is required
+    and ``meta`` only has ``arch``/``in_channels``). ``expected_bands`` (any Sentinel-2 alias,
+    e.g. ``"red"`` or ``"B04"``) and ``arch`` are checked against the file with clear errors.
+    ``meta`` holds everything but the weights.
+    """
+    obj: Any = path_or_state_dict
+    if isinstance(obj, str | os.PathLike):
+        obj = _load_file(obj)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"expected a dict payload or state_dict, got {type(obj).__name__}")
+    if obj.get("format") == FORMAT:
+        version = int(obj.get("format_version", 0))
+        if version > FORMAT_VERSION:
+            raise ValueError(
+                f"backbone file format v{version} is newer than this code (v{FORMAT_VERSION})"
+            )
+        meta = {k: v for k, v in obj.items() if k != "state_dict"}
+        state = obj["state_dict"]
+    elif _is_state_dict(obj):
+        if arch is None:
+            raise ValueError("a bare state_dict has no metadata: pass arch=")
+        if "conv1.weight" not in obj:
+            raise ValueError(
+                "state_dict has no conv1.weight; use load_external_state_dict for foreign checkpoints"
+            )
+        meta = {"arch": arch, "in_channels": int(obj["conv1.weight"].shape[1])}
+        state = obj
+    else:
+        raise ValueError("not an earthloop backbone file (missing format marker) nor a state_dict")
+
+    if arch is not None and meta["arch"] != arch:
+        raise ValueError(f"architecture mismatch: file holds {meta['arch']!r}, expected {arch!r}")
+    in_channels = int(meta["in_channels"])
+    if expected_bands is not None:
+        expected = [_canonical_band(b) for b in expected_bands]
+        if len(expected) != in_channels:
+            raise ValueError(
+                f"band-count mismatch: weights were trained on {in_channels} bands "
+                f"{meta.get('bands')}, but {len(expected)} bands were expected {list(expected_bands)}"
+            )
+        stored = meta.get("bands")
+        if stored is not None:
+            got = [_canonical_band(b) for b in stored]
+            if got != expected:
+                raise ValueError(
+                    f"band mismatch: weights were trained on bands {got} (in that order), expected {expected}"
+                )
+    backbone = build_backbone(str(meta["arch"]), in_channels)
+    backbone.load_state_dict(state, strict=True)
+    return backbone, meta
+
+
+@dataclass
+class ExternalLoadReport:
+    """What :func:`load_external_state_dict` did with a foreign checkpoint."""
+
+    missing_keys: list[str] = field(default_factory=list)
+    """Backbone parameters/buffers not found in the checkpoint (left at their initial values)."""
+    unexpected_keys: list[str] = field(default_factory=list)
+    """Checkpoint entries (after renaming) that are not backbone parameters."""
+    dropped_keys: list[str] = field(default_factory=list)
+    """Entries removed on purpose: ``fc.*`` classifiers and other sub-models (key encoder, heads)."""
+    stripped_prefixes: list[str] = field(default_factory=list)
+
+    @property
+    def loaded_all(self) -> bool:
+        return not self.missing_keys
+
+
+def _unwrap(obj: Any) -> Mapping[str, Any]:
+    for key in ("state_dict", "model_state_dict", "model", "net"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            inner = obj[key]
+            if any(isinstance(v, Tensor) for v in inner.values()):
+                return _unwrap(inner)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint is a {type(obj).__name__}, not a state_dict")
+    return obj
+
+
+def _normalise_keys(raw: Mapping[str, Any], report: ExternalLoadReport) -> dict[str, Tensor]:
+    sd = {k: v for k, v in raw.items() if isinstance(v, Tensor)}
+    report.dropped_keys.extend(k for k, v in raw.items() if not isinstance(v, Tensor))
+    changed = True
+    while changed:
+        changed = False
+        for prefix in _PREFIXES:
+            if any(k.startswith(prefix) for k in sd):
+                report.stripped_prefixes.append(prefix)
+                report.dropped_keys.extend(k for k in sd if not k.startswith(prefix))
+                sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+                changed = True
+                break
+    if "conv1.weight" not in sd and "0.weight" in sd:
+        renamed: dict[str, Tensor] = {}
+        for k, v in sd.items():
+            head, _, rest = k.partition(".")
+            if head in _SEQUENTIAL_NAMES:
+                renamed[f"{_SEQUENTIAL_NAMES[head]}.{rest}"] = v
+            else:
+                report.dropped_keys.append(k)
+        sd = renamed
+    fc = [k for k in sd if k.startswith("fc.")]
+    report.dropped_keys.extend(fc)
+    return {k: v for k, v in sd.items() if not k.startswith("fc.")}
+
+
+def load_external_state_dict(
+    path: PathLike | Mapping[str, Any],
+    arch: str,
+    in_channels: int,
+    *,
+    trust_pickle: bool = False,
+) -> tuple[Backbone, ExternalLoadReport]:
+    """Build ``arch`` for ``in_channels`` bands and load a foreign checkpoint into it.
+
+    Handles checkpoints nested under ``state_dict``/``model``, parameter names prefixed with
+    ``module.``, ``model.``, ``encoder_q.``, ``backbone.`` or ``encoder.`` (MoCo/Lightning/DDP
+    wrappers; when a prefix is present, entries without it — key encoder, heads, queues — are
+    dropped), torchvision-``Sequential`` numbering, and strips ``fc.*``. Raises ``ValueError``
+    when the first conv expects a different number of bands (naming both counts), when other
+    shapes disagree (wrong ``arch``), or when nothing matched. Missing/unexpected keys are
+    reported, not fatal.
+    """
+    raw = (
+        _load_file(path, trust_pickle=trust_pickle) if isinstance(path, str | os.PathLike) else path
+    )
+    report = ExternalLoadReport()
+    sd = _normalise_keys(_unwrap(raw), report)
+    backbone = build_backbone(arch, in_channels)
+    own = backbone.state_dict()
+    conv = sd.get("conv1.weight")
+    if conv is not None and conv.ndim == 4 and conv.shape[1] != in_channels:
+        raise ValueError(
+            f"first conv mismatch: the checkpoint's conv1 takes {conv.shape[1]} input bands, "
+            f"but in_channels={in_channels} was requested"
+        )
+    bad = [
+        f"{k}: checkpoint {tuple(v.shape)} vs {arch} {tuple(own[k].shape)}"
+        for k, v in sd.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    if bad:
+        raise ValueError(
+            f"checkpoint does not fit {arch!r} ({len(bad)} shape mismatches), e.g. "
+            + "; ".join(bad[:3])
+        )
+    matched = [k for k in sd if k in own]
+    if not matched:
+        raise ValueError(
+            f"no checkpoint entry matches a {arch!r} parameter name (first keys: {list(sd)[:5]})"
+        )
+    result = backbone.load_state_dict(sd, strict=False)
+    report.missing_keys = [k for k in result.missing_keys if not k.endswith("num_batches_tracked")]
+    report.unexpected_keys = list(result.unexpected_keys)
+    return backbone, report

@@ -1,0 +1,276 @@
+"""The ground truth: land-cover regions, crop parcels and the management units behind them.
+
+Labels must be spatially coherent (a classifier that only smooths should not win), so land cover
+comes from warped Voronoi regions ordered along a smooth "elevation" field (water and fields low,
+forest high), and cropland is cut into elongated polygonal parcels separated by 1 px grass
+margins, the way field boundaries look at 10 m. Every pixel also belongs to a *unit* (a region or
+a parcel) that carries its own phenology and spectral offsets, which is what makes fields of the
+same crop look alike but not identical.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from earthloop.synth.fields import (
+    Array,
+    JitteredSeeds,
+    balanced_choice,
+    balanced_counts,
+    fbm,
+    rng_for,
+    value_noise,
+)
+from earthloop.synth.presets import SynthPreset
+from earthloop.synth.tiles import TileGrid
+
+
+class LandCover(IntEnum):
+    """Land-cover label ids (0 = no label)."""
+
+    WATER = 1
+    URBAN = 2
+    BARE = 3
+    BROADLEAF_FOREST = 4
+    CONIFEROUS_FOREST = 5
+    GRASSLAND = 6
+    CROPLAND = 7
+
+
+class CropType(IntEnum):
+    """Crop-type label ids inside parcels (0 = not a parcel)."""
+
+    WINTER_WHEAT = 1
+    WINTER_BARLEY = 2
+    RAPESEED = 3
+    MAIZE = 4
+    SUNFLOWER = 5
+    SUGAR_BEET = 6
+
+
+LANDCOVER_CLASSES: dict[int, str] = {
+    1: "water",
+    2: "urban",
+    3: "bare soil",
+    4: "broadleaf forest",
+    5: "coniferous forest",
+    6: "grassland",
+    7: "cropland",
+}
+CROPTYPE_CLASSES: dict[int, str] = {
+    1: "winter wheat",
+    2: "winter barley",
+    3: "rapeseed",
+    4: "maize",
+    5: "sunflower",
+    6: "sugar beet",
+}
+
+# Share of regions per class and their order along the elevation gradient (low → high).
+_LANDCOVER_WEIGHTS: dict[int, float] = {
+    LandCover.WATER: 0.06,
+    LandCover.URBAN: 0.08,
+    LandCover.BARE: 0.06,
+    LandCover.BROADLEAF_FOREST: 0.13,
+    LandCover.CONIFEROUS_FOREST: 0.09,
+    LandCover.GRASSLAND: 0.16,
+    LandCover.CROPLAND: 0.42,
+}
+_ELEVATION_ORDER = (
+    LandCover.WATER,
+    LandCover.CROPLAND,
+    LandCover.URBAN,
+    LandCover.GRASSLAND,
+    LandCover.BARE,
+    LandCover.BROADLEAF_FOREST,
+    LandCover.CONIFEROUS_FOREST,
+)
+_CROP_WEIGHTS: dict[int, float] = {
+    CropType.WINTER_WHEAT: 0.26,
+    CropType.WINTER_BARLEY: 0.12,
+    CropType.RAPESEED: 0.12,
+    CropType.MAIZE: 0.24,
+    CropType.SUNFLOWER: 0.12,
+    CropType.SUGAR_BEET: 0.14,
+}
+
+# Phenology/spectral profile of each unit, by key (see spectra.PROFILES).
+LANDCOVER_PROFILE: dict[int, str] = {
+    LandCover.WATER: "water",
+    LandCover.URBAN: "urban",
+    LandCover.BARE: "bare",
+    LandCover.BROADLEAF_FOREST: "broadleaf",
+    LandCover.CONIFEROUS_FOREST: "conifer",
+    LandCover.GRASSLAND: "grassland",
+    LandCover.CROPLAND: "grassland",  # only for cropland pixels outside any parcel (none remain)
+}
+CROP_PROFILE: dict[int, str] = {
+    CropType.WINTER_WHEAT: "winter_wheat",
+    CropType.WINTER_BARLEY: "winter_barley",
+    CropType.RAPESEED: "rapeseed",
+    CropType.MAIZE: "maize",
+    CropType.SUNFLOWER: "sunflower",
+    CropType.SUGAR_BEET: "sugar_beet",
+}
+
+_ROW_CHUNK = 256  # rows per Voronoi pass: bounds temporaries on 4096 px tiles
+
+
+@dataclass
+class Landscape:
+    """Per-pixel truth on the padded working grid (``grid.padded`` square, 10 m)."""
+
+    grid: TileGrid
+    landcover: Array  # uint8
+    croptype: Array  # uint8
+    parcels: Array  # uint32, 1..N, 0 outside parcels
+    unit: Array  # int32 index into unit_profile / unit tables
+    unit_profile: list[str]  # profile key per unit
+    grain: Array  # float32 ~N(0, 1): fixed fine-scale variation (vigour, texture)
+    n_parcels: int
+
+    def label(self, name: str) -> Array:
+        """A label raster cropped to the tile (``landcover``, ``croptype`` or ``parcels``)."""
+        n = self.grid.size
+        arrays = {"landcover": self.landcover, "croptype": self.croptype, "parcels": self.parcels}
+        if name not in arrays:
+            raise KeyError(f"unknown label {name!r}; choose one of {sorted(arrays)}")
+        return arrays[name][:n, :n]
+
+
+def _voronoi(
+    seeds: JitteredSeeds,
+    coords: tuple[Array, Array],
+) -> Array:
+    """Nearest-seed ids, computed in row chunks to keep temporaries small on big tiles."""
+    py_all, px_all = coords
+    out = np.empty(py_all.shape, dtype=np.int32)
+    for r0 in range(0, py_all.shape[0], _ROW_CHUNK):
+        sl = slice(r0, r0 + _ROW_CHUNK)
+        out[sl] = seeds.assign(py_all[sl], px_all[sl])
+    return out
+
+
+def _regions(rng: np.random.Generator, n: int, cell: float) -> tuple[Array, int]:
+    """Warped Voronoi regions: organic, rough-edged patches of roughly ``cell`` pixels."""
+    amp = np.float32(0.35 * cell)
+    rows = np.arange(n, dtype=np.float32)[:, None]
+    cols = np.arange(n, dtype=np.float32)[None, :]
+    py = rows + amp * fbm(rng, (n, n), cell, octaves=3)
+    px = cols + amp * fbm(rng, (n, n), cell, octaves=3)
+    lo, hi = -float(amp) * 5, n + float(amp) * 5
+    seeds = JitteredSeeds(rng, (lo, lo, hi, hi), cell)
+    return _voronoi(seeds, (py, px)), seeds.count
+
+
+def _river(rng: np.random.Generator, n: int) -> Array:
+    """A meandering river across the tile (bool mask), a few pixels wide."""
+    t = np.arange(n, dtype=np.float32)
+    meander = value_noise(rng, (n, 1), n / 3)[:, 0] * np.float32(n * 0.12)
+    phase = rng.uniform(0, 2 * np.pi)
+    centre = rng.uniform(0.25, 0.75) * n + np.float32(n * 0.06) * np.sin(t / n * 5 + phase) + meander
+    width = max(2.0, n / 160)
+    across = np.arange(n, dtype=np.float32)[None, :]
+    mask: Array = np.abs(across - centre[:, None]) < width / 2
+    return mask if rng.random() < 0.5 else mask.T.copy()
+
+
+def _parcels(
+    rng: np.random.Generator, n: int, cell: float, cropland: Array
+) -> tuple[Array, Array]:
+    """Elongated polygon fields inside ``cropland``; returns (parcel ids 1..N, margin mask)."""
+    theta = rng.uniform(0, np.pi)
+    stretch = np.float32(np.sqrt(rng.uniform(1.4, 2.6)))
+    c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+    rows = np.arange(n, dtype=np.float32)[:, None]
+    cols = np.arange(n, dtype=np.float32)[None, :]
+    u = (c * cols + s * rows) / stretch
+    v = (c * rows - s * cols) * stretch
+    u, v = np.broadcast_arrays(u, v)
+    extent = (float(v.min()), float(u.min()), float(v.max()), float(u.max()))
+    seeds = JitteredSeeds(rng, extent, cell)
+    ids = _voronoi(seeds, (v, u))
+    edge = np.zeros((n, n), dtype=bool)
+    diff_x = ids[:, :-1] != ids[:, 1:]
+    diff_y = ids[:-1, :] != ids[1:, :]
+    edge[:, :-1] |= diff_x
+    edge[:-1, :] |= diff_y
+    margin = cropland & edge
+    inside = cropland & ~edge
+    # Consecutive ids; fragments too small to be a field become margin (grass).
+    min_px = max(6, int(cell * cell) // 10)
+    uniq, inverse, counts = np.unique(ids[inside], return_inverse=True, return_counts=True)
+    keep = counts >= min_px
+    new_id = np.zeros(len(uniq), dtype=np.uint32)
+    new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
+    parcels = np.zeros((n, n), dtype=np.uint32)
+    parcels[inside] = new_id[inverse]
+    margin |= inside & (parcels == 0)
+    return parcels, margin
+
+
+def build_landscape(grid: TileGrid, preset: SynthPreset, seed: int) -> Landscape:
+    """Draw the land cover, parcels and crop types of one tile (deterministic per seed and tile)."""
+    n = grid.padded
+    rng = rng_for(seed, "landscape", grid.id)
+
+    region, n_regions = _regions(rng, n, preset.region_px)
+    elevation = fbm(rng, (n, n), preset.region_px * 3, octaves=3)
+    flat_region = region.ravel()
+    sizes = np.bincount(flat_region, minlength=n_regions)
+    mean_elev = np.bincount(flat_region, weights=elevation.ravel(), minlength=n_regions)
+    # Slivers cut by the tile edge would let a rare class vanish; they become grassland and only
+    # regions of a meaningful size take part in the balanced assignment.
+    big = sizes >= (preset.region_px**2) / 4
+    present = np.flatnonzero(big) if big.sum() >= len(_LANDCOVER_WEIGHTS) else np.flatnonzero(sizes)
+    mean_elev = mean_elev[present] / sizes[present]
+    del elevation
+    # Rank along the elevation gradient with jitter: coherent but not a strict banding.
+    order = present[np.argsort(mean_elev + rng.normal(0, 0.35, len(present)))]
+    counts = balanced_counts(len(order), _LANDCOVER_WEIGHTS)
+    region_class = np.full(n_regions, LandCover.GRASSLAND, dtype=np.uint8)
+    start = 0
+    for cls in _ELEVATION_ORDER:
+        k = counts[cls]
+        region_class[order[start : start + k]] = cls
+        start += k
+    landcover = region_class[region]
+
+    river = _river(rng, n) if n >= 192 else np.zeros((n, n), dtype=bool)
+    landcover[river] = LandCover.WATER
+
+    cropland = landcover == LandCover.CROPLAND
+    parcels, margin = _parcels(rng, n, preset.parcel_px, cropland)
+    landcover[margin] = LandCover.GRASSLAND
+    n_parcels = int(parcels.max())
+    crop_of_parcel = np.zeros(n_parcels + 1, dtype=np.uint8)
+    if n_parcels:
+        crop_of_parcel[1:] = balanced_choice(rng, n_parcels, _CROP_WEIGHTS)
+    croptype = crop_of_parcel[parcels]
+
+    # Units: one per region, one per parcel, one for all margins, one for the river.
+    margin_unit = n_regions + n_parcels
+    river_unit = margin_unit + 1
+    unit = region.astype(np.int32)
+    in_parcel = parcels > 0
+    unit[in_parcel] = n_regions + parcels[in_parcel].astype(np.int32) - 1
+    unit[margin] = margin_unit
+    unit[river] = river_unit
+    unit_profile = [LANDCOVER_PROFILE[int(c)] if c else "grassland" for c in region_class]
+    unit_profile += [CROP_PROFILE[int(c)] for c in crop_of_parcel[1:]]
+    unit_profile += ["grassland", "water"]
+
+    grain = fbm(rng, (n, n), 3.0, octaves=2)
+    return Landscape(
+        grid=grid,
+        landcover=landcover,
+        croptype=croptype,
+        parcels=parcels,
+        unit=unit,
+        unit_profile=unit_profile,
+        grain=grain,
+        n_parcels=n_parcels,
+    )

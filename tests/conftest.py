@@ -1,0 +1,131 @@
+"""Shared fixtures: real data, real servers and a real two-node Ray cluster.
+
+Anything a test needs but cannot find skips with a reason on a developer's machine and *fails*
+under ``CI=true``, so CI can never go green by silently skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# One Ray auth mode everywhere (see infra/local/env.sh).
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+os.environ.setdefault("GDAL_CACHEMAX", "64")
+RAY_HEAD = f"{os.environ.get('RAY_HEAD_IP', '127.0.0.2')}:{os.environ.get('RAY_GCS_PORT', '6390')}"
+
+
+def missing(reason: str) -> None:
+    """Skip locally, fail in CI: a missing prerequisite must never pass silently there."""
+    if IN_CI:
+        pytest.fail(f"CI=true and a test prerequisite is missing: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        missing(f"real Sentinel-2 data folder {SHARED_DATA} is absent")
+    return SHARED_DATA
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_http(url: str, timeout: float = 20.0) -> None:
+    import requests
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+@pytest.fixture(scope="session")
+def rustac_bin() -> str:
+    path = ROOT / ".venv-stac" / "bin" / "rustac"
+    if not path.exists():
+        found = shutil.which("rustac")
+        if not found:
+            missing("rustac (STAC API server) not installed; run infra/local/setup.sh")
+        return str(found)
+    return str(path)
+
+
+StacFactory = Callable[[Path], str]
+
+
+@pytest.fixture
+def stac_server(rustac_bin: str, tmp_path: Path) -> Iterator[StacFactory]:
+    """Start a real STAC API (rustac, in-memory backend) over a collection + items.ndjson."""
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start(folder: Path) -> str:
+        port = free_port()
+        log = open(tmp_path / f"rustac-{port}.log", "wb")
+        p = subprocess.Popen(
+            [rustac_bin, "serve", "--addr", f"127.0.0.1:{port}",
+             str(folder / "collection.json"), str(folder / "items.ndjson")],
+            stdout=log, stderr=subprocess.STDOUT,
+        )
+        procs.append(p)
+        url = f"http://127.0.0.1:{port}"
+        _wait_http(url + "/")
+        return url
+
+    yield start
+    for p in procs:
+        p.terminate()
+        p.wait(timeout=10)
+
+
+def _ray_up() -> bool:
+    import ray
+
+    try:
+        ray.init(address=RAY_HEAD, logging_level="ERROR", log_to_driver=False)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """The local two-node Ray cluster (started by infra/local/ray.sh if not running)."""
+    import ray
+
+    started = False
+    if not _ray_up():
+        script = ROOT / "infra" / "local" / "ray.sh"
+        res = subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=300)
+        if res.returncode != 0:
+            missing(f"could not start the local Ray cluster: {res.stdout[-2000:]}{res.stderr[-2000:]}")
+        started = True
+        if not _ray_up():
+            missing("the local Ray cluster started but refuses connections")
+    alive = [n for n in ray.nodes() if n["Alive"]]
+    if len(alive) < 2:
+        missing(f"the local Ray cluster has {len(alive)} node(s); two are needed")
+    yield RAY_HEAD
+    ray.shutdown()
+    if started and os.environ.get("EARTHLOOP_KEEP_RAY") != "1":
+        subprocess.run([str(ROOT / "infra" / "local" / "ray.sh"), "down"], timeout=120)

@@ -1,0 +1,64 @@
+"""Heads: MLP / pixel projections and the window unfolding CSCL relies on."""
+
+import pytest
+import torch
+
+from earthloop.models.heads import (
+    ClassifierHead,
+    ContextSimilarityHead,
+    PixelProjectionHead,
+    ProjectionHead,
+    SegmentationHead,
+    unfold_window,
+)
+
+
+def test_projection_head_is_linear_relu_linear() -> None:
+    head = ProjectionHead(512, 128)
+    layers = list(head.net)
+    assert [type(m).__name__ for m in layers] == ["Linear", "ReLU", "Linear"]
+    assert layers[0].weight.shape == (512, 512) and layers[2].weight.shape == (128, 512)
+    assert ProjectionHead(32, 8, hidden_dim=16)(torch.randn(3, 32)).shape == (3, 8)
+
+
+def test_pixel_projection_normalises_channels() -> None:
+    head = PixelProjectionHead(8, 4, hidden_channels=16)
+    z = head(torch.randn(2, 8, 5, 6))
+    assert z.shape == (2, 4, 5, 6)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(2, 5, 6))
+    assert not torch.allclose(PixelProjectionHead(8, 4, normalize=False)(torch.randn(1, 8, 2, 2)).norm(dim=1), torch.ones(1, 2, 2))
+
+
+def test_classifier_heads_shapes() -> None:
+    assert ClassifierHead(16, 3, dropout=0.1)(torch.randn(4, 16)).shape == (4, 3)
+    assert SegmentationHead(16, 3)(torch.randn(2, 16, 8, 8)).shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize(("k", "dil"), [(3, 1), (3, 2), (5, 1)])
+def test_unfold_window_matches_manual_indexing(k: int, dil: int) -> None:
+    x = torch.arange(2 * 5 * 6, dtype=torch.float32).view(1, 2, 5, 6)
+    win = unfold_window(x, k, dil, fill=-1.0)
+    assert win.shape == (1, 2, k * k, 5, 6)
+    r = k // 2
+    for j in range(k * k):
+        dy, dx = (j // k - r) * dil, (j % k - r) * dil
+        for y in range(5):
+            for xx in range(6):
+                yy, xc = y + dy, xx + dx
+                expected = x[0, :, yy, xc] if 0 <= yy < 5 and 0 <= xc < 6 else torch.full((2,), -1.0)
+                assert torch.equal(win[0, :, j, y, xx], expected)
+
+
+def test_unfold_window_rejects_even_kernels() -> None:
+    with pytest.raises(ValueError, match="odd"):
+        unfold_window(torch.zeros(1, 1, 4, 4), 4)
+
+
+def test_context_similarity_head_shapes_and_range() -> None:
+    head = ContextSimilarityHead(8, dim=6, kernel_size=3, dilation=2)
+    sim, inside = head(torch.randn(2, 8, 5, 5))
+    assert sim.shape == (2, 9, 5, 5) and inside.shape == (1, 9, 5, 5)
+    assert sim.abs().max() <= 1.0 + 1e-5
+    # centre slot always inside; with dilation 2 the corner pixel sees only 4 of 9 slots
+    assert inside[0, 4].all() and int(inside[0, :, 0, 0].sum()) == 4
+    assert head.rel_pos.shape == (9, 6)
