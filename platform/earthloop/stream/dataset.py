@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from rasterio.enums import Resampling
 
 from earthloop.store.delta import TableRef, read_table, table_version
 from earthloop.stream.reader import plan_groups, read_group, read_location
@@ -49,13 +50,16 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
 class _ReadChips:
     """Ray Data ``flat_map`` callable: one read group in, its chips out."""
 
-    def __init__(self, bands: Sequence[str] | None, cachemax_mb: int) -> None:
+    def __init__(self, bands: Sequence[str] | None, cachemax_mb: int, resampling: str) -> None:
         self.bands = list(bands) if bands else None
         self.cachemax_mb = cachemax_mb
+        self.resampling = Resampling[resampling]
 
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         rows = json.loads(item["group"])
-        out = list(read_group(rows, self.bands, cachemax_mb=self.cachemax_mb))
+        out = list(
+            read_group(rows, self.bands, cachemax_mb=self.cachemax_mb, resampling=self.resampling)
+        )
         _count(out)
         return out
 
@@ -106,6 +110,7 @@ def chip_dataset(
     max_chips_per_group: int = 64,
     cachemax_mb: int = 64,
     keep_errors: bool = False,
+    resampling: str = "bilinear",
 ) -> tuple[Any, TableRef]:
     """A streaming ``ray.data.Dataset`` of chips with columns image (C,H,W), valid (H,W), ids."""
     import ray.data
@@ -116,7 +121,7 @@ def chip_dataset(
     groups = plan_groups(rows, group_px, max_chips_per_group)
     items = [{"group": json.dumps(g)} for g in groups]
     ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
-    ds = ds.flat_map(_ReadChips(bands, cachemax_mb))
+    ds = ds.flat_map(_ReadChips(bands, cachemax_mb, resampling))
     if not keep_errors:
         ds = ds.filter(lambda r: not r["error"])
     log.info("chip stream: %d chips in %d read groups from %s@v%d", len(rows), len(groups),

@@ -140,9 +140,14 @@ def scene_item(
     sun_zenith: float,
     sun_azimuth: float,
     assets: Mapping[str, dict[str, Any]],
+    collection_href: str,
     extra_properties: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One Earth-Search-like L2A item as a dict (no links: those depend on where it is written)."""
+    """One Earth-Search-like L2A item as a dict.
+
+    Its only link points at the standalone ``collection.json`` (STAC requires one when the
+    ``collection`` field is set); the static catalog rewrites links for its own copy.
+    """
     processed = acquired + timedelta(hours=2, minutes=41, seconds=17)
     product_uri = (
         f"{platform.upper().replace('SENTINEL-', 'S')}_MSIL2A_{acquired:%Y%m%dT%H%M%S}"
@@ -183,7 +188,7 @@ def scene_item(
         "geometry": geometry,
         "bbox": bbox,
         "properties": props,
-        "links": [],
+        "links": [{"rel": "collection", "href": collection_href, "type": "application/json"}],
         "assets": dict(assets),
         "collection": COLLECTION_ID,
     }
@@ -191,6 +196,18 @@ def scene_item(
 
 class StacCheckError(ValueError):
     """A generated STAC object breaks a rule that readers rely on."""
+
+
+def _comparable(value: Any) -> Any:
+    """Undo what pystac legitimately changes on read: it migrates ``proj:epsg`` to ``proj:code``
+    (projection v2) and writes timestamps with microseconds."""
+    if isinstance(value, dict):
+        out = {k: _comparable(v) for k, v in value.items() if k != "proj:epsg"}
+        for key in ("datetime", "created", "updated"):
+            if isinstance(value.get(key), str):
+                out[key] = pystac.utils.str_to_datetime(value[key])
+        return out
+    return value
 
 
 def check_item(item: dict[str, Any]) -> pystac.Item:
@@ -201,8 +218,9 @@ def check_item(item: dict[str, Any]) -> pystac.Item:
         raise StacCheckError(f"item {item.get('id')}: core schema: {exc}") from exc
     parsed = pystac.Item.from_dict(item, preserve_dict=True)
     back = parsed.to_dict(include_self_link=False)
-    if back["properties"] != item["properties"] or back["assets"] != item["assets"]:
-        raise StacCheckError(f"item {item['id']} does not survive a pystac round trip")
+    for part in ("properties", "assets", "geometry", "bbox"):
+        if _comparable(back[part]) != _comparable(item[part]):
+            raise StacCheckError(f"item {item['id']} does not survive a pystac round trip ({part})")
     props = item["properties"]
     for key in ("eo:cloud_cover", "proj:epsg", "s2:processing_baseline", "mgrs:utm_zone"):
         if key not in props:
@@ -294,21 +312,46 @@ def write_static_catalog(
 ) -> tuple[Path, list[Path]]:
     """``catalog.json`` → collection → items, self-contained (relative links) so it can move.
 
+    Written by hand rather than with ``Catalog.save`` because pystac migrates the items on the
+    way (``proj:epsg`` → ``proj:code``), and the catalog copy must match ``items.ndjson`` and
+    Earth Search field for field. pystac then walks the result to prove it is readable.
     Returns the catalog path and the item file paths, in the order of ``items``.
     """
-    catalog = pystac.Catalog(
-        id="earthloop-synthetic",
-        description="Synthetic Sentinel-2 L2A scenes written by `earthloop sample-data`.",
-        title="earthloop synthetic archive",
-    )
-    coll = pystac.Collection.from_dict(dict(collection))
-    catalog.add_child(coll)
-    for item in items:
-        coll.add_item(pystac.Item.from_dict(dict(item)))
-    catalog.normalize_hrefs(str(catalog_dir))
-    catalog.save(catalog_type=pystac.CatalogType.SELF_CONTAINED)
-    item_paths = [catalog_dir / COLLECTION_ID / i["id"] / f"{i['id']}.json" for i in items]
-    for p in item_paths:
-        if not p.exists():
-            raise StacCheckError(f"static catalog did not write {p}")
-    return catalog_dir / "catalog.json", item_paths
+    coll_id = collection["id"]
+    coll_dir = catalog_dir / coll_id
+    item_paths = [coll_dir / i["id"] / f"{i['id']}.json" for i in items]
+    catalog = {
+        "type": "Catalog",
+        "id": "earthloop-synthetic",
+        "stac_version": pystac.get_stac_version(),
+        "title": "earthloop synthetic archive",
+        "description": "Synthetic Sentinel-2 L2A scenes written by `earthloop sample-data`.",
+        "links": [
+            {"rel": "root", "href": "./catalog.json", "type": "application/json"},
+            {"rel": "child", "href": f"./{coll_id}/collection.json", "type": "application/json"},
+        ],
+    }
+    coll = dict(collection)
+    coll["links"] = [
+        {"rel": "root", "href": "../catalog.json", "type": "application/json"},
+        {"rel": "parent", "href": "../catalog.json", "type": "application/json"},
+        *(
+            {"rel": "item", "href": f"./{i['id']}/{i['id']}.json", "type": "application/geo+json"}
+            for i in items
+        ),
+    ]
+    for item, path in zip(items, item_paths, strict=True):
+        copy = dict(item)
+        copy["links"] = [
+            {"rel": "root", "href": "../../catalog.json", "type": "application/json"},
+            {"rel": "parent", "href": "../collection.json", "type": "application/json"},
+            {"rel": "collection", "href": "../collection.json", "type": "application/json"},
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(copy, path)
+    write_json(coll, coll_dir / "collection.json")
+    catalog_path = write_json(catalog, catalog_dir / "catalog.json")
+    walked = sum(1 for _ in pystac.Catalog.from_file(str(catalog_path)).get_items(recursive=True))
+    if walked != len(items):
+        raise StacCheckError(f"static catalog at {catalog_path} yields {walked} items, expected {len(items)}")
+    return catalog_path, item_paths

@@ -1,0 +1,457 @@
+"""Orchestration: tiles → landscape → scenes → COGs + STAC + labels + manifest.
+
+Each scene is rendered band by band and written immediately, so memory stays at a handful of
+tile-sized float32 arrays regardless of how many bands or dates a preset asks for. Every random
+draw is keyed by (seed, purpose, tile, date, band) — see :func:`fields.rng_for` — so the output
+is byte-for-byte reproducible and independent of the order in which scenes are written.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from earthloop.s2.bands import BANDS, Band, resolve_bands
+from earthloop.synth.clouds import SunPosition, make_clouds, scene_classification, scl_statistics
+from earthloop.synth.cog import write_cog
+from earthloop.synth.fields import Array, block_mean, rng_for
+from earthloop.synth.landscape import CROPTYPE_CLASSES, LANDCOVER_CLASSES, Landscape, build_landscape
+from earthloop.synth.manifest import MANIFEST_NAME, SceneRecord, SynthManifest, TileLabels, load_manifest
+from earthloop.synth.presets import SynthPreset, resolve_preset
+from earthloop.synth.spectra import Atmosphere, ground_reflectance, ground_state, unit_tables
+from earthloop.synth.stac import (
+    band_asset,
+    check_item,
+    collection_dict,
+    footprint,
+    scene_item,
+    scl_asset,
+    write_json,
+    write_ndjson,
+    write_static_catalog,
+)
+from earthloop.synth.tiles import TileGrid, tile_grid
+
+GENERATOR_VERSION = "1"
+"""Bump when the same preset + seed would produce different data, so old archives regenerate."""
+
+MODERN_BASELINE = "05.10"
+LEGACY_BASELINE = "03.01"
+BASELINE_OFFSET_DN = 1000  # baseline >= 04.00: DN = reflectance * 10000 + 1000
+
+ProgressFn = Callable[[int, int, str], None]
+"""Called as ``progress(done, total, message)`` after each scene."""
+
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """Everything about one acquisition that is decided before rendering."""
+
+    tile_index: int
+    date_index: int
+    grid: TileGrid
+    acquired: datetime
+    platform: str
+    baseline: str
+    cloud_target: float
+    swath_edge: bool
+
+    @property
+    def item_id(self) -> str:
+        letter = self.platform[-1].upper()
+        return f"S2{letter}_{self.grid.id}_{self.acquired:%Y%m%d}_0_L2A"
+
+    @property
+    def doy(self) -> float:
+        return float(self.acquired.timetuple().tm_yday)
+
+    @property
+    def offset_dn(self) -> int:
+        return 0 if self.baseline == LEGACY_BASELINE else BASELINE_OFFSET_DN
+
+
+def _tile_hash(tile: str) -> int:
+    return zlib.crc32(tile.encode())
+
+
+def plan_scenes(preset: SynthPreset, seed: int) -> list[ScenePlan]:
+    """Dates, platforms, baselines and cloud targets of every scene, tile by tile.
+
+    Tiles on different orbits are seen on different days, so each tile's dates are shifted by a
+    few days; cloud targets are permuted per tile so that clear and cloudy seasons differ between
+    tiles (a SeCo sampler must cope with that).
+    """
+    plans: list[ScenePlan] = []
+    legacy = set(preset.legacy_baseline)
+    edges = set(preset.nodata_edge)
+    for ti, tile in enumerate(preset.tiles):
+        grid = tile_grid(tile, preset.size_px)
+        lon, _ = grid.centre_lonlat()
+        day_shift = _tile_hash(tile) % 5 - 2
+        # Overpass ~10:30 local solar time.
+        utc_hours = 10.5 - lon / 15.0
+        covers = [preset.cloud_cover[i % len(preset.cloud_cover)] for i in range(len(preset.dates))]
+        covers = list(rng_for(seed, "cloud-schedule", tile).permutation(covers))
+        for di, mmdd in enumerate(preset.dates):
+            month, day = (int(x) for x in mmdd.split("-"))
+            try:
+                d = date(preset.year, month, day) + timedelta(days=day_shift)
+            except ValueError as exc:
+                raise ValueError(f"invalid date {mmdd!r} in {preset.year}: {exc}") from None
+            if d.year != preset.year:  # keep shifted dates inside the year
+                d = date(preset.year, month, day)
+            seconds = int(utc_hours * 3600) + (_tile_hash(tile) + di * 37) % 90
+            acquired = datetime(d.year, d.month, d.day, tzinfo=UTC) + timedelta(
+                seconds=seconds, milliseconds=(_tile_hash(tile) // 7 + di * 113) % 1000
+            )
+            platform = "sentinel-2a" if (ti + di) % 2 == 0 else "sentinel-2b"
+            plans.append(
+                ScenePlan(
+                    tile_index=ti,
+                    date_index=di,
+                    grid=grid,
+                    acquired=acquired,
+                    platform=platform,
+                    baseline=LEGACY_BASELINE if (ti, di) in legacy else MODERN_BASELINE,
+                    cloud_target=float(covers[di]),
+                    swath_edge=(ti, di) in edges,
+                )
+            )
+    ids = [p.item_id for p in plans]
+    if len(set(ids)) != len(ids):
+        raise ValueError("two scenes of one tile fall on the same day; spread the preset's dates")
+    return plans
+
+
+@dataclass(frozen=True)
+class SwathEdge:
+    """The edge of the 290 km swath: a near north-south line, nodata on one side.
+
+    Coordinates are metres from the tile's upper-left corner, y growing southwards, so the same
+    edge cuts the 10, 20 and 60 m grids consistently.
+    """
+
+    x0: float
+    slope: float  # dx/dy
+    keep_west: bool
+
+    @staticmethod
+    def draw(rng: np.random.Generator, width_m: float) -> SwathEdge:
+        keep_west = bool(rng.random() < 0.5)
+        frac = rng.uniform(0.55, 0.8) if keep_west else rng.uniform(0.2, 0.45)
+        slope = -math.tan(math.radians(rng.uniform(8.0, 14.0)))  # the track heads SSW
+        # x0 is where the edge meets the tile's mid-height row.
+        return SwathEdge(x0=frac * width_m, slope=slope, keep_west=keep_west)
+
+    def _inside(self, x: Array | float, y: Array | float, height_m: float) -> Array | bool:
+        line = self.x0 + self.slope * (y - height_m / 2)
+        res: Array | bool = (x < line) if self.keep_west else (x >= line)
+        return res
+
+    def valid(self, shape: tuple[int, int], res_m: int, height_m: float) -> Array:
+        ys = (np.arange(shape[0]) + 0.5)[:, None] * res_m
+        xs = (np.arange(shape[1]) + 0.5)[None, :] * res_m
+        return np.asarray(self._inside(xs, ys, height_m))
+
+    def clip_ring(self, width_m: float, height_m: float) -> list[tuple[float, float]]:
+        """The tile rectangle clipped to the valid side (one Sutherland–Hodgman pass)."""
+        box = [(0.0, 0.0), (width_m, 0.0), (width_m, height_m), (0.0, height_m)]
+        out: list[tuple[float, float]] = []
+
+        def f(p: tuple[float, float]) -> float:
+            line = self.x0 + self.slope * (p[1] - height_m / 2)
+            return (line - p[0]) if self.keep_west else (p[0] - line)
+
+        for i, cur in enumerate(box):
+            prev = box[i - 1]
+            fc, fp = f(cur), f(prev)
+            if (fc >= 0) != (fp >= 0):
+                t = fp / (fp - fc)
+                out.append((prev[0] + t * (cur[0] - prev[0]), prev[1] + t * (cur[1] - prev[1])))
+            if fc >= 0:
+                out.append(cur)
+        return out
+
+
+def encode_dn(refl: Array, offset_dn: int) -> Array:
+    """Reflectance → L2A digital numbers; valid pixels never become 0 (the nodata value)."""
+    dn = np.rint(refl * np.float32(10000.0))
+    dn += np.float32(offset_dn)
+    np.clip(dn, 1, 65535, out=dn)
+    return dn.astype(np.uint16)
+
+
+def _to_resolution(refl: Array, grid: TileGrid, res: int) -> Array:
+    """Integrate the 10 m field over each coarser pixel (the 60 m grid uses the padded field)."""
+    n = grid.size
+    if res == 10:
+        return refl[:n, :n]
+    if res == 20:
+        return block_mean(refl[:n, :n], 2)
+    if res == 60:
+        return block_mean(refl, 6)
+    raise ValueError(f"unsupported resolution {res} m")
+
+
+def _cog_dir(root: Path, plan: ScenePlan) -> Path:
+    """Earth Search layout: ``<zone>/<band>/<square>/<year>/<month>/<item id>/``."""
+    m = plan.grid.mgrs
+    return (
+        root
+        / "cogs"
+        / str(m.zone)
+        / m.band
+        / m.square
+        / str(plan.acquired.year)
+        / str(plan.acquired.month)
+        / plan.item_id
+    )
+
+
+def _render_scene(
+    root: Path,
+    plan: ScenePlan,
+    land: Landscape,
+    tables: Any,
+    bands: list[Band],
+    preset: SynthPreset,
+    seed: int,
+) -> dict[str, Any]:
+    grid = plan.grid
+    tile, key = grid.id, plan.acquired.strftime("%Y%m%d")
+    doy = plan.doy
+    _, lat = grid.centre_lonlat()
+    sun = SunPosition.at(lat, doy)
+    state = ground_state(land, tables, doy, rng_for(seed, "state", tile, key))
+    layer = make_clouds(rng_for(seed, "clouds", tile, key), grid.padded, grid.size, plan.cloud_target, sun)
+    atmos = Atmosphere.draw(rng_for(seed, "atmosphere", tile, key))
+    size_m = grid.size * 10.0
+    edge = SwathEdge.draw(rng_for(seed, "swath", tile, key), size_m) if plan.swath_edge else None
+
+    def valid(res: int) -> Array:
+        shape = grid.shape(res)
+        if edge is None:
+            return np.ones(shape, dtype=bool)
+        return edge.valid(shape, res, size_m)
+
+    out_dir = _cog_dir(root, plan)
+    assets: dict[str, dict[str, Any]] = {}
+    offset = -0.1 if plan.offset_dn else 0.0
+    for band in bands:
+        refl = ground_reflectance(land, tables, state, band.name, doy, rng_for(seed, "pixel", tile, key, band.name))
+        layer.composite(refl, band.name)
+        atmos.apply(refl, band.name)
+        dn = encode_dn(_to_resolution(refl, grid, band.resolution_m), plan.offset_dn)
+        del refl
+        dn[~valid(band.resolution_m)] = 0
+        path = write_cog(
+            out_dir / f"{band.name}.tif",
+            dn,
+            crs=grid.crs,
+            transform=grid.transform(band.resolution_m),
+            nodata=0,
+            blocksize=preset.blocksize,
+            resampling=preset.overview_resampling,
+            description=band.common_name,
+        )
+        assets[band.common_name] = band_asset(band, str(path), grid, offset)
+
+    n = grid.size
+    scl = scene_classification(land.landcover[:n, :n], state.green, layer, valid(20), rng_for(seed, "scl", tile, key))
+    if preset.include_scl:
+        path = write_cog(
+            out_dir / "SCL.tif",
+            scl,
+            crs=grid.crs,
+            transform=grid.transform(20),
+            nodata=0,
+            blocksize=preset.blocksize,
+            resampling="nearest",
+            description="scl",
+        )
+        assets["scl"] = scl_asset(str(path), grid)
+
+    x0, y0 = grid.mgrs.origin
+    ring_local = edge.clip_ring(size_m, size_m) if edge else [(0.0, 0.0), (size_m, 0.0), (size_m, size_m), (0.0, size_m)]
+    # Earth Search rings run counter-clockwise in lon/lat; local y grows southwards.
+    ring = [(x0 + x, y0 - y) for x, y in reversed(ring_local)]
+    geometry, bbox = footprint(grid, ring)
+    item = scene_item(
+        item_id=plan.item_id,
+        grid=grid,
+        acquired=plan.acquired,
+        platform=plan.platform,
+        baseline=plan.baseline,
+        relative_orbit=_tile_hash(tile) % 143 + 1,
+        geometry=geometry,
+        bbox=bbox,
+        scl_stats=scl_statistics(scl),
+        sun_zenith=sun.zenith,
+        sun_azimuth=sun.azimuth,
+        assets=assets,
+        collection_href=str(root / "collection.json"),
+        extra_properties={"earthloop:synthetic": True, "earthloop:seed": seed},
+    )
+    check_item(item)
+    return item
+
+
+def _write_labels(root: Path, land: Landscape, blocksize: int) -> TileLabels:
+    grid = land.grid
+    out = root / "labels" / grid.id
+    paths: dict[str, Path] = {}
+    for name, classes in (("landcover", LANDCOVER_CLASSES), ("croptype", CROPTYPE_CLASSES), ("parcels", None)):
+        tags = {f"CLASS_{k}": v for k, v in classes.items()} if classes else {"ZERO": "outside parcels"}
+        paths[name] = write_cog(
+            out / f"{name}.tif",
+            land.label(name),
+            crs=grid.crs,
+            transform=grid.transform(10),
+            nodata=0,
+            blocksize=blocksize,
+            resampling="nearest",
+            description=name,
+            tags=tags,
+        )
+    left, bottom, right, top = grid.bounds()
+    _, bbox = footprint(grid, [(left, bottom), (right, bottom), (right, top), (left, top)])
+    return TileLabels(
+        tile=grid.id,
+        epsg=grid.epsg,
+        landcover=paths["landcover"],
+        croptype=paths["croptype"],
+        parcels=paths["parcels"],
+        shape=(grid.size, grid.size),
+        transform=tuple(grid.transform(10))[:6],
+        bbox=tuple(bbox),
+    )
+
+
+_OUTPUTS = ("cogs", "labels", "catalog", "collection.json", "items.ndjson", MANIFEST_NAME)
+
+
+def _clear_previous(root: Path) -> None:
+    """Remove a previous archive's outputs — only the names this generator writes."""
+    for name in _OUTPUTS:
+        p = root / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def _existing(root: Path, preset: str, seed: int, params: dict[str, Any]) -> SynthManifest | None:
+    if not (root / MANIFEST_NAME).exists():
+        return None
+    try:
+        m = load_manifest(root)
+    except (ValueError, OSError):
+        return None
+    same = (
+        m.preset == preset
+        and m.seed == seed
+        and m.generator_version == GENERATOR_VERSION
+        and json.dumps(m.params, sort_keys=True) == json.dumps(params, sort_keys=True)
+    )
+    return m if same and not m.missing_files() else None
+
+
+def generate(
+    out_dir: str | os.PathLike[str],
+    *,
+    preset: str = "demo",
+    seed: int = 0,
+    force: bool = False,
+    progress: ProgressFn | None = None,
+    **overrides: Any,
+) -> SynthManifest:
+    """Write a synthetic Sentinel-2 L2A archive (COGs, STAC, labels, manifest) under ``out_dir``.
+
+    Idempotent: if ``out_dir`` already holds a complete archive made from the same preset, seed,
+    overrides and generator version, it is returned untouched unless ``force`` is set.
+    ``overrides`` replace preset fields (see :class:`SynthPreset`), e.g. ``size_px=256``.
+    """
+    params_obj = resolve_preset(preset, overrides)
+    params = params_obj.to_dict()
+    root = Path(out_dir).resolve()
+    if not force and (found := _existing(root, preset, seed, params)) is not None:
+        return found
+    root.mkdir(parents=True, exist_ok=True)
+    if (root / MANIFEST_NAME).exists():  # ours: safe to clear; anything else is left alone
+        _clear_previous(root)
+
+    bands = resolve_bands(list(params_obj.bands))
+    bands.sort(key=lambda b: list(BANDS).index(b.name))
+    plans = plan_scenes(params_obj, seed)
+    total = len(plans)
+    items: list[dict[str, Any]] = []
+    labels: dict[str, TileLabels] = {}
+    scenes_assets: list[dict[str, Path]] = []
+    done = 0
+    for ti, tile in enumerate(params_obj.tiles):
+        tile_plans = [p for p in plans if p.tile_index == ti]
+        land = build_landscape(tile_plans[0].grid, params_obj, seed)
+        tables = unit_tables(land, seed)
+        labels[tile] = _write_labels(root, land, params_obj.blocksize)
+        for plan in tile_plans:
+            t0 = time.perf_counter()
+            item = _render_scene(root, plan, land, tables, bands, params_obj, seed)
+            items.append(item)
+            scenes_assets.append({k: Path(a["href"]) for k, a in item["assets"].items()})
+            done += 1
+            if progress is not None:
+                cc = item["properties"]["eo:cloud_cover"]
+                progress(done, total, f"{item['id']} cloud {cc:5.1f}% ({time.perf_counter() - t0:.2f} s)")
+        del land, tables
+
+    coll = collection_dict(
+        items,
+        description=(
+            f"Synthetic Sentinel-2 L2A scenes (preset {preset!r}, seed {seed}) with land-cover and "
+            "crop-type ground truth, laid out like Earth Search v1."
+        ),
+    )
+    collection_path = write_json(coll, root / "collection.json")
+    items_ndjson = write_ndjson(items, root / "items.ndjson")
+    catalog_path, item_paths = write_static_catalog(coll, items, root / "catalog")
+
+    manifest = SynthManifest(
+        root=root,
+        preset=preset,
+        seed=seed,
+        params=params,
+        generator_version=GENERATOR_VERSION,
+        collection_path=collection_path,
+        items_ndjson=items_ndjson,
+        catalog_path=catalog_path,
+        item_paths=item_paths,
+        scenes=[
+            SceneRecord(
+                item_id=item["id"],
+                tile=item["properties"]["s2:mgrs_tile"],
+                datetime=item["properties"]["datetime"],
+                processing_baseline=item["properties"]["s2:processing_baseline"],
+                cloud_cover=float(item["properties"]["eo:cloud_cover"]),
+                item_path=path,
+                assets=assets,
+            )
+            for item, path, assets in zip(items, item_paths, scenes_assets, strict=True)
+        ],
+        labels=labels,
+        landcover_classes=dict(LANDCOVER_CLASSES),
+        croptype_classes=dict(CROPTYPE_CLASSES),
+        tiles=list(params_obj.tiles),
+    )
+    manifest.save()
+    return manifest
