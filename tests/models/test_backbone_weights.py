@@ -68,18 +68,18 @@ def test_bare_state_dict_needs_arch() -> None:
 
 
 def test_external_prefixed_moco_checkpoint(tmp_path: Path) -> None:
-    src = build_backbone("resnet18", 3)
+    src = build_backbone("resnet_tiny", 3)
     ckpt = {f"module.encoder_q.{k}": v for k, v in src.state_dict().items()}
     ckpt.update({f"module.encoder_k.{k}": v for k, v in src.state_dict().items()})
-    ckpt["module.encoder_q.fc.weight"] = torch.zeros(10, 512)
+    ckpt["module.encoder_q.fc.weight"] = torch.zeros(10, 128)
     ckpt["module.queue"] = torch.zeros(128, 16)
     path = tmp_path / "moco.pth"
     torch.save({"state_dict": ckpt, "epoch": 200}, path)
-    bb, report = load_external_state_dict(path, "resnet18", 3)
-    assert torch.equal(bb.layer4[1].conv2.weight, src.layer4[1].conv2.weight)
+    bb, report = load_external_state_dict(path, "resnet_tiny", 3)
+    assert torch.equal(bb.layer4[0].conv2.weight, src.layer4[0].conv2.weight)
     assert report.missing_keys == [] and report.unexpected_keys == [] and report.loaded_all
-    assert "fc.weight" in report.dropped_keys and "module.queue" in report.dropped_keys
-    assert any(k.startswith("encoder_k.") for k in report.dropped_keys)
+    assert "module.encoder_q.fc.weight" in report.dropped_keys and "module.queue" in report.dropped_keys
+    assert any(k.startswith("module.encoder_k.") for k in report.dropped_keys)
     assert report.stripped_prefixes == ["module.", "encoder_q."]
 
 
@@ -91,32 +91,32 @@ def test_external_plain_prefixes(prefix: str) -> None:
     sd[f"{prefix}fc.bias"] = torch.zeros(3)
     bb, report = load_external_state_dict(sd, "resnet_tiny", 4)
     assert torch.equal(bb.conv1.weight, src.conv1.weight)
-    assert report.missing_keys == [] and {"fc.weight", "fc.bias"} <= set(report.dropped_keys)
+    assert report.missing_keys == [] and {f"{prefix}fc.weight", f"{prefix}fc.bias"} <= set(report.dropped_keys)
 
 
 def test_external_sequential_numbering_as_in_seco_reference() -> None:
-    src = build_backbone("resnet18", 3)
+    src = build_backbone("resnet_tiny", 3)
     index = {"conv1": "0", "bn1": "1", "layer1": "4", "layer2": "5", "layer3": "6", "layer4": "7"}
     sd = {}
     for k, v in src.state_dict().items():
         head, _, rest = k.partition(".")
         sd[f"encoder_q.{index[head]}.{rest}"] = v
-    sd["heads_q.0.0.weight"] = torch.zeros(512, 512)
-    bb, report = load_external_state_dict({"state_dict": sd}, "resnet18", 3)
+    sd["heads_q.0.0.weight"] = torch.zeros(128, 128)
+    bb, report = load_external_state_dict({"state_dict": sd}, "resnet_tiny", 3)
     assert torch.equal(bb.layer3[0].downsample[0].weight, src.layer3[0].downsample[0].weight)
     assert report.missing_keys == [] and "heads_q.0.0.weight" in report.dropped_keys
 
 
 def test_external_errors(tmp_path: Path) -> None:
-    rgb = build_backbone("resnet18", 3).state_dict()
+    rgb = build_backbone("resnet_tiny", 3).state_dict()
     with pytest.raises(ValueError, match=r"conv1 takes 3 input bands.*in_channels=4"):
-        load_external_state_dict(rgb, "resnet18", 4)
-    with pytest.raises(ValueError, match="does not fit 'resnet_tiny'"):
-        load_external_state_dict(rgb, "resnet_tiny", 3)
+        load_external_state_dict(rgb, "resnet_tiny", 4)
+    with pytest.raises(ValueError, match="does not fit 'resnet18'"):
+        load_external_state_dict(rgb, "resnet18", 3)
     with pytest.raises(ValueError, match="no checkpoint entry matches"):
-        load_external_state_dict({"foo.weight": torch.zeros(2)}, "resnet18", 3)
+        load_external_state_dict({"foo.weight": torch.zeros(2)}, "resnet_tiny", 3)
     partial = {k: v for k, v in rgb.items() if not k.startswith("layer4")}
-    _, report = load_external_state_dict(partial, "resnet18", 3)
+    _, report = load_external_state_dict(partial, "resnet_tiny", 3)
     assert report.missing_keys and all(k.startswith("layer4") for k in report.missing_keys)
 
 

@@ -36,8 +36,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         uneven_shuffled, uidx = batch_shuffle(x[: 4 - 2 * rank], g)
         uneven_restored = batch_unshuffle(uneven_shuffled, uidx)
 
-        torch.manual_seed(rank)  # different data per rank
+        torch.manual_seed(0)  # identical initial model (and queue) on both ranks, as DDP ensures
         model = SeCo(build_backbone("resnet_tiny", 2), feature_dim=8, queue_size=16, seed=rank)
+        torch.manual_seed(1 + rank)  # different data per rank
         out = model({"images": torch.randn(2, 3, 2, 32, 32)})
         out["loss"].backward()
         queue = model.subspace_queues()[0]

@@ -244,30 +244,31 @@ def _unwrap(obj: Any) -> Mapping[str, Any]:
 
 
 def _normalise_keys(raw: Mapping[str, Any], report: ExternalLoadReport) -> dict[str, Tensor]:
-    sd = {k: v for k, v in raw.items() if isinstance(v, Tensor)}
+    """Rename checkpoint entries to backbone names; dropped entries are reported by original name."""
     report.dropped_keys.extend(k for k, v in raw.items() if not isinstance(v, Tensor))
+    # current name -> (original name, tensor)
+    sd = {k: (k, v) for k, v in raw.items() if isinstance(v, Tensor)}
     changed = True
     while changed:
         changed = False
         for prefix in _PREFIXES:
             if any(k.startswith(prefix) for k in sd):
                 report.stripped_prefixes.append(prefix)
-                report.dropped_keys.extend(k for k in sd if not k.startswith(prefix))
-                sd = {k[len(prefix) :]: v for k, v in sd.items() if k.startswith(prefix)}
+                report.dropped_keys.extend(orig for k, (orig, _) in sd.items() if not k.startswith(prefix))
+                sd = {k[len(prefix) :]: e for k, e in sd.items() if k.startswith(prefix)}
                 changed = True
                 break
     if "conv1.weight" not in sd and "0.weight" in sd:
-        renamed: dict[str, Tensor] = {}
-        for k, v in sd.items():
+        renamed: dict[str, tuple[str, Tensor]] = {}
+        for k, e in sd.items():
             head, _, rest = k.partition(".")
             if head in _SEQUENTIAL_NAMES:
-                renamed[f"{_SEQUENTIAL_NAMES[head]}.{rest}"] = v
+                renamed[f"{_SEQUENTIAL_NAMES[head]}.{rest}"] = e
             else:
-                report.dropped_keys.append(k)
+                report.dropped_keys.append(e[0])
         sd = renamed
-    fc = [k for k in sd if k.startswith("fc.")]
-    report.dropped_keys.extend(fc)
-    return {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    report.dropped_keys.extend(orig for k, (orig, _) in sd.items() if k.startswith("fc."))
+    return {k: v for k, (_, v) in sd.items() if not k.startswith("fc.")}
 
 
 def load_external_state_dict(

@@ -47,6 +47,7 @@ __all__ = [
     "MetricKind",
     "MetricSpec",
     "MetricsBackend",
+    "MetricsServer",
     "NoopBackend",
     "PrometheusBackend",
     "RayBackend",
@@ -386,23 +387,36 @@ class PrometheusBackend:
         self._get(spec).labels(**labels).observe(value)
 
 
+@dataclass
+class MetricsServer:
+    """A running ``/metrics`` endpoint; ``port`` is the bound port (useful with port=0)."""
+
+    host: str
+    port: int
+    _stop: Callable[[], None]
+
+    def stop(self) -> None:
+        self._stop()
+
+
 def serve_prometheus(
     backend: PrometheusBackend, port: int = 9108, host: str = "127.0.0.1"
-) -> Callable[[], None]:
-    """Serve ``backend``'s registry on ``http://host:port/metrics``; returns a stop function.
+) -> MetricsServer:
+    """Serve ``backend``'s registry on ``http://host:port/metrics`` from a daemon thread.
 
     Binds to loopback by default: exposing metrics beyond the machine is an explicit choice.
     """
     from prometheus_client import start_http_server
 
     server, thread = start_http_server(port, addr=host, registry=backend.registry)
+    bound_host, bound_port = server.server_address[:2]
 
     def stop() -> None:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
 
-    return stop
+    return MetricsServer(str(bound_host), int(bound_port), stop)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -50,15 +50,28 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
 class _ReadChips:
     """Ray Data ``flat_map`` callable: one read group in, its chips out."""
 
-    def __init__(self, bands: Sequence[str] | None, cachemax_mb: int, resampling: str) -> None:
+    def __init__(
+        self,
+        bands: Sequence[str] | None,
+        cachemax_mb: int,
+        resampling: str,
+        labels: dict[str, str] | None = None,
+    ) -> None:
         self.bands = list(bands) if bands else None
         self.cachemax_mb = cachemax_mb
         self.resampling = Resampling[resampling]
+        self.labels = labels
 
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         rows = json.loads(item["group"])
         out = list(
-            read_group(rows, self.bands, cachemax_mb=self.cachemax_mb, resampling=self.resampling)
+            read_group(
+                rows,
+                self.bands,
+                cachemax_mb=self.cachemax_mb,
+                resampling=self.resampling,
+                labels=self.labels,
+            )
         )
         _count(out)
         return out
@@ -87,11 +100,13 @@ class _ReadLocation:
 
 
 def _count(rows: list[dict[str, Any]]) -> None:
+    """Export delivered/failed chip counts; metrics must never break reading."""
     try:
         from earthloop.observe.metrics import StreamMetrics
 
-        StreamMetrics.get().record_rows(rows)
-    except Exception:  # metrics must never break reading
+        ok = sum(1 for r in rows if not r.get("error"))
+        StreamMetrics().chips_delivered(ok)
+    except Exception:
         pass
 
 
@@ -111,6 +126,7 @@ def chip_dataset(
     cachemax_mb: int = 64,
     keep_errors: bool = False,
     resampling: str = "bilinear",
+    labels: dict[str, str] | None = None,
 ) -> tuple[Any, TableRef]:
     """A streaming ``ray.data.Dataset`` of chips with columns image (C,H,W), valid (H,W), ids."""
     import ray.data
@@ -121,7 +137,7 @@ def chip_dataset(
     groups = plan_groups(rows, group_px, max_chips_per_group)
     items = [{"group": json.dumps(g)} for g in groups]
     ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
-    ds = ds.flat_map(_ReadChips(bands, cachemax_mb, resampling))
+    ds = ds.flat_map(_ReadChips(bands, cachemax_mb, resampling, labels))
     if not keep_errors:
         ds = ds.filter(lambda r: not r["error"])
     log.info("chip stream: %d chips in %d read groups from %s@v%d", len(rows), len(groups),

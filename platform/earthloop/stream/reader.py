@@ -9,7 +9,7 @@ from it, so each tile is decoded once however many chips it feeds.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -49,11 +49,13 @@ def read_group(
     mask_clouds: bool = True,
     resampling: Resampling = Resampling.bilinear,
     cachemax_mb: int = 64,
+    labels: Mapping[str, str] | None = None,
 ) -> Iterator[Row]:
     """Yield one output row per chip of ``rows`` (all from the same scene and grid).
 
     Output: ``image`` float32 (C, H, W) reflectance with invalid pixels set to 0, ``valid`` bool
-    (H, W) (nodata, cloud, shadow and saturated pixels are False), plus identifying metadata.
+    (H, W) (nodata, cloud, shadow and saturated pixels are False), plus identifying metadata;
+    with ``labels`` (tile → label raster) also ``label`` int64 (H, W), read nearest-neighbour.
     A group whose files cannot be read yields rows with ``error`` set instead of raising, so a
     consumer can count and skip them.
     """
@@ -82,6 +84,12 @@ def read_group(
             if mask_clouds and first.get("scl_href"):
                 scl = read_window(first["scl_href"], first["crs"], ub, (height, width))
                 valid &= ~scl_invalid_mask(scl)
+            label = None
+            if labels is not None:
+                href = labels.get(first["tile"])
+                if href is None:
+                    raise ChipReadError("missing_label", f"no label raster for {first['tile']}")
+                label = read_window(href, first["crs"], ub, (height, width)).astype(np.int64)
     except ChipReadError as exc:
         log.warning("group of %d chips from %s unreadable: %s", len(rows), first["item_id"], exc)
         for r in rows:
@@ -93,7 +101,10 @@ def read_group(
         img = stack[:, r0 : r0 + size, c0 : c0 + size].copy()
         ok = valid[r0 : r0 + size, c0 : c0 + size].copy()
         img[:, ~ok] = 0.0
-        yield _meta(r) | {"image": img, "valid": ok, "error": ""}
+        out = _meta(r) | {"image": img, "valid": ok, "error": ""}
+        if label is not None:
+            out["label"] = label[r0 : r0 + size, c0 : c0 + size].copy()
+        yield out
 
 
 def _meta(r: Row) -> Row:
@@ -101,6 +112,7 @@ def _meta(r: Row) -> Row:
         "chip_id": r["chip_id"],
         "location_id": r["location_id"],
         "item_id": r["item_id"],
+        "tile": r.get("tile", ""),
         "season": int(r["season"]),
         "timestamp": float(r["datetime"].timestamp()) if hasattr(r["datetime"], "timestamp")
         else float(r["datetime"]),

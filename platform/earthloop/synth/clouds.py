@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earthloop.s2.scl import SCL
-from earthloop.synth.fields import Array, block_mean, fbm, shift
+from earthloop.synth.fields import Array, block_mean, fbm, resize_bilinear, shift
 from earthloop.synth.landscape import LandCover
 from earthloop.synth.spectra import band_index
 
@@ -24,6 +24,7 @@ from earthloop.synth.spectra import band_index
 _CLOUD = np.array([0.56, 0.55, 0.54, 0.53, 0.53, 0.53, 0.52, 0.52, 0.51, 0.44, 0.36, 0.22])
 _SHADOW_DARKENING = 0.7  # shadows keep ~30 % (diffuse light)
 _OVERPASS_HOUR_ANGLE = -22.5  # degrees: ~10:30 local solar time, Sentinel-2's descending node
+FLAG_OPACITY = 0.15  # SCL flags cloud from this opacity; ``cover`` targets this flagged area
 
 
 @dataclass(frozen=True)
@@ -47,22 +48,25 @@ class CloudLayer:
     """Cloud, cirrus and shadow opacity (0..1) on the padded 10 m working grid."""
 
     cloud: Array
-    cirrus: Array
+    cirrus: Array | None  # None on days without cirrus (saves a tile-sized array)
     shadow: Array
-    texture: Array
     sun: SunPosition
     cloud_height_m: float
-    shadow_offset_px: tuple[int, int]  # (rows, cols), positive = south/east
+    shadow_offset_px: tuple[int, int]  # (rows, cols) on the 10 m grid, positive = south/east
 
     def composite(self, refl: Array, band: str) -> Array:
         """Darken shadows, then lay thin cirrus and clouds over the ground (in place)."""
         b = band_index(band)
         refl *= 1.0 - np.float32(_SHADOW_DARKENING) * self.shadow
-        if self.cirrus.any():
+        if self.cirrus is not None:
             refl += self.cirrus * (np.float32(0.35 * _CLOUD[b] / _CLOUD[0]) - refl)
         if self.cloud.any():
-            top = np.float32(_CLOUD[b]) * (0.75 + 0.35 * self.cloud + 0.05 * self.texture)
-            refl += self.cloud * (top - refl)
+            # Thick cores are brighter than thin edges.
+            top = np.float32(0.35 * _CLOUD[b]) * self.cloud
+            top += np.float32(0.75 * _CLOUD[b])
+            top -= refl
+            top *= self.cloud
+            refl += top
         return refl
 
 
@@ -73,52 +77,62 @@ def make_clouds(
     cover: float,
     sun: SunPosition,
 ) -> CloudLayer:
-    """Clouds whose flagged (opacity ≥ 0.25) area is ``cover`` of the tile, plus shadows/cirrus.
+    """Clouds whose flagged (opacity ≥ FLAG_OPACITY) area is ``cover`` of the tile, plus shadows
+    and cirrus.
 
-    The shadow offset is physical but capped at ~12 % of the tile so that small test tiles still
-    see shadows on the ground instead of only off-tile.
+    Fields are drawn on a grid of at most ~1024 px and resampled to 10 m: clouds are smooth at
+    that scale and a 4096 px tile then needs two full-size arrays instead of a dozen. The shadow
+    offset is physical but capped at ~12 % of the tile so that small test tiles still see
+    shadows on the ground instead of only off-tile.
     """
     height = float(rng.uniform(800.0, 2500.0))
     distance_px = height * math.tan(math.radians(min(sun.zenith, 80.0))) / 10.0
     cap = max(8.0, 0.12 * tile_size)
     distance_px = min(distance_px, cap)
     away = math.radians(sun.azimuth + 180.0)
-    drow = int(round(-math.cos(away) * distance_px))
-    dcol = int(round(math.sin(away) * distance_px))
-    margin = int(math.ceil(cap)) + 1
-    full = padded + 2 * margin
-    inner = (slice(margin, margin + padded), slice(margin, margin + padded))
-    cell = float(np.clip(tile_size / 3, 24, 200))
+    factor = max(1, math.ceil(padded / 1024))
+    drow = int(round(-math.cos(away) * distance_px / factor))
+    dcol = int(round(math.sin(away) * distance_px / factor))
+    margin = int(math.ceil(cap / factor)) + 1
+    n = math.ceil(padded / factor)
+    full = n + 2 * margin
+    inner = (slice(margin, margin + n), slice(margin, margin + n))
+    tile_c = math.ceil(tile_size / factor)
+    cell = float(np.clip(tile_size / 3, 24, 200)) / factor
 
     noise = fbm(rng, (full, full), cell, octaves=5, persistence=0.55)
-    ramp = 0.6
+    ramp = 0.4  # noise std units from clear to opaque: soft but not hazy edges
     if cover > 0.0005:
-        tile_noise = noise[margin : margin + tile_size, margin : margin + tile_size]
-        threshold = float(np.quantile(tile_noise, 1.0 - cover)) - 0.25 * ramp
-        cloud_full = np.clip((noise - np.float32(threshold)) / np.float32(ramp), 0.0, 1.0)
-        cloud_full = cloud_full ** np.float32(0.8)
+        tile_noise = noise[margin : margin + tile_c, margin : margin + tile_c]
+        threshold = float(np.quantile(tile_noise, 1.0 - cover)) - FLAG_OPACITY * ramp
+        cloud_c = np.clip((noise - np.float32(threshold)) / np.float32(ramp), 0.0, 1.0)
     else:
-        cloud_full = np.zeros_like(noise)
-    shadow = shift(cloud_full, drow, dcol)[inner]
-    np.clip(shadow * np.float32(1.3), 0.0, 1.0, out=shadow)
-    cloud = np.ascontiguousarray(cloud_full[inner])
-    texture = np.ascontiguousarray(noise[inner])
-    del noise, cloud_full
+        cloud_c = np.zeros_like(noise)
+    shadow_c = shift(cloud_c, drow, dcol)[inner]
+    np.clip(shadow_c * np.float32(1.3), 0.0, 1.0, out=shadow_c)
 
-    cirrus = np.zeros((padded, padded), dtype=np.float32)
-    if rng.random() < 0.35:
-        field = fbm(rng, (padded, padded), cell * 2, octaves=3)
-        frac = rng.uniform(0.05, 0.35)
-        q = float(np.quantile(field[:tile_size, :tile_size], 1.0 - frac))
-        cirrus = np.clip(field - np.float32(q) + 0.3, 0.0, 1.0) * np.float32(rng.uniform(0.15, 0.3))
+    def to_10m(a: Array) -> Array:
+        return np.ascontiguousarray(resize_bilinear(a, (n * factor, n * factor))[:padded, :padded])
+
+    cloud = to_10m(cloud_c[inner])
+    shadow = to_10m(shadow_c)
+    del noise, cloud_c, shadow_c
+
+    cirrus = None
+    # Thin cirrus on some of the cloudier days only, so "clear" scenes stay near 0 %.
+    if cover >= 0.05 and rng.random() < 0.4:
+        field = fbm(rng, (n, n), cell * 2, octaves=3)
+        frac = rng.uniform(0.02, 0.12)
+        q = float(np.quantile(field[:tile_c, :tile_c], 1.0 - frac))
+        cirrus_c = np.clip(field - np.float32(q) + 0.3, 0.0, 1.0) * np.float32(rng.uniform(0.15, 0.3))
+        cirrus = to_10m(cirrus_c)
     return CloudLayer(
         cloud=cloud,
-        cirrus=cirrus.astype(np.float32),
+        cirrus=cirrus,
         shadow=shadow,
-        texture=texture,
         sun=sun,
         cloud_height_m=height,
-        shadow_offset_px=(drow, dcol),
+        shadow_offset_px=(drow * factor, dcol * factor),
     )
 
 
@@ -135,7 +149,7 @@ def scene_classification(
     lc = landcover[::2, ::2]
     green20 = block_mean(green[:n, :n], 2)
     cloud20 = block_mean(layer.cloud[:n, :n], 2)
-    cirrus20 = block_mean(layer.cirrus[:n, :n], 2)
+    cirrus20 = block_mean(layer.cirrus[:n, :n], 2) if layer.cirrus is not None else None
     shadow20 = block_mean(layer.shadow[:n, :n], 2)
     scl = np.where(green20 >= 0.35, SCL.VEGETATION, SCL.NOT_VEGETATED).astype(np.uint8)
     scl[lc == LandCover.WATER] = SCL.WATER
@@ -145,8 +159,9 @@ def scene_classification(
     scl[bright & (r > 0.996)] = SCL.CLOUD_MEDIUM_PROBABILITY  # SCL's classic false alarm
     scl[(shadow20 >= 0.15) & (shadow20 < 0.35)] = SCL.DARK_AREA
     scl[shadow20 >= 0.35] = SCL.CLOUD_SHADOW
-    scl[cirrus20 >= 0.06] = SCL.THIN_CIRRUS
-    scl[cloud20 >= 0.25] = SCL.CLOUD_MEDIUM_PROBABILITY
+    if cirrus20 is not None:
+        scl[cirrus20 >= 0.06] = SCL.THIN_CIRRUS
+    scl[cloud20 >= FLAG_OPACITY] = SCL.CLOUD_MEDIUM_PROBABILITY
     scl[cloud20 >= 0.65] = SCL.CLOUD_HIGH_PROBABILITY
     scl[~valid] = SCL.NO_DATA
     return scl

@@ -126,13 +126,13 @@ class JitteredSeeds:
 
 
 def gaussian_blur(a: Array, sigma: float) -> Array:
-    """Separable Gaussian blur with edge padding (float32)."""
+    """Separable Gaussian blur with edge padding; returns a new float32 array."""
     if sigma <= 0:
         return a.astype(np.float32, copy=True)
     radius = max(1, int(np.ceil(3 * sigma)))
     k = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     k = (k / k.sum()).astype(np.float32)
-    out = a.astype(np.float32, copy=True)
+    out = a if a.dtype == np.float32 else a.astype(np.float32)
     for axis in (0, 1):
         pad = [(0, 0), (0, 0)]
         pad[axis] = (radius, radius)
@@ -143,8 +143,31 @@ def gaussian_blur(a: Array, sigma: float) -> Array:
             sl = [slice(None), slice(None)]
             sl[axis] = slice(i, i + n)
             acc += weight * p[tuple(sl)]
+        del p
         out = acc
     return out
+
+
+def resize_bilinear(a: Array, shape: tuple[int, int]) -> Array:
+    """Bilinear resampling (pixel-centre aligned, edge-clamped), separable like value_noise.
+
+    Used to draw smooth fields (clouds) on a coarse grid and bring them to 10 m, which keeps the
+    memory of a 4096 px tile's cloud generation to two full-size arrays.
+    """
+    def axis_weights(n_out: int, n_in: int) -> tuple[Array, Array, Array]:
+        pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
+        pos = np.clip(pos, 0.0, n_in - 1.0)
+        i0 = np.minimum(np.floor(pos).astype(np.intp), n_in - 1)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (pos - i0).astype(np.float32)
+
+    if a.shape == shape:
+        return a.astype(np.float32, copy=True)
+    y0, y1, ty = axis_weights(shape[0], a.shape[0])
+    x0, x1, tx = axis_weights(shape[1], a.shape[1])
+    rows = a[y0] * (1.0 - ty)[:, None] + a[y1] * ty[:, None]
+    out: Array = rows[:, x0] * (1.0 - tx)[None, :] + rows[:, x1] * tx[None, :]
+    return out.astype(np.float32, copy=False)
 
 
 def block_mean(a: Array, factor: int) -> Array:

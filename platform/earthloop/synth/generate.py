@@ -367,6 +367,14 @@ def _existing(root: Path, preset: str, seed: int, params: dict[str, Any]) -> Syn
     return m if same and not m.missing_files() else None
 
 
+def find_existing(
+    out_dir: str | os.PathLike[str], *, preset: str = "demo", seed: int = 0, **overrides: Any
+) -> SynthManifest | None:
+    """The complete archive under ``out_dir`` if it was made with exactly these settings."""
+    params = resolve_preset(preset, overrides).to_dict()
+    return _existing(Path(out_dir).resolve(), preset, seed, params)
+
+
 def generate(
     out_dir: str | os.PathLike[str],
     *,

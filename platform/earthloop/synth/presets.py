@@ -115,7 +115,7 @@ PRESETS: dict[str, SynthPreset] = {
     ),
     "bench": SynthPreset(
         tiles=("33TWL",),
-        size_px=4096,
+        size_px=4392,  # 0.4 × a real 10980 px tile: partial edge blocks, as in Earth Search
         dates=("03-15", "07-13"),
         bands=("blue", "green", "red", "nir"),
         blocksize=1024,
@@ -149,4 +149,11 @@ def resolve_preset(preset: str | SynthPreset, overrides: dict[str, Any]) -> Synt
         elif isinstance(value, list):
             value = tuple(value)
         coerced[key] = value
+    # Scene lists inherited from the preset follow a tiles/dates override instead of failing it;
+    # lists the caller passes explicitly are validated strictly.
+    n_tiles = len(coerced.get("tiles", base.tiles))
+    n_dates = len(coerced.get("dates", base.dates))
+    for key in ("legacy_baseline", "nodata_edge"):
+        if key not in coerced:
+            coerced[key] = tuple((t, d) for t, d in getattr(base, key) if t < n_tiles and d < n_dates)
     return dataclasses.replace(base, **coerced).validate()

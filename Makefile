@@ -1,0 +1,43 @@
+# earthloop — the two commands of a newcomer:
+#   make demo   set up, generate the embedded demo data, start the local stack, run the loop
+#   make test   set up and run every test (unit + integration against real servers)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONFIG ?= configs/demo.yaml
+DATA ?= data/synthetic
+export RAY_AUTH_MODE ?= token
+
+.PHONY: setup data stack-up stack-down demo test test-unit lint bench clean
+
+setup:
+	@infra/local/setup.sh
+
+data: setup
+	$(VENV)/bin/earthloop sample-data --preset demo --out $(DATA)
+
+stack-up: setup
+	infra/local/stack.sh up $(DATA)
+
+stack-down:
+	infra/local/stack.sh down
+
+demo: data stack-up
+	infra/local/demo.sh $(CONFIG)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-unit: setup
+	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff format --check platform jobs labeling tests benchmarks
+	$(VENV)/bin/ruff check platform jobs labeling tests benchmarks
+	$(VENV)/bin/mypy
+
+bench: setup
+	$(PY) benchmarks/stream_bench.py
+
+clean: stack-down
+	rm -rf runs .stack

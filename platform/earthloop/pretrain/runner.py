@@ -1,0 +1,227 @@
+"""Driver of a pretraining run: validate, prepare data, launch Ray Train, export, record.
+
+Everything that can be wrong with the request (unknown band, batch smaller than the number of
+workers, no chip table, too few dates per location) is found here, before a single worker is
+scheduled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from earthloop.config import ConfigError, EarthloopConfig
+from earthloop.pretrain.config import PretrainConfig, pretrain_config
+from earthloop.s2.bands import resolve_bands
+from earthloop.store.delta import TableRef, merge_rows, table_exists
+from earthloop.store.labels import LabelSource, label_source_from_manifest
+
+log = logging.getLogger("earthloop.pretrain")
+
+
+@dataclass
+class PretrainPlan:
+    """Everything validated and resolved on the driver."""
+
+    cfg: EarthloopConfig
+    pc: PretrainConfig
+    bands: list[str]
+    run_name: str
+    storage_path: str
+    chips_uri: str
+    labels: LabelSource | None
+
+
+@dataclass
+class PretrainResult:
+    run_name: str
+    checkpoint: str | None
+    backbone_path: str | None
+    chips: TableRef
+    metrics: dict[str, Any]
+    runs_table: str
+    metrics_table: str
+
+
+def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
+    pc = pretrain_config(cfg)
+    try:
+        bands = [b.name for b in resolve_bands(pc.bands or cfg.ingest.bands)]
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"pretrain.bands: {exc.args[0]}") from None
+    if pc.batch_size < cfg.ray.num_workers:
+        raise ConfigError(
+            f"pretrain.batch_size={pc.batch_size} is smaller than ray.num_workers="
+            f"{cfg.ray.num_workers}: every worker needs at least one sample per step"
+        )
+    if pc.method == "seco" and pc.dates < 3:
+        raise ConfigError("pretrain.dates must be >= 3 for SeCo (query, season key, augment key)")
+    chips_uri = cfg.table_uri("chips")
+    if not table_exists(chips_uri):
+        raise ConfigError(f"no chip table at {chips_uri}: run `earthloop ingest` first")
+    labels = None
+    if pc.method == "cscl" and not pc.probe.labels:
+        raise ConfigError("pretrain.method=cscl is supervised: set pretrain.probe.labels")
+    if pc.probe.labels:
+        try:
+            labels = label_source_from_manifest(
+                pc.probe.labels, "croptype" if pc.method == "cscl" else pc.probe.kind
+            )
+        except (FileNotFoundError, KeyError, ValueError) as exc:
+            raise ConfigError(f"pretrain.probe.labels: {exc}") from None
+    run_name = pc.run_name or f"{cfg.name}-{pc.method}"
+    storage = pc.storage_path or cfg.path("ray_results")
+    return PretrainPlan(cfg, pc, bands, run_name, storage, chips_uri, labels)
+
+
+def _check_bands_in_index(rows: list[dict[str, Any]], bands: list[str], uri: str) -> None:
+    have = set(rows[0]["bands"])
+    missing = [b for b in bands if b not in have]
+    if missing:
+        raise ConfigError(
+            f"pretrain.bands: {missing} not in the chip index {uri} (it has {sorted(have)}); "
+            "re-run ingest with those bands"
+        )
+
+
+def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
+    """Validate, then train with Ray Train on the connected cluster; returns where things are."""
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from earthloop.pretrain.data import band_statistics, build_probe
+    from earthloop.pretrain.loop import train_loop
+    from earthloop.stream import chip_dataset, load_index, seco_dataset
+
+    plan = plan_pretrain(cfg)
+    pc = plan.pc
+    # one progress line per epoch from our loop is readable; Ray Data's bars per operator are not
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    split = cfg.stream.split
+    rows, ref = load_index(plan.chips_uri, split=split, max_cloud=cfg.stream.max_cloud)
+    if not rows:
+        raise ConfigError(f"the chip index {plan.chips_uri} has no '{split}' chips")
+    _check_bands_in_index(rows, plan.bands, plan.chips_uri)
+    if pc.method in {"seco", "dense"}:
+        dates = pc.dates if pc.method == "seco" else 2
+        ds, ref, n_loc = seco_dataset(
+            plan.chips_uri, version=ref.version, split=split, bands=plan.bands, dates=dates,
+            max_cloud=cfg.stream.max_cloud, cachemax_mb=cfg.stream.gdal_cachemax_mb,
+        )
+        n_samples = n_loc
+    else:
+        assert plan.labels is not None
+        ds, ref = chip_dataset(
+            plan.chips_uri, version=ref.version, split=split, bands=plan.bands,
+            max_cloud=cfg.stream.max_cloud, labels=plan.labels.rasters,
+            cachemax_mb=cfg.stream.gdal_cachemax_mb,
+        )
+        n_samples = len(rows)
+    ds = ds.select_columns(
+        ["images", "valid"] if pc.method in {"seco", "dense"} else ["image", "valid", "label"]
+    )
+    if n_samples < pc.batch_size:
+        raise ConfigError(
+            f"only {n_samples} training samples but pretrain.batch_size={pc.batch_size}"
+        )
+    mean, std = band_statistics(rows, plan.bands, seed=pc.seed)
+    probe_ref = None
+    if plan.labels is not None:
+        probe_labels = (
+            label_source_from_manifest(pc.probe.labels, pc.probe.kind)
+            if pc.method == "cscl" and pc.probe.labels
+            else plan.labels
+        )
+        probe = build_probe(rows, plan.bands, probe_labels, pc.probe.chips, seed=pc.seed)
+        probe_ref = ray.put(probe)
+    metrics_table = cfg.table_uri("pretrain_metrics")
+    loop_config = {
+        "pretrain": pc.model_dump(),
+        "mean": mean,
+        "std": std,
+        "probe_ref": probe_ref,
+        "probe_k": pc.probe.k,
+        "job_name": "pretrain",
+        "run_name": plan.run_name,
+        "metrics_table": metrics_table,
+    }
+    log.info(
+        "pretraining %s (%s, %s) on %d %s samples from %s@v%d; %d workers",
+        plan.run_name, pc.method, pc.backbone, n_samples, split, plan.chips_uri, ref.version,
+        cfg.ray.num_workers,
+    )
+    trainer = TorchTrainer(
+        train_loop_per_worker=train_loop,
+        train_loop_config=loop_config,
+        scaling_config=ScalingConfig(
+            num_workers=cfg.ray.num_workers,
+            use_gpu=cfg.ray.use_gpu,
+            resources_per_worker={"CPU": cfg.ray.cpus_per_worker},
+            placement_strategy=cfg.ray.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=plan.run_name,
+            storage_path=plan.storage_path,
+            failure_config=FailureConfig(max_failures=pc.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+        datasets={"train": ds},
+    )
+    started = datetime.now(UTC)
+    result = trainer.fit()
+    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    backbone_path = None
+    if result.checkpoint is not None:
+        backbone_path = export_backbone(
+            result.checkpoint.path, plan, mean, std,
+            Path(cfg.path("models", plan.run_name, "backbone.pt")),
+        )
+    final = dict(result.metrics or {})
+    runs_table = cfg.table_uri("pretrain_runs")
+    row = {
+        "run_name": plan.run_name,
+        "method": pc.method,
+        "backbone": pc.backbone,
+        "bands": plan.bands,
+        "config": json.dumps(cfg.model_dump(), default=str, sort_keys=True),
+        "chips_table": ref.uri,
+        "chips_table_version": ref.version,
+        "checkpoint": checkpoint,
+        "backbone_path": backbone_path,
+        "final_step": int(final.get("step", 0)),
+        "resumed_from_step": int(final.get("resumed_from_step", 0)),
+        "knn_accuracy": float(final.get("knn_accuracy", float("nan"))),
+        "started_at": started,
+        "finished_at": datetime.now(UTC),
+        "status": "error" if result.error else "finished",
+    }
+    merge_rows(runs_table, pa.Table.from_pylist([row]), ["run_name"])
+    return PretrainResult(plan.run_name, checkpoint, backbone_path, ref, final, runs_table,
+                          metrics_table)
+
+
+def export_backbone(
+    checkpoint_dir: str, plan: PretrainPlan, mean: list[float], std: list[float], out: Path
+) -> str:
+    """Write the pretrained encoder with its bands and normalisation (one file, one call to load)."""
+    from earthloop.models import save_backbone
+    from earthloop.pretrain.loop import load_state
+    from earthloop.pretrain.methods import build_method
+
+    model = build_method(plan.pc.model_dump(), len(plan.bands))
+    state = load_state(checkpoint_dir)
+    model.load_state_dict(state["model"])
+    save_backbone(
+        out, model.backbone, arch=plan.pc.backbone, bands=plan.bands, mean=mean, std=std,  # type: ignore[arg-type]
+        method=plan.pc.method,
+        extra={"run_name": plan.run_name, "step": int(state["step"]),
+               "checkpoint": str(checkpoint_dir)},
+    )
+    return str(out)
