@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Start/stop a two-node Ray cluster on loopback: head on 127.0.0.2, worker on 127.0.0.3.
-# (127.0.0.1 is silently replaced by the eth0 address; the worker needs its own agent port.)
+# (127.0.0.1 is silently replaced by the eth0 address; the worker needs its own agent port, and
+# its own temp dir: two nodes sharing /tmp/ray unpack job working dirs over each other, deleting
+# the folder a running job driver stands in.)
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
@@ -16,6 +18,7 @@ up() {
   "$VENV/bin/ray" start --address="$RAY_HEAD_IP:$RAY_GCS_PORT" --node-ip-address="$RAY_WORKER_IP" \
     --num-cpus="$RAY_NODE_CPUS" --object-store-memory="$RAY_OBJECT_STORE_BYTES" \
     --metrics-export-port="$RAY_WORKER_METRICS_PORT" --dashboard-agent-listen-port=52366 \
+    --temp-dir="$RAY_WORKER_TEMP_DIR" \
     --disable-usage-stats >"$STACK_DIR/ray-worker.log" 2>&1 \
     || { cat "$STACK_DIR/ray-worker.log"; exit 1; }
   for _ in $(seq 1 60); do

@@ -120,12 +120,27 @@ class EarthloopConfig(Section):
         return _join(self.workdir, *parts)
 
 
+def project_root() -> Path:
+    """Base of relative paths in configs: ``$EARTHLOOP_ROOT``, else the current directory.
+
+    A Ray job runs in a temporary copy of the working dir; the job scripts set EARTHLOOP_ROOT so
+    that ``runs/demo`` still means the user's project folder, not that copy.
+    """
+    return Path(os.environ.get("EARTHLOOP_ROOT") or Path.cwd())
+
+
+def resolve_path(path: str) -> str:
+    """Absolute form of a config path; URIs (``s3://…``) are returned unchanged."""
+    if "://" in path:
+        return path
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() else (project_root() / p).resolve())
+
+
 def _join(base: str, *parts: str) -> str:
     if "://" in base:
         return "/".join([base.rstrip("/"), *parts])
-    return str(Path(base).joinpath(*parts).resolve()) if not Path(base).is_absolute() else str(
-        Path(base).joinpath(*parts)
-    )
+    return str(Path(resolve_path(base)).joinpath(*parts))
 
 
 def _coerce(text: str) -> Any:

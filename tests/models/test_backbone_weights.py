@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from earthloop.models.backbones import build_backbone
 from earthloop.models.weights import FORMAT, load_backbone, load_external_state_dict, save_backbone
 
@@ -17,20 +16,34 @@ STD = [1.0, 1.1, 1.2, 1.3]
 def _saved(tmp_path: Path) -> tuple[Path, torch.nn.Module]:
     bb = build_backbone("resnet_tiny", 4)
     path = save_backbone(
-        tmp_path / "sub" / "bb.pt", bb, arch="resnet_tiny", bands=BANDS, mean=MEAN, std=STD, method="seco", extra={"epochs": 3, "note": ["a"]}
+        tmp_path / "sub" / "bb.pt",
+        bb,
+        arch="resnet_tiny",
+        bands=BANDS,
+        mean=MEAN,
+        std=STD,
+        method="seco",
+        extra={"epochs": 3, "note": ["a"]},
     )
     return path, bb
 
 
 def test_round_trip_restores_weights_and_meta(tmp_path: Path) -> None:
     path, bb = _saved(tmp_path)
-    loaded, meta = load_backbone(path, expected_bands=["blue", "green", "red", "nir"], arch="resnet_tiny")
+    loaded, meta = load_backbone(
+        path, expected_bands=["blue", "green", "red", "nir"], arch="resnet_tiny"
+    )
     x = torch.randn(2, 4, 32, 32)
     bb.eval()
     loaded.eval()
     with torch.no_grad():
         assert torch.equal(bb(x), loaded(x))
-    assert meta["format"] == FORMAT and meta["bands"] == BANDS and meta["mean"] == MEAN and meta["std"] == STD
+    assert (
+        meta["format"] == FORMAT
+        and meta["bands"] == BANDS
+        and meta["mean"] == MEAN
+        and meta["std"] == STD
+    )
     assert meta["method"] == "seco" and meta["extra"] == {"epochs": 3, "note": ["a"]}
     assert "state_dict" not in meta
     # the file is loadable without unpickling code
@@ -51,11 +64,30 @@ def test_load_mismatch_errors(tmp_path: Path) -> None:
 def test_save_validates_inputs(tmp_path: Path) -> None:
     bb = build_backbone("resnet_tiny", 4)
     with pytest.raises(ValueError, match="4 bands"):
-        save_backbone(tmp_path / "x.pt", bb, arch="resnet_tiny", bands=BANDS[:3], mean=MEAN, std=STD, method="m")
+        save_backbone(
+            tmp_path / "x.pt",
+            bb,
+            arch="resnet_tiny",
+            bands=BANDS[:3],
+            mean=MEAN,
+            std=STD,
+            method="m",
+        )
     with pytest.raises(ValueError, match="built as"):
-        save_backbone(tmp_path / "x.pt", bb, arch="resnet18", bands=BANDS, mean=MEAN, std=STD, method="m")
+        save_backbone(
+            tmp_path / "x.pt", bb, arch="resnet18", bands=BANDS, mean=MEAN, std=STD, method="m"
+        )
     with pytest.raises(TypeError, match="extra"):
-        save_backbone(tmp_path / "x.pt", bb, arch="resnet_tiny", bands=BANDS, mean=MEAN, std=STD, method="m", extra={"t": object()})
+        save_backbone(
+            tmp_path / "x.pt",
+            bb,
+            arch="resnet_tiny",
+            bands=BANDS,
+            mean=MEAN,
+            std=STD,
+            method="m",
+            extra={"t": object()},
+        )
 
 
 def test_bare_state_dict_needs_arch() -> None:
@@ -76,9 +108,14 @@ def test_external_prefixed_moco_checkpoint(tmp_path: Path) -> None:
     path = tmp_path / "moco.pth"
     torch.save({"state_dict": ckpt, "epoch": 200}, path)
     bb, report = load_external_state_dict(path, "resnet_tiny", 3)
-    assert torch.equal(bb.layer4[0].conv2.weight, src.layer4[0].conv2.weight)
+    assert torch.equal(
+        bb.state_dict()["layer4.0.conv2.weight"], src.state_dict()["layer4.0.conv2.weight"]
+    )
     assert report.missing_keys == [] and report.unexpected_keys == [] and report.loaded_all
-    assert "module.encoder_q.fc.weight" in report.dropped_keys and "module.queue" in report.dropped_keys
+    assert (
+        "module.encoder_q.fc.weight" in report.dropped_keys
+        and "module.queue" in report.dropped_keys
+    )
     assert any(k.startswith("module.encoder_k.") for k in report.dropped_keys)
     assert report.stripped_prefixes == ["module.", "encoder_q."]
 
@@ -91,7 +128,9 @@ def test_external_plain_prefixes(prefix: str) -> None:
     sd[f"{prefix}fc.bias"] = torch.zeros(3)
     bb, report = load_external_state_dict(sd, "resnet_tiny", 4)
     assert torch.equal(bb.conv1.weight, src.conv1.weight)
-    assert report.missing_keys == [] and {f"{prefix}fc.weight", f"{prefix}fc.bias"} <= set(report.dropped_keys)
+    assert report.missing_keys == [] and {f"{prefix}fc.weight", f"{prefix}fc.bias"} <= set(
+        report.dropped_keys
+    )
 
 
 def test_external_sequential_numbering_as_in_seco_reference() -> None:
@@ -103,7 +142,10 @@ def test_external_sequential_numbering_as_in_seco_reference() -> None:
         sd[f"encoder_q.{index[head]}.{rest}"] = v
     sd["heads_q.0.0.weight"] = torch.zeros(128, 128)
     bb, report = load_external_state_dict({"state_dict": sd}, "resnet_tiny", 3)
-    assert torch.equal(bb.layer3[0].downsample[0].weight, src.layer3[0].downsample[0].weight)
+    assert torch.equal(
+        bb.state_dict()["layer3.0.downsample.0.weight"],
+        src.state_dict()["layer3.0.downsample.0.weight"],
+    )
     assert report.missing_keys == [] and "heads_q.0.0.weight" in report.dropped_keys
 
 
@@ -122,7 +164,13 @@ def test_external_errors(tmp_path: Path) -> None:
 
 def test_external_pickled_checkpoint_needs_trust(tmp_path: Path) -> None:
     path = tmp_path / "lightning.ckpt"
-    torch.save({"state_dict": build_backbone("resnet_tiny", 3).state_dict(), "hparams": argparse.Namespace(lr=0.1)}, path)
+    torch.save(
+        {
+            "state_dict": build_backbone("resnet_tiny", 3).state_dict(),
+            "hparams": argparse.Namespace(lr=0.1),
+        },
+        path,
+    )
     with pytest.raises(ValueError, match="trust_pickle"):
         load_external_state_dict(path, "resnet_tiny", 3)
     bb, report = load_external_state_dict(path, "resnet_tiny", 3, trust_pickle=True)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from earthloop.models.backbones import ARCHITECTURES, build_backbone
 
 
@@ -16,7 +15,9 @@ def test_tiny_backbone_any_band_count(bands: int) -> None:
     assert [64 // f.shape[-1] for f in feats] == model.feature_strides == [2, 4, 8, 16, 32]
 
 
-@pytest.mark.parametrize(("name", "bands", "width"), [("resnet18", 1, 512), ("resnet18", 12, 512), ("resnet50", 4, 2048)])
+@pytest.mark.parametrize(
+    ("name", "bands", "width"), [("resnet18", 1, 512), ("resnet18", 12, 512), ("resnet50", 4, 2048)]
+)
 def test_full_size_backbones_output_width(name: str, bands: int, width: int) -> None:
     model = build_backbone(name, bands).eval()
     with torch.no_grad():
@@ -33,7 +34,12 @@ def test_parameter_names_and_counts_match_torchvision() -> None:
     assert sum(p.numel() for p in r50.parameters()) == 25_557_032 - 2_049_000
     keys18 = set(r18.state_dict())
     assert len(keys18) == 120  # torchvision: 122 including fc.weight / fc.bias
-    assert {"conv1.weight", "bn1.running_mean", "layer2.0.downsample.0.weight", "layer4.1.bn2.bias"} <= keys18
+    assert {
+        "conv1.weight",
+        "bn1.running_mean",
+        "layer2.0.downsample.0.weight",
+        "layer4.1.bn2.bias",
+    } <= keys18
     assert "layer1.0.downsample.0.weight" not in keys18
     assert not any(k.startswith("fc.") for k in keys18)
     assert "layer1.0.conv3.weight" in r50.state_dict()

@@ -3,8 +3,14 @@
 import math
 
 import torch
-
-from earthloop.models.metrics import alignment, embedding_std, is_collapsed, knn_accuracy, knn_predict, uniformity
+from earthloop.models.metrics import (
+    alignment,
+    embedding_std,
+    is_collapsed,
+    knn_accuracy,
+    knn_predict,
+    uniformity,
+)
 
 
 def test_constant_embeddings_are_collapsed() -> None:

@@ -1,8 +1,6 @@
 """MoCo pieces in one process: queue FIFO with wrap-around, momentum update, fallbacks."""
 
 import torch
-from torch import nn
-
 from earthloop.models.moco import (
     MemoryBankQueue,
     batch_shuffle,
@@ -11,6 +9,7 @@ from earthloop.models.moco import (
     copy_frozen,
     momentum_update,
 )
+from torch import nn
 
 
 def test_queue_starts_normalised_and_enqueues_at_pointer() -> None:
@@ -50,6 +49,7 @@ def test_queue_is_checkpointed_and_negatives_are_a_copy() -> None:
 def test_momentum_update_is_ema_of_parameters_only() -> None:
     online = nn.BatchNorm1d(3)
     target = copy_frozen(online)
+    assert online.running_mean is not None and target.running_mean is not None
     assert all(not p.requires_grad for p in target.parameters())
     with torch.no_grad():
         online.weight.fill_(1.0)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from earthloop.models.heads import (
     ClassifierHead,
     ContextSimilarityHead,
@@ -26,7 +25,10 @@ def test_pixel_projection_normalises_channels() -> None:
     z = head(torch.randn(2, 8, 5, 6))
     assert z.shape == (2, 4, 5, 6)
     torch.testing.assert_close(z.norm(dim=1), torch.ones(2, 5, 6))
-    assert not torch.allclose(PixelProjectionHead(8, 4, normalize=False)(torch.randn(1, 8, 2, 2)).norm(dim=1), torch.ones(1, 2, 2))
+    assert not torch.allclose(
+        PixelProjectionHead(8, 4, normalize=False)(torch.randn(1, 8, 2, 2)).norm(dim=1),
+        torch.ones(1, 2, 2),
+    )
 
 
 def test_classifier_heads_shapes() -> None:
@@ -45,7 +47,9 @@ def test_unfold_window_matches_manual_indexing(k: int, dil: int) -> None:
         for y in range(5):
             for xx in range(6):
                 yy, xc = y + dy, xx + dx
-                expected = x[0, :, yy, xc] if 0 <= yy < 5 and 0 <= xc < 6 else torch.full((2,), -1.0)
+                expected = (
+                    x[0, :, yy, xc] if 0 <= yy < 5 and 0 <= xc < 6 else torch.full((2,), -1.0)
+                )
                 assert torch.equal(win[0, :, j, y, xx], expected)
 
 

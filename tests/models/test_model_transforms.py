@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from earthloop.models.transforms import (
     BandDropout,
     BrightnessContrast,
@@ -14,6 +13,7 @@ from earthloop.models.transforms import (
     RandomResizedCrop,
     RandomRot90,
     RandomVerticalFlip,
+    Transform,
     View,
     correspondence,
     identity_coords,
@@ -29,14 +29,28 @@ def coordinate_image() -> torch.Tensor:
 
 
 def geometric(size: int = H) -> Compose:
-    return Compose([RandomResizedCrop(size, (1, 2, 4)), RandomHorizontalFlip(), RandomVerticalFlip(), RandomRot90()])
+    return Compose(
+        [
+            RandomResizedCrop(size, (1, 2, 4)),
+            RandomHorizontalFlip(),
+            RandomVerticalFlip(),
+            RandomRot90(),
+        ]
+    )
 
 
 @pytest.mark.parametrize(
     "transform",
-    [RandomHorizontalFlip(1.0), RandomVerticalFlip(1.0), RandomRot90(), RandomCrop(9), RandomResizedCrop(H, (2,)), geometric()],
+    [
+        RandomHorizontalFlip(1.0),
+        RandomVerticalFlip(1.0),
+        RandomRot90(),
+        RandomCrop(9),
+        RandomResizedCrop(H, (2,)),
+        geometric(),
+    ],
 )
-def test_coords_track_every_pixel_exactly(transform) -> None:
+def test_coords_track_every_pixel_exactly(transform: Transform) -> None:
     g = torch.Generator().manual_seed(3)
     for _ in range(8):
         view = transform(View.from_image(coordinate_image()), g)
@@ -73,7 +87,9 @@ def test_valid_mask_moves_with_geometry() -> None:
 
 
 def test_resized_crop_output_size_and_upscale_blocks() -> None:
-    view = RandomResizedCrop(H, (4,))(View.from_image(coordinate_image()), torch.Generator().manual_seed(0))
+    view = RandomResizedCrop(H, (4,))(
+        View.from_image(coordinate_image()), torch.Generator().manual_seed(0)
+    )
     assert view.size == (H, W)
     # x4 nearest up-scaling: 4x4 blocks share one ground pixel
     assert torch.equal(view.coords[:, 0:4, 0:4], view.coords[:, :1, :1].expand(2, 4, 4))
@@ -89,7 +105,14 @@ def test_leading_time_dims_are_transformed_together() -> None:
 
 
 def test_replay_applies_identical_augmentation_to_another_image() -> None:
-    pipeline = Compose([geometric(), RandomApply(BrightnessContrast(0.5, 0.5), p=1.0), GaussianNoise(0.1), BandDropout(0.3)])
+    pipeline = Compose(
+        [
+            geometric(),
+            RandomApply(BrightnessContrast(0.5, 0.5), p=1.0),
+            GaussianNoise(0.1),
+            BandDropout(0.3),
+        ]
+    )
     g = torch.Generator().manual_seed(7)
     a, params = pipeline.sample_and_apply(View.from_image(torch.randn(4, H, W)), g)
     other = torch.randn(4, H, W)
@@ -121,7 +144,11 @@ def test_brightness_contrast_formula() -> None:
     params = {"contrast": torch.tensor([2.0, 0.5]), "brightness": torch.tensor([0.1, -0.2])}
     out = BrightnessContrast().apply(View.from_image(img), params).image
     mean = img.mean(dim=(-2, -1), keepdim=True)
-    expected = (img - mean) * torch.tensor([2.0, 0.5]).view(2, 1, 1) + mean + torch.tensor([0.1, -0.2]).view(2, 1, 1)
+    expected = (
+        (img - mean) * torch.tensor([2.0, 0.5]).view(2, 1, 1)
+        + mean
+        + torch.tensor([0.1, -0.2]).view(2, 1, 1)
+    )
     torch.testing.assert_close(out, expected)
 
 

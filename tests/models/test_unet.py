@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from earthloop.models.backbones import build_backbone
 from earthloop.models.unet import SegmentationModel, UNet, default_decoder_channels
 

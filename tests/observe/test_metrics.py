@@ -230,6 +230,13 @@ def test_train_gauges_only_on_rank_zero_but_counters_on_all_ranks() -> None:
     assert not gauges & rec1.names()
 
 
+def test_loss_keys_of_method_outputs_map_to_terms() -> None:
+    rec = Recorder()
+    m.TrainMetrics(backend=rec).loss({"loss": 3.0, "loss_seco": 1.0, "loss_dense": 2.0})
+    terms = {c[3]["term"]: c[2] for c in rec.calls}
+    assert terms == {"total": 3.0, "seco": 1.0, "dense": 2.0}
+
+
 def test_label_helper_moves_last_label_timestamp() -> None:
     rec = Recorder()
     lb = m.LabelMetrics(backend=rec, clock=lambda: 500.0)

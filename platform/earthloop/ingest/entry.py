@@ -5,16 +5,32 @@ from __future__ import annotations
 import logging
 
 from earthloop.config import parse_job_args
+from earthloop.observe.ray_init import connect_if_available
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_job_args(argv, "Search a STAC API and write the cloud-checked chip index.")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from earthloop.ingest.pipeline import run_ingest
+    from earthloop.ingest.stac import SearchError
+    from earthloop.observe.metrics import IngestMetrics
 
-    report = run_ingest(cfg)
+    connect_if_available(cfg.ray.address)  # metrics reach Prometheus through Ray when it runs
+    metrics = IngestMetrics("ingest")
+    metrics.start()
+    try:
+        report = run_ingest(
+            cfg,
+            on_reject=lambda reason, n: metrics.chip_rejected(reason, n),
+            on_chip=lambda _, n: metrics.chips_processed(n),
+        )
+    except SearchError as exc:
+        print(f"earthloop ingest: {exc}")
+        return 1
+    finally:
+        metrics.finish()
+    metrics.item_processed(report.scenes)
     print(report.summary())
     print(f"chips table: {cfg.table_uri('chips')} (version {report.table_version})")
-    if report.scenes == 0 and report.errors:
-        return 1
-    return 0
+    print(f"runs table:  {cfg.table_uri('ingest_runs')} (run_id {report.run_id})")
+    return 1 if report.scenes == 0 and report.errors else 0

@@ -26,7 +26,7 @@ import pystac
 from rasterio.warp import transform as warp_transform
 from shapely.geometry import Point, shape
 
-from earthloop.config import EarthloopConfig
+from earthloop.config import EarthloopConfig, resolve_path
 from earthloop.ingest.sampling import Location, aoi_from, sample_locations, spatial_split
 from earthloop.ingest.scenes import Scene, chip_bounds, describe_scene
 from earthloop.ingest.stac import Catalogue, SearchError, SearchRequest, season_windows
@@ -126,12 +126,13 @@ def search_scenes(
 ) -> list[tuple[int, pystac.Item]]:
     """One search per season window; returns (season index, item) pairs, deduplicated."""
     ing = cfg.ingest
-    geojson = json.loads(Path(ing.aoi_geojson).read_text()) if ing.aoi_geojson else None
+    geojson = json.loads(Path(resolve_path(ing.aoi_geojson)).read_text()) if ing.aoi_geojson else None
     intersects = None
     if geojson is not None:
         intersects = aoi_from(None, geojson, []).__geo_interface__
+    source = cfg.stac.url if "://" in cfg.stac.url else resolve_path(cfg.stac.url)
     catalogue = Catalogue(
-        cfg.stac.url,
+        source,
         timeout_s=cfg.stac.timeout_s,
         max_retries=cfg.stac.max_retries,
         backoff_s=cfg.stac.backoff_s,
@@ -274,7 +275,7 @@ def run_ingest(
     if scenes:
         aoi = aoi_from(
             ing.bbox,
-            json.loads(Path(ing.aoi_geojson).read_text()) if ing.aoi_geojson else None,
+            json.loads(Path(resolve_path(ing.aoi_geojson)).read_text()) if ing.aoi_geojson else None,
             [sc.geometry for _, sc in scenes if sc.geometry],
         )
         locations = sample_locations(

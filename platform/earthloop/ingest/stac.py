@@ -116,6 +116,7 @@ class Catalogue:
             try:
                 self._client = Client.open(source, stac_io=io, timeout=timeout_s)
             except Exception as exc:  # connection refused, 5xx, not a STAC API …
+                log.debug("opening %s failed", source, exc_info=True)
                 raise SearchError(f"cannot open STAC API {source}: {_short(exc)}") from exc
         else:
             path = Path(source)

@@ -13,16 +13,17 @@ the ten 10/20 m bands, or all 12/13 Sentinel-2 bands.
 
 Architectures (``build_backbone`` names):
 
-============== ============ ======================= =============== ============
-name           block        blocks per stage        stage widths    num_features
-============== ============ ======================= =============== ============
-``resnet18``   BasicBlock   2, 2, 2, 2              64,128,256,512  512
-``resnet34``   BasicBlock   3, 4, 6, 3              64,128,256,512  512
-``resnet50``   Bottleneck   3, 4, 6, 3              64,128,256,512  2048 (x4)
-``resnet_tiny`` BasicBlock  1, 1, 1, 1              16,32,64,128    128
-============== ============ ======================= =============== ============
+=============== ========== ================ =============== ============
+name            block      blocks per stage stage widths    num_features
+=============== ========== ================ =============== ============
+``resnet18``    BasicBlock 2, 2, 2, 2       64,128,256,512  512
+``resnet34``    BasicBlock 3, 4, 6, 3       64,128,256,512  512
+``resnet50``    Bottleneck 3, 4, 6, 3       64,128,256,512  2048 (x4)
+``resnet_tiny`` BasicBlock 1, 1, 1, 1       16,32,64,128    128
+=============== ========== ================ =============== ============
 
-``resnet_tiny`` has a 16-channel stem and ~0.3 M parameters; it exists so CPU tests and demos run
+``resnet_tiny`` has a 16-channel stem and 0.31 M parameters (stage maps of a 64x64 input:
+16x32x32, 16x16x16, 32x8x8, 64x4x4, 128x2x2); it exists so CPU tests and demos run
 in seconds. It is *not* timm's ``resnet10t`` (which has a deep tiered stem with different parameter
 names), so no external checkpoint maps onto it.
 

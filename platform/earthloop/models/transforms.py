@@ -24,7 +24,7 @@ Design:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -83,7 +83,7 @@ class View:
     def size(self) -> tuple[int, int]:
         return int(self.image.shape[-2]), int(self.image.shape[-1])
 
-    def map_spatial(self, fn: Any) -> View:
+    def map_spatial(self, fn: Callable[[Tensor], Tensor]) -> View:
         """Apply the same spatial function (acting on the last two dims) to every field."""
         return View(fn(self.image), fn(self.coords), None if self.valid is None else fn(self.valid))
 

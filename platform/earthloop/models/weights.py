@@ -254,7 +254,9 @@ def _normalise_keys(raw: Mapping[str, Any], report: ExternalLoadReport) -> dict[
         for prefix in _PREFIXES:
             if any(k.startswith(prefix) for k in sd):
                 report.stripped_prefixes.append(prefix)
-                report.dropped_keys.extend(orig for k, (orig, _) in sd.items() if not k.startswith(prefix))
+                report.dropped_keys.extend(
+                    orig for k, (orig, _) in sd.items() if not k.startswith(prefix)
+                )
                 sd = {k[len(prefix) :]: e for k, e in sd.items() if k.startswith(prefix)}
                 changed = True
                 break

@@ -56,6 +56,7 @@ __all__ = [
     "TuneMetrics",
     "default_backend",
     "exported_name",
+    "loss_term",
     "serve_prometheus",
 ]
 
@@ -436,6 +437,13 @@ def _bounded(value: str, fallback: str = "other") -> str:
     return value if _LABEL_VALUE_RE.match(value) else fallback
 
 
+def loss_term(key: str) -> str:
+    """Label value for a loss key: ``loss``/``total`` -> ``total``, ``loss_seco`` -> ``seco``."""
+    if key in ("loss", "total"):
+        return "total"
+    return _bounded(key.removeprefix("loss_"))
+
+
 class JobMetrics:
     """Heartbeat and run state of one job; the base of the per-stage helpers.
 
@@ -619,11 +627,16 @@ class TrainMetrics(JobMetrics):
         self.heartbeat()
 
     def loss(self, terms: Mapping[str, float]) -> None:
-        """Last value per loss term; term names become label values, so keep them few."""
+        """Last value per loss term; term names become label values, so keep them few.
+
+        Method outputs name the backpropagated loss ``"loss"`` and its parts ``"loss_<term>"``;
+        they are recorded as ``term="total"`` and ``term="<term>"`` so dashboards can select the
+        total the same way for every method.
+        """
         if not self.is_reporting_rank:
             return
-        for term, value in terms.items():
-            self._set("earthloop_train_loss", float(value), term=_bounded(term))
+        for key, value in terms.items():
+            self._set("earthloop_train_loss", float(value), term=loss_term(key))
 
     def embedding_std(self, value: float) -> None:
         if self.is_reporting_rank:

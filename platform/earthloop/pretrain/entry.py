@@ -18,9 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"earthloop pretrain: {exc}")
         return 2
-    import ray
+    from earthloop.observe.ray_init import connect_if_available
 
-    ray.init(address=cfg.ray.address or os.environ.get("RAY_ADDRESS"), log_to_driver=True)
+    if not connect_if_available(cfg.ray.address):
+        print(
+            f"earthloop pretrain: no Ray cluster at {os.environ.get('RAY_ADDRESS') or cfg.ray.address}"
+            " (start one with infra/local/ray.sh up, or submit with `ray job submit`)"
+        )
+        return 2
     try:
         res = run_pretrain(cfg)
     except ConfigError as exc:

@@ -87,7 +87,8 @@ def train_loop(config: dict[str, Any]) -> None:
     on_gpu = device.type == "cuda"
     mean = torch.tensor(config["mean"], dtype=torch.float32)
     std = torch.tensor(config["std"], dtype=torch.float32)
-    model = build_method(pc, len(config["mean"]))
+    # each rank draws its own dates/augmentations; the same seed everywhere would duplicate views
+    model = build_method({**pc, "seed": pc["seed"] + 1000 * rank}, len(config["mean"]))
     if on_gpu and pc.get("amp", True):
         model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     opt = build_optimizer(model, pc)

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from earthloop.config import ConfigError, EarthloopConfig
+from earthloop.config import ConfigError, EarthloopConfig, resolve_path
 from earthloop.pretrain.config import PretrainConfig, pretrain_config
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import TableRef, merge_rows, table_exists
@@ -70,6 +70,7 @@ def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
         raise ConfigError("pretrain.method=cscl is supervised: set pretrain.probe.labels")
     if pc.probe.labels:
         try:
+            pc.probe.labels = resolve_path(pc.probe.labels)
             labels = label_source_from_manifest(
                 pc.probe.labels, "croptype" if pc.method == "cscl" else pc.probe.kind
             )

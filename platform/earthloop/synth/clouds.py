@@ -54,18 +54,21 @@ class CloudLayer:
     cloud_height_m: float
     shadow_offset_px: tuple[int, int]  # (rows, cols) on the 10 m grid, positive = south/east
 
-    def composite(self, refl: Array, band: str) -> Array:
-        """Darken shadows, then lay thin cirrus and clouds over the ground (in place)."""
+    def composite(self, refl: Array, band: str, rows: slice = slice(None)) -> Array:
+        """Darken shadows, then lay thin cirrus and clouds over the ground (in place);
+        ``refl`` holds the given rows of the working grid."""
         b = band_index(band)
-        refl *= 1.0 - np.float32(_SHADOW_DARKENING) * self.shadow
+        cloud = self.cloud[rows]
+        refl *= 1.0 - np.float32(_SHADOW_DARKENING) * self.shadow[rows]
         if self.cirrus is not None:
-            refl += self.cirrus * (np.float32(0.35 * _CLOUD[b] / _CLOUD[0]) - refl)
-        if self.cloud.any():
+            cirrus = self.cirrus[rows]
+            refl += cirrus * (np.float32(0.35 * _CLOUD[b] / _CLOUD[0]) - refl)
+        if cloud.any():
             # Thick cores are brighter than thin edges.
-            top = np.float32(0.35 * _CLOUD[b]) * self.cloud
+            top = np.float32(0.35 * _CLOUD[b]) * cloud
             top += np.float32(0.75 * _CLOUD[b])
             top -= refl
-            top *= self.cloud
+            top *= cloud
             refl += top
         return refl
 

@@ -23,13 +23,26 @@ from typing import Any
 import numpy as np
 
 from earthloop.s2.bands import BANDS, Band, resolve_bands
-from earthloop.synth.clouds import SunPosition, make_clouds, scene_classification, scl_statistics
+from earthloop.synth.clouds import (
+    CloudLayer,
+    SunPosition,
+    make_clouds,
+    scene_classification,
+    scl_statistics,
+)
 from earthloop.synth.cog import write_cog
 from earthloop.synth.fields import Array, block_mean, rng_for
 from earthloop.synth.landscape import CROPTYPE_CLASSES, LANDCOVER_CLASSES, Landscape, build_landscape
 from earthloop.synth.manifest import MANIFEST_NAME, SceneRecord, SynthManifest, TileLabels, load_manifest
 from earthloop.synth.presets import SynthPreset, resolve_preset
-from earthloop.synth.spectra import Atmosphere, ground_reflectance, ground_state, unit_tables
+from earthloop.synth.spectra import (
+    Atmosphere,
+    GroundState,
+    UnitTables,
+    ground_reflectance,
+    ground_state,
+    unit_tables,
+)
 from earthloop.synth.stac import (
     band_asset,
     check_item,
@@ -192,16 +205,47 @@ def encode_dn(refl: Array, offset_dn: int) -> Array:
     return dn.astype(np.uint16)
 
 
-def _to_resolution(refl: Array, grid: TileGrid, res: int) -> Array:
-    """Integrate the 10 m field over each coarser pixel (the 60 m grid uses the padded field)."""
-    n = grid.size
-    if res == 10:
-        return refl[:n, :n]
-    if res == 20:
-        return block_mean(refl[:n, :n], 2)
-    if res == 60:
-        return block_mean(refl, 6)
-    raise ValueError(f"unsupported resolution {res} m")
+_STRIP_ROWS = 1536  # rows rendered at once (a multiple of 6 so every grid splits evenly)
+_HALO = 2  # extra rows so the PSF blur is seamless across strips
+
+
+def _render_band(
+    land: Landscape,
+    tables: UnitTables,
+    state: GroundState,
+    layer: CloudLayer,
+    atmos: Atmosphere,
+    band: Band,
+    doy: float,
+    rng: np.random.Generator,
+    offset_dn: int,
+) -> Array:
+    """One band's DN at its native resolution, rendered in row strips.
+
+    Coarser bands integrate the 10 m field over their pixel (20 m over the tile, 60 m over the
+    padded grid). Strips keep the float temporaries of a 4096 px tile at a few tens of MB.
+    """
+    grid = land.grid
+    full, n, res = grid.padded, grid.size, band.resolution_m
+    if res not in (10, 20, 60):
+        raise ValueError(f"unsupported resolution {res} m for {band.name}")
+    dn = np.empty(grid.shape(res), dtype=np.uint16)
+    for r0 in range(0, full if res == 60 else n, _STRIP_ROWS):
+        r1 = min(full, r0 + _STRIP_ROWS)
+        a, b = max(0, r0 - _HALO), min(full, r1 + _HALO)
+        refl = ground_reflectance(land, tables, state, band.name, doy, rng, rows=slice(a, b))
+        refl = refl[r0 - a : r1 - a]
+        layer.composite(refl, band.name, rows=slice(r0, r1))
+        atmos.apply(refl, band.name)
+        if res == 60:
+            dn[r0 // 6 : r1 // 6] = encode_dn(block_mean(refl, 6), offset_dn)
+            continue
+        e = min(r1, n)
+        if res == 10:
+            dn[r0:e] = encode_dn(refl[: e - r0, :n], offset_dn)
+        else:
+            dn[r0 // 2 : e // 2] = encode_dn(block_mean(refl[: e - r0, :n], 2), offset_dn)
+    return dn
 
 
 def _cog_dir(root: Path, plan: ScenePlan) -> Path:
@@ -223,7 +267,7 @@ def _render_scene(
     root: Path,
     plan: ScenePlan,
     land: Landscape,
-    tables: Any,
+    tables: UnitTables,
     bands: list[Band],
     preset: SynthPreset,
     seed: int,
@@ -249,11 +293,8 @@ def _render_scene(
     assets: dict[str, dict[str, Any]] = {}
     offset = -0.1 if plan.offset_dn else 0.0
     for band in bands:
-        refl = ground_reflectance(land, tables, state, band.name, doy, rng_for(seed, "pixel", tile, key, band.name))
-        layer.composite(refl, band.name)
-        atmos.apply(refl, band.name)
-        dn = encode_dn(_to_resolution(refl, grid, band.resolution_m), plan.offset_dn)
-        del refl
+        rng = rng_for(seed, "pixel", tile, key, band.name)
+        dn = _render_band(land, tables, state, layer, atmos, band, doy, rng, plan.offset_dn)
         dn[~valid(band.resolution_m)] = 0
         path = write_cog(
             out_dir / f"{band.name}.tif",

@@ -116,7 +116,7 @@ CROP_PROFILE: dict[int, str] = {
     CropType.SUGAR_BEET: "sugar_beet",
 }
 
-_ROW_CHUNK = 256  # rows per Voronoi pass: bounds temporaries on 4096 px tiles
+_CHUNK = 1 << 20  # pixels per exact Voronoi pass: bounds temporaries on 4096 px tiles
 
 
 @dataclass
@@ -141,16 +141,30 @@ class Landscape:
         return arrays[name][:n, :n]
 
 
-def _voronoi(
-    seeds: JitteredSeeds,
-    coords: tuple[Array, Array],
-) -> Array:
-    """Nearest-seed ids, computed in row chunks to keep temporaries small on big tiles."""
-    py_all, px_all = coords
-    out = np.empty(py_all.shape, dtype=np.int32)
-    for r0 in range(0, py_all.shape[0], _ROW_CHUNK):
-        sl = slice(r0, r0 + _ROW_CHUNK)
-        out[sl] = seeds.assign(py_all[sl], px_all[sl])
+def _voronoi(seeds: JitteredSeeds, coords: tuple[Array, Array], step: int = 4) -> Array:
+    """Nearest-seed ids, coarse to fine.
+
+    Cells are many pixels wide, so ids are first computed every ``step`` pixels; a block whose
+    four corners agree takes that id and only the remaining (boundary) pixels are solved exactly,
+    in chunks to keep temporaries small. Slivers thinner than ``step`` inside a uniform block
+    are lost, which only makes the partition slightly simpler.
+    """
+    py, px = coords
+    h, w = py.shape
+    coarse = seeds.assign(py[::step, ::step], px[::step, ::step])
+    c00, c10, c01, c11 = coarse[:-1, :-1], coarse[1:, :-1], coarse[:-1, 1:], coarse[1:, 1:]
+    uniform = (c00 == c10) & (c00 == c01) & (c00 == c11)
+    bh, bw = uniform.shape[0] * step, uniform.shape[1] * step
+    out = np.empty((h, w), dtype=np.int32)
+    out[:bh, :bw] = np.repeat(np.repeat(c00, step, axis=0), step, axis=1)
+    need = np.ones((h, w), dtype=bool)
+    need[:bh, :bw] = ~np.repeat(np.repeat(uniform, step, axis=0), step, axis=1)
+    idx = np.flatnonzero(need)
+    fy, fx = py.ravel(), px.ravel()
+    flat = out.ravel()
+    for i0 in range(0, len(idx), _CHUNK):
+        sel = idx[i0 : i0 + _CHUNK]
+        flat[sel] = seeds.assign(fy[sel], fx[sel])
     return out
 
 

@@ -153,6 +153,7 @@ PROFILES: dict[str, Profile] = {
 }
 
 _PROFILE_KEYS = tuple(PROFILES)
+PSF_SIGMA_PX = 0.6  # sensor point spread, in 10 m pixels
 _N_BANDS = len(SPECTRAL_BANDS)
 _WAVELENGTH = np.array([BANDS[b].wavelength_nm or 0.0 for b in SPECTRAL_BANDS], dtype=np.float64)
 
@@ -274,9 +275,11 @@ def ground_reflectance(
     doy: float,
     rng: np.random.Generator,
     *,
-    psf_sigma: float = 0.6,
+    rows: slice = slice(None),
+    psf_sigma: float = PSF_SIGMA_PX,
 ) -> Array:
-    """Surface reflectance of one band on the 10 m working grid, blurred by the sensor PSF.
+    """Surface reflectance of one band on (a row strip of) the 10 m working grid, blurred by
+    the sensor PSF.
 
     The blur (~1 px) is what produces mixed pixels along every field and region boundary.
     """
@@ -285,21 +288,22 @@ def ground_reflectance(
     bg_u = (tables.background[:, b] * moisture).astype(np.float32)
     leaf_u = tables.leaf[:, b].astype(np.float32)
     tex_u = tables.texture.astype(np.float32)
-    u = land.unit
+    u = land.unit[rows]
+    green, dry, flower = state.green[rows], state.dry[rows], state.flower[rows]
     # In-place arithmetic throughout: on a 4096 px tile every temporary costs 64 MB.
     refl = bg_u[u]
-    tmp = np.subtract(np.float32(1.0), state.green)
-    tmp -= state.dry
-    tmp -= state.flower
+    tmp = np.subtract(np.float32(1.0), green)
+    tmp -= dry
+    tmp -= flower
     refl *= tmp
-    np.multiply(tex_u[u], land.grain, out=tmp)
+    np.multiply(tex_u[u], land.grain[rows], out=tmp)
     tmp += np.float32(1.0)
     refl *= tmp
-    np.multiply(leaf_u[u], state.green, out=tmp)
+    np.multiply(leaf_u[u], green, out=tmp)
     refl += tmp
-    np.multiply(state.dry, np.float32(ENDMEMBERS["dry"][b]), out=tmp)
+    np.multiply(dry, np.float32(ENDMEMBERS["dry"][b]), out=tmp)
     refl += tmp
-    np.multiply(state.flower, np.float32(ENDMEMBERS["flower"][b]), out=tmp)
+    np.multiply(flower, np.float32(ENDMEMBERS["flower"][b]), out=tmp)
     refl += tmp
     rng.standard_normal(dtype=np.float32, out=tmp)
     tmp *= np.float32(0.02)

@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from earthloop.models.losses.cscl import cscl_loss, cscl_targets
 
 # label map (0 = unlabelled / ignore):
@@ -36,7 +35,9 @@ def test_loss_formula_constant_similarity() -> None:
     s = torch.full((1, 9, 3, 3), 0.5)
     w = 0.125
     expected = 0.5 * (-w * P + N) / (P + N)
-    assert cscl_loss(s, LABELS, kernel_size=3, pos_weight=w).item() == pytest.approx(expected, abs=1e-6)
+    assert cscl_loss(s, LABELS, kernel_size=3, pos_weight=w).item() == pytest.approx(
+        expected, abs=1e-6
+    )
 
 
 def test_loss_formula_perfect_similarity() -> None:

@@ -4,14 +4,22 @@ import math
 
 import pytest
 import torch
-
 from earthloop.models.losses.dense import dense_info_nce, gather_pixels, sample_pixel_pairs
-from earthloop.models.transforms import Compose, RandomHorizontalFlip, RandomResizedCrop, RandomRot90, View, identity_coords
+from earthloop.models.transforms import (
+    Compose,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomRot90,
+    View,
+    identity_coords,
+)
 
 H = W = 16
 
 
-def views(seed: int, valid: torch.Tensor | None = None, factors: tuple[int, ...] = (1, 2)) -> tuple[View, View, torch.Tensor]:
+def views(
+    seed: int, valid: torch.Tensor | None = None, factors: tuple[int, ...] = (1, 2)
+) -> tuple[View, View, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     coords = identity_coords(H, W).float()
     image = torch.cat([coords, (coords[0] * W + coords[1]).unsqueeze(0)])  # bands: row, col, id
@@ -22,7 +30,9 @@ def views(seed: int, valid: torch.Tensor | None = None, factors: tuple[int, ...]
 @pytest.mark.parametrize("seed", range(5))
 def test_sampled_pairs_show_the_same_ground_pixel(seed: int) -> None:
     a, b, _ = views(seed)
-    idx_a, idx_b, ground = sample_pixel_pairs(a.coords, b.coords, (H, W), 32, generator=torch.Generator().manual_seed(seed))
+    idx_a, idx_b, ground = sample_pixel_pairs(
+        a.coords, b.coords, (H, W), 32, generator=torch.Generator().manual_seed(seed)
+    )
     assert 0 < idx_a.numel() <= 32
     ids_a = a.image[2].reshape(-1)[idx_a]
     ids_b = b.image[2].reshape(-1)[idx_b]
@@ -34,7 +44,9 @@ def test_invalid_pixels_are_never_sampled() -> None:
     valid = torch.ones(H, W, dtype=torch.bool)
     valid[:, : W // 2] = False  # left half clouded on both dates
     a, b, _ = views(1, valid, factors=(1,))  # no zoom: both views cover the whole tile
-    _, _, ground = sample_pixel_pairs(a.coords, b.coords, (H, W), 200, valid_a=a.valid, valid_b=b.valid)
+    _, _, ground = sample_pixel_pairs(
+        a.coords, b.coords, (H, W), 200, valid_a=a.valid, valid_b=b.valid
+    )
     assert ground.numel() > 0 and bool(((ground % W) >= W // 2).all())
     nothing = torch.zeros(H, W, dtype=torch.bool)
     idx_a, _, _ = sample_pixel_pairs(a.coords, b.coords, (H, W), 8, valid_a=nothing)
@@ -52,7 +64,10 @@ def test_dense_loss_hand_value_and_preference() -> None:
     emb = torch.zeros(2, 2, 1, 2)
     emb[0, 0, 0, 0] = 1.0
     emb[1, 1, 0, 1] = 1.0
-    pairs = [(torch.tensor([0]), torch.tensor([0]), torch.tensor([0])), (torch.tensor([1]), torch.tensor([1]), torch.tensor([1]))]
+    pairs = [
+        (torch.tensor([0]), torch.tensor([0]), torch.tensor([0])),
+        (torch.tensor([1]), torch.tensor([1]), torch.tensor([1])),
+    ]
     loss, z_a, z_b = dense_info_nce(emb, emb.clone(), pairs, temperature=1.0)
     assert z_a.shape == z_b.shape == (2, 2)
     assert loss.item() == pytest.approx(math.log(1 + math.exp(-1)), abs=1e-6)

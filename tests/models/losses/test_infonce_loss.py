@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-
 from earthloop.models.losses.infonce import info_nce, info_nce_in_batch, info_nce_logits
 
 E0, E1 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])

@@ -4,8 +4,12 @@ import math
 
 import pytest
 import torch
-
-from earthloop.models.losses.seco import KEY_AUGMENTATION, KEY_SEASON, KEY_SEASON_AND_AUGMENTATION, seco_loss
+from earthloop.models.losses.seco import (
+    KEY_AUGMENTATION,
+    KEY_SEASON,
+    KEY_SEASON_AND_AUGMENTATION,
+    seco_loss,
+)
 
 D = 5
 E = torch.eye(D)
@@ -24,7 +28,9 @@ def terms(keys: list[list[torch.Tensor]]) -> list[float]:
     queries = [E[0][None]] * 3
     queues = [E[3][None]] * 3  # one queue negative, orthogonal to the query
     out = seco_loss(queries, keys, queues, temperature=1.0)
-    assert out["loss"].item() == pytest.approx(sum(out[f"loss_subspace{i}"].item() for i in range(3)))
+    assert out["loss"].item() == pytest.approx(
+        sum(out[f"loss_subspace{i}"].item() for i in range(3))
+    )
     return [out[f"loss_subspace{i}"].item() for i in range(3)]
 
 
@@ -74,9 +80,14 @@ def test_subspace2_negatives_are_the_other_date_keys() -> None:
 def test_extra_negatives_come_from_the_whole_batch() -> None:
     # B=2: the other location's season key (in subspace 2) is a negative for query 0 as well
     q = [torch.stack([E[0], E[4]])] * 3
-    keys = [[torch.stack([E[0], E[4]]) if j == i else torch.stack([E[1], E[2]]) for j in range(3)] for i in range(3)]
+    keys = [
+        [torch.stack([E[0], E[4]]) if j == i else torch.stack([E[1], E[2]]) for j in range(3)]
+        for i in range(3)
+    ]
     before = seco_loss(q, keys, None, temperature=1.0)["loss_subspace2"].item()
-    keys[2][KEY_SEASON] = torch.stack([E[1], E[0]])  # location 1's season key now looks like query 0
+    keys[2][KEY_SEASON] = torch.stack(
+        [E[1], E[0]]
+    )  # location 1's season key now looks like query 0
     after = seco_loss(q, keys, None, temperature=1.0)["loss_subspace2"].item()
     assert after > before
 

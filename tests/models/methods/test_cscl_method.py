@@ -1,14 +1,15 @@
 """CSCL module: outputs, fine-tuning model, a few optimisation steps."""
 
+from typing import Any
+
 import pytest
 import torch
-
 from earthloop.models.backbones import build_backbone
 from earthloop.models.methods.cscl import CSCL
 from earthloop.models.unet import UNet
 
 
-def tiny(**kw) -> CSCL:
+def tiny(**kw: Any) -> CSCL:
     torch.manual_seed(0)
     return CSCL(UNet(build_backbone("resnet_tiny", 3)), dim=16, kernel_size=3, **kw)
 
@@ -32,9 +33,22 @@ def test_segmentation_model_reuses_the_pretrained_unet() -> None:
     assert not any(k.startswith("similarity") for k in seg.state_dict())
 
 
+def test_accepts_a_bare_backbone() -> None:
+    m = CSCL(build_backbone("resnet_tiny", 3), dim=8, kernel_size=3)
+    assert isinstance(m.unet, UNet) and m.unet.out_channels == 8
+    assert (
+        m({"image": torch.randn(2, 3, 32, 32), "label": torch.randint(0, 3, (2, 32, 32))})[
+            "loss"
+        ].ndim
+        == 0
+    )
+
+
 def test_label_shape_checked() -> None:
     with pytest.raises(ValueError, match="label"):
-        tiny()({"image": torch.randn(2, 3, 32, 32), "label": torch.zeros(2, 16, 16, dtype=torch.long)})
+        tiny()(
+            {"image": torch.randn(2, 3, 32, 32), "label": torch.zeros(2, 16, 16, dtype=torch.long)}
+        )
 
 
 def test_few_steps_reduce_the_loss() -> None:

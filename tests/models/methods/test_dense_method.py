@@ -1,16 +1,19 @@
 """Dense contrastive module: outputs, validity masking, a few optimisation steps."""
 
+from typing import Any
+
 import pytest
 import torch
-
 from earthloop.models.backbones import build_backbone
 from earthloop.models.methods.dense import DenseContrastive
 from earthloop.models.unet import UNet
 
 
-def tiny(**kw) -> DenseContrastive:
+def tiny(**kw: Any) -> DenseContrastive:
     torch.manual_seed(0)
-    return DenseContrastive(UNet(build_backbone("resnet_tiny", 3)), proj_dim=16, num_pixels=16, seed=0, **kw)
+    return DenseContrastive(
+        UNet(build_backbone("resnet_tiny", 3)), proj_dim=16, num_pixels=16, seed=0, **kw
+    )
 
 
 def test_forward_outputs() -> None:
@@ -26,16 +29,32 @@ def test_forward_outputs() -> None:
 
 def test_all_invalid_pixels_give_no_pairs() -> None:
     m = tiny()
-    out = m({"images": torch.randn(2, 2, 3, 32, 32), "valid": torch.zeros(2, 2, 32, 32, dtype=torch.bool)})
+    out = m(
+        {
+            "images": torch.randn(2, 2, 3, 32, 32),
+            "valid": torch.zeros(2, 2, 32, 32, dtype=torch.bool),
+        }
+    )
     assert int(out["num_pairs"]) == 0 and out["loss"].item() == 0.0
     out["loss"].backward()  # still a valid graph
+
+
+def test_accepts_a_bare_backbone() -> None:
+    m = DenseContrastive(build_backbone("resnet_tiny", 3), proj_dim=8, num_pixels=4, seed=0)
+    assert isinstance(m.unet, UNet)
+    assert m({"images": torch.randn(2, 2, 3, 32, 32)})["pixel_embedding"].shape[1] == 8
 
 
 def test_batch_validation() -> None:
     with pytest.raises(ValueError, match="T >= 2"):
         tiny()({"images": torch.randn(2, 1, 3, 32, 32)})
     with pytest.raises(ValueError, match="valid"):
-        tiny()({"images": torch.randn(2, 2, 3, 32, 32), "valid": torch.ones(2, 32, 32, dtype=torch.bool)})
+        tiny()(
+            {
+                "images": torch.randn(2, 2, 3, 32, 32),
+                "valid": torch.ones(2, 32, 32, dtype=torch.bool),
+            }
+        )
 
 
 def test_few_steps_reduce_the_loss() -> None:

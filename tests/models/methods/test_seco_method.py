@@ -1,14 +1,15 @@
 """SeCo module: view construction, momentum key encoder, queues, a few optimisation steps."""
 
+from typing import Any
+
 import pytest
 import torch
-
 from earthloop.models.backbones import build_backbone
 from earthloop.models.methods.seco import SeCo
 from earthloop.models.transforms import Identity
 
 
-def tiny(**kw) -> SeCo:
+def tiny(**kw: Any) -> SeCo:
     torch.manual_seed(0)
     kw.setdefault("seed", 0)
     return SeCo(build_backbone("resnet_tiny", 3), feature_dim=16, queue_size=16, **kw)
@@ -49,14 +50,25 @@ def test_forward_outputs_and_queue_updates() -> None:
     with torch.no_grad():
         m.backbone.conv1.weight.add_(1.0)
     out = m({"images": torch.randn(4, 3, 3, 32, 32)})
-    assert set(out) >= {"loss", "loss_subspace0", "loss_subspace1", "loss_subspace2", "embedding", "projection"}
+    assert set(out) >= {
+        "loss",
+        "loss_subspace0",
+        "loss_subspace1",
+        "loss_subspace2",
+        "embedding",
+        "projection",
+    }
     assert out["loss"].ndim == 0 and out["loss"].requires_grad
     assert out["embedding"].shape == (4, 128) and not out["embedding"].requires_grad
     assert out["projection"].shape == (4, 16)
     assert all(int(q.ptr) == 4 for q in m.subspace_queues())
-    torch.testing.assert_close(m.key_backbone.conv1.weight, key_before * 0.999 + (key_before + 1.0) * 0.001)
+    torch.testing.assert_close(
+        m.key_backbone.conv1.weight, key_before * 0.999 + (key_before + 1.0) * 0.001
+    )
     assert not any(p.requires_grad for p in m.key_backbone.parameters())
-    assert {id(p) for p in m.trainable_parameters()}.isdisjoint({id(p) for p in m.key_backbone.parameters()})
+    assert {id(p) for p in m.trainable_parameters()}.isdisjoint(
+        {id(p) for p in m.key_backbone.parameters()}
+    )
     # eval mode: neither the queues nor the key encoder move
     m.eval()
     queues = [q.queue.clone() for q in m.subspace_queues()]

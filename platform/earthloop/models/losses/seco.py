@@ -4,18 +4,14 @@ SeCo encodes a query and three keys of the same location and contrasts them in t
 subspaces (one projection head each). Key view ``i`` is the positive of subspace ``i``; this is the
 paper's and the reference code's numbering (``k0``, ``k1``, ``k2``):
 
-=========  =====================================  ==========================================
-subspace   positive key (view)                    learns to be ...
-=========  =====================================  ==========================================
-0          ``k0``: other date *and* other           invariant to season and augmentation;
-           augmentation                           negatives: queue 0 only
-1          ``k1``: other date, *same* augmentation  invariant to season, sensitive to
-           as the query (season-only change)      augmentation: the augmented keys ``k0``,
-                                                  ``k2`` are extra negatives
-2          ``k2``: same date, other augmentation    invariant to augmentation, sensitive to
-           (augmentation-only change)             season: the other-date keys ``k0``, ``k1``
-                                                  are extra negatives
-=========  =====================================  ==========================================
+* subspace 0 — positive ``k0`` (other date *and* other augmentation): invariant to season and
+  augmentation; negatives are queue 0 only.
+* subspace 1 — positive ``k1`` (other date, the query's augmentation replayed: season-only
+  change): invariant to season but sensitive to augmentation, so the augmentation-changed keys
+  ``k0`` and ``k2`` are extra negatives.
+* subspace 2 — positive ``k2`` (same date, other augmentation: augmentation-only change):
+  invariant to augmentation but sensitive to season, so the other-date keys ``k0`` and ``k1`` are
+  extra negatives.
 
 As in the reference code, the extra negatives of subspace ``i > 0`` are the keys ``j != i`` of the
 *whole batch* (projected by head ``i``), not only those of the query's own location; other

@@ -23,7 +23,11 @@ DATE_SAMPLING = ("random", "first")
 
 
 def make_generator(seed: int | None) -> torch.Generator | None:
-    """A private CPU generator when seeded (reproducible augmentation), else the global RNG."""
+    """A private CPU generator when seeded (reproducible augmentation), else the global RNG.
+
+    Under data parallelism pass a different seed per rank (e.g. ``seed + rank``), otherwise every
+    rank draws the same dates and augmentations for its (different) samples.
+    """
     return None if seed is None else torch.Generator().manual_seed(seed)
 
 

@@ -36,7 +36,7 @@ class CSCL(nn.Module):
     ``forward(batch)`` with ``batch = {"image": (B, C, H, W) float, "label": (B, H, W) long}``
     (pixels whose label equals ``ignore_index`` are unlabelled) returns::
 
-        {"loss", "loss_cscl": the CSCL loss (same value),
+        {"loss", "loss_cscl": the CSCL loss (the same tensor),
          "embedding": (B, num_features) pooled encoder features (detached),
          "sim_pos" / "sim_neg": mean similarity of counted positive / negative window pairs
                                  (detached; their gap should grow)}
@@ -47,7 +47,7 @@ class CSCL(nn.Module):
 
     def __init__(
         self,
-        unet: UNet,
+        unet: UNet | Backbone,
         *,
         dim: int = 128,
         kernel_size: int = 5,
@@ -56,8 +56,9 @@ class CSCL(nn.Module):
         ignore_index: int = 0,
     ) -> None:
         super().__init__()
-        self.unet = unet
-        self.similarity = ContextSimilarityHead(unet.out_channels, dim, kernel_size, dilation)
+        # A bare backbone gets the default decoder, so trainers can build methods by arch name.
+        self.unet = unet if isinstance(unet, UNet) else UNet(unet)
+        self.similarity = ContextSimilarityHead(self.unet.out_channels, dim, kernel_size, dilation)
         self.kernel_size, self.dilation = kernel_size, dilation
         self.pos_weight = pos_weight
         self.ignore_index = ignore_index
@@ -109,7 +110,7 @@ class CSCL(nn.Module):
             sim_neg = sim[neg].mean() if bool(neg.any()) else zero
         return {
             "loss": loss,
-            "loss_cscl": loss.detach(),
+            "loss_cscl": loss,
             "embedding": self.unet.encoder.pool(feats[-1]).detach(),
             "sim_pos": sim_pos.detach(),
             "sim_neg": sim_neg.detach(),

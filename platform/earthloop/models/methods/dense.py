@@ -51,7 +51,7 @@ class DenseContrastive(nn.Module):
     ``forward(batch)`` with ``batch = {"images": (B, T>=2, C, H, W) float,
     "valid": optional (B, T, H, W) bool}`` returns::
 
-        {"loss", "loss_dense": the symmetric pixel InfoNCE (same value),
+        {"loss", "loss_dense": the symmetric pixel InfoNCE (the same tensor),
          "embedding": (B, num_features) pooled encoder features of view A (detached),
          "pixel_embedding": (N, proj_dim) sampled view-A pixel embeddings (detached),
          "num_pairs": scalar float, number of sampled positive pairs N}
@@ -65,7 +65,7 @@ class DenseContrastive(nn.Module):
 
     def __init__(
         self,
-        unet: UNet,
+        unet: UNet | Backbone,
         *,
         proj_dim: int = 64,
         hidden_dim: int | None = None,
@@ -80,9 +80,10 @@ class DenseContrastive(nn.Module):
         super().__init__()
         if num_pixels < 1:
             raise ValueError(f"num_pixels must be >= 1, got {num_pixels}")
-        self.unet = unet
-        hidden = unet.out_channels if hidden_dim is None else hidden_dim
-        self.head = PixelProjectionHead(unet.out_channels, proj_dim, hidden, normalize=True)
+        # A bare backbone gets the default decoder, so trainers can build methods by arch name.
+        self.unet = unet if isinstance(unet, UNet) else UNet(unet)
+        hidden = self.unet.out_channels if hidden_dim is None else hidden_dim
+        self.head = PixelProjectionHead(self.unet.out_channels, proj_dim, hidden, normalize=True)
         self.temperature = temperature
         self.num_pixels = num_pixels
         self.crop_factors = tuple(crop_factors)
@@ -148,7 +149,7 @@ class DenseContrastive(nn.Module):
         pooled = self.unet.encoder.pool(feats[-1][:b])
         return {
             "loss": loss,
-            "loss_dense": loss.detach(),
+            "loss_dense": loss,
             "embedding": pooled.detach(),
             "pixel_embedding": z_a.detach(),
             "num_pairs": torch.tensor(float(z_a.shape[0]), device=loss.device),

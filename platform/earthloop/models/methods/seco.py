@@ -84,7 +84,8 @@ class SeCo(nn.Module):
          "embedding": (B, num_features) pooled query backbone features (detached),
          "projection": (B, feature_dim) L2-normalised subspace-0 query projection (detached)}
 
-    In training mode each call first momentum-updates the key encoder and afterwards enqueues the
+    ``seed`` seeds a private generator for dates, augmentations and the single-process shuffle
+    (use ``seed + rank`` under DDP). In training mode each call first momentum-updates the key encoder and afterwards enqueues the
     positive keys; in eval mode neither happens, so validation does not disturb the state.
     """
 

@@ -1,0 +1,6 @@
+"""Generate the synthetic Sentinel-2 demo data (``earthloop sample-data``)."""
+
+from earthloop.synth.entry import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,217 @@
+"""Initialisations and fine-tuning models: U-Net segmentation and scene classifiers.
+
+Every initialisation is checked on the driver before a trial is scheduled: a backbone trained on
+other bands or as another architecture would otherwise fail (or worse, silently run with
+shuffled band semantics) inside every trial of the sweep.
+
+Linear probe means a frozen encoder *including its BatchNorm statistics* (kept in eval mode):
+updating running means on the labelled subset would already adapt the encoder. For segmentation
+the probe trains the U-Net decoder and the 1x1 head on top of the frozen encoder, since a 1x1
+head on stride-32 features cannot draw a field boundary.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from earthloop.finetune.config import InitSpec
+from earthloop.models import SegmentationModel, UNet, build_backbone
+from earthloop.models.backbones import Backbone
+from earthloop.models.heads import ClassifierHead
+
+log = logging.getLogger("earthloop.finetune")
+
+__all__ = [
+    "FinetuneModel",
+    "IncompatibleCheckpointError",
+    "ResolvedInit",
+    "build_encoder",
+    "param_groups",
+    "resolve_init",
+]
+
+
+class IncompatibleCheckpointError(ValueError):
+    """An initialisation cannot serve the requested bands/architecture (or cannot be read)."""
+
+
+@dataclass
+class ResolvedInit:
+    """An initialisation checked against the sweep's bands and architecture."""
+
+    name: str
+    kind: str  # random | earthloop | external
+    path: str | None
+    arch: str
+    bands: list[str]
+    mean: list[float] | None  # None: use train-split statistics
+    std: list[float] | None
+    method: str  # seco / dense / cscl / random / external
+    allow_missing_keys: bool = False
+
+
+def _lookup_run(cfg: Any, run: str) -> str:
+    from earthloop.store.delta import read_table, table_exists
+
+    uri = cfg.table_uri("pretrain_runs")
+    if not table_exists(uri):
+        raise IncompatibleCheckpointError(f"no pretraining runs table at {uri} (looking for {run!r})")
+    rows = [r for r in read_table(uri).to_pylist() if r["run_name"] == run]
+    if not rows or not rows[-1].get("backbone_path"):
+        raise IncompatibleCheckpointError(
+            f"pretraining run {run!r} has no exported backbone in {uri}"
+        )
+    return str(rows[-1]["backbone_path"])
+
+
+def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = None) -> ResolvedInit:
+    """Check one initialisation against ``arch``/``bands``; errors name the init and the problem."""
+    from earthloop.config import resolve_path
+    from earthloop.models import load_backbone, load_external_state_dict
+
+    bands = list(bands)
+    if spec.kind == "random":
+        return ResolvedInit(spec.name, "random", None, arch, bands, spec.mean, spec.std, "random")
+    if spec.run is not None:
+        path = _lookup_run(cfg, spec.run)
+    else:
+        assert spec.path is not None
+        path = resolve_path(spec.path)
+    where = f"init {spec.name!r} ({path})"
+    if not Path(path).exists() and "://" not in path:
+        raise IncompatibleCheckpointError(f"{where}: checkpoint file not found")
+    if spec.kind == "earthloop":
+        try:
+            _, meta = load_backbone(path, expected_bands=bands, arch=arch)
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise IncompatibleCheckpointError(f"{where}: {exc}") from None
+        mean = spec.mean or meta.get("mean")
+        std = spec.std or meta.get("std")
+        return ResolvedInit(spec.name, "earthloop", path, arch, bands,
+                            list(mean) if mean else None, list(std) if std else None,
+                            str(meta.get("method", "earthloop")))
+    try:
+        _, report = load_external_state_dict(path, arch, len(bands))
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise IncompatibleCheckpointError(f"{where}: {exc}") from None
+    if report.missing_keys and not spec.allow_missing_keys:
+        raise IncompatibleCheckpointError(
+            f"{where}: the checkpoint leaves {len(report.missing_keys)} {arch} parameters "
+            f"uninitialised (e.g. {report.missing_keys[:3]}); it is probably another "
+            "architecture. Set allow_missing_keys: true on this init to accept it."
+        )
+    return ResolvedInit(spec.name, "external", path, arch, bands, spec.mean, spec.std, "external",
+                        spec.allow_missing_keys)
+
+
+def build_encoder(init: ResolvedInit) -> Backbone:
+    """The encoder of a trial, with the initialisation's weights (loaded in the worker)."""
+    from earthloop.models import load_backbone, load_external_state_dict
+
+    if init.kind == "random":
+        return build_backbone(init.arch, len(init.bands))
+    assert init.path is not None
+    if init.kind == "earthloop":
+        backbone, _ = load_backbone(init.path, expected_bands=init.bands, arch=init.arch)
+        return backbone
+    backbone, _ = load_external_state_dict(init.path, init.arch, len(init.bands))
+    return backbone
+
+
+class _SceneClassifier(nn.Module):
+    def __init__(self, encoder: Backbone, num_outputs: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.head = ClassifierHead(encoder.num_features, num_outputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.head(self.encoder(x))
+
+
+class FinetuneModel(nn.Module):
+    """Segmentation (U-Net + 1x1 head) or scene classifier (pooled features + linear head).
+
+    ``frozen=True`` is the linear probe: the encoder gets no gradient and stays in eval mode
+    even when the model is put in training mode.
+    """
+
+    def __init__(self, task: str, encoder: Backbone, num_outputs: int, *, frozen: bool) -> None:
+        super().__init__()
+        self.task = task
+        self.frozen = frozen
+        self.net: nn.Module
+        if task == "segmentation":
+            self.net = SegmentationModel(UNet(encoder), num_outputs)
+        else:
+            self.net = _SceneClassifier(encoder, num_outputs)
+        if frozen:
+            for p in self.encoder.parameters():
+                p.requires_grad_(False)
+
+    @property
+    def encoder(self) -> Backbone:
+        if isinstance(self.net, SegmentationModel):
+            return self.net.unet.encoder
+        enc = self.net.encoder
+        assert isinstance(enc, nn.Module)
+        return enc  # type: ignore[return-value]
+
+    def train(self, mode: bool = True) -> FinetuneModel:
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.net(x)
+        return out
+
+    def encoder_parameters(self) -> Iterator[nn.Parameter]:
+        return self.encoder.parameters()
+
+    def head_parameters(self) -> Iterator[nn.Parameter]:
+        enc = {id(p) for p in self.encoder.parameters()}
+        return (p for p in self.parameters() if id(p) not in enc)
+
+
+def param_groups(model: FinetuneModel, lr: float, weight_decay: float,
+                 encoder_lr_mult: float) -> list[dict[str, Any]]:
+    """Discriminative learning rates: encoder at ``lr * encoder_lr_mult``, the rest at ``lr``.
+
+    Biases and normalisation weights get no weight decay (decaying a BN scale towards 0 only
+    fights the normalisation).
+    """
+    groups: list[dict[str, Any]] = []
+    parts = [("head", list(model.head_parameters()), lr)]
+    if not model.frozen:
+        parts.insert(0, ("encoder", list(model.encoder_parameters()), lr * encoder_lr_mult))
+    for name, params, group_lr in parts:
+        params = [p for p in params if p.requires_grad]
+        decay = [p for p in params if p.ndim > 1]
+        no_decay = [p for p in params if p.ndim <= 1]
+        if decay:
+            groups.append({"params": decay, "lr": group_lr, "weight_decay": weight_decay,
+                           "name": f"{name}"})
+        if no_decay:
+            groups.append({"params": no_decay, "lr": group_lr, "weight_decay": 0.0,
+                           "name": f"{name}_no_decay"})
+    return groups
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, total
+
+
+def set_threads(cpus: float) -> None:
+    """One torch thread per CPU the trial was given: oversubscribing 2 cores costs more than it buys."""
+    torch.set_num_threads(max(1, int(cpus)))
