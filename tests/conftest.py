@@ -129,3 +129,32 @@ def ray_cluster() -> Iterator[str]:
     ray.shutdown()
     if started and os.environ.get("EARTHLOOP_KEEP_RAY") != "1":
         subprocess.run([str(ROOT / "infra" / "local" / "ray.sh"), "down"], timeout=120)
+
+
+@pytest.fixture(scope="session")
+def synthetic_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """The demo preset, generated once per session and ingested through its static catalog.
+
+    Returns the overrides that point a config at it, the manifest, and the chip table URI.
+    """
+    from earthloop.config import load_config
+    from earthloop.ingest.pipeline import run_ingest
+    from earthloop.synth import generate
+
+    root = tmp_path_factory.mktemp("synthetic")
+    manifest = generate(root / "data", preset="demo", seed=0)
+    overrides = [
+        f"workdir={root / 'work'}",
+        f"data_dir={root / 'data'}",
+        f"stac.url={manifest.catalog_path}",
+        f"pretrain.probe.labels={manifest.root / 'manifest.json'}",
+    ]
+    cfg = load_config(None, overrides)
+    report = run_ingest(cfg)
+    assert report.chips > 100, report.summary()
+    return {
+        "overrides": overrides,
+        "manifest": manifest,
+        "chips": cfg.table_uri("chips"),
+        "workdir": root / "work",
+    }

@@ -57,11 +57,14 @@ import ray
 
 from earthloop.observe import metrics as m
 
-metrics_port, temp_dir = int(sys.argv[1]), sys.argv[2]
+metrics_port, dashboard_port, temp_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+# The dashboard is what writes Prometheus' service-discovery file, as on a real head node.
 ray.init(
     address="local",
     num_cpus=1,
-    include_dashboard=False,
+    include_dashboard=True,
+    dashboard_host="127.0.0.1",
+    dashboard_port=dashboard_port,
     _temp_dir=temp_dir,
     _metrics_export_port=metrics_port,
     configure_logging=False,
@@ -205,7 +208,8 @@ def test_prometheus_sees_earthloop_metrics_and_every_query_works(tmp_path: Path)
     prometheus = require_binary("prometheus")
     deadline = time.monotonic() + 85
     ray_tmp = tempfile.mkdtemp(prefix="elobs-", dir="/tmp")  # short: Ray puts sockets in it
-    metrics_port, prom_port, services_port = free_port(), free_port(), free_port()
+    metrics_port, dashboard_port = free_port(), free_port()
+    prom_port, services_port = free_port(), free_port()
 
     script = tmp_path / "standin.py"
     script.write_text(STANDIN)
@@ -218,7 +222,7 @@ def test_prometheus_sees_earthloop_metrics_and_every_query_works(tmp_path: Path)
     env.pop("RAY_ADDRESS", None)
     standin_log = (tmp_path / "standin.log").open("w")
     standin = subprocess.Popen(
-        [sys.executable, str(script), str(metrics_port), ray_tmp],
+        [sys.executable, str(script), str(metrics_port), str(dashboard_port), ray_tmp],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=standin_log,
@@ -243,10 +247,9 @@ def test_prometheus_sees_earthloop_metrics_and_every_query_works(tmp_path: Path)
     hook.annotations_pulled(3)
     hook.labels_written(2)
 
-    sd_file = tmp_path / "prom_metrics_service_discovery.json"  # same shape Ray writes
-    sd_file.write_text(
-        json.dumps([{"labels": {"job": "ray"}, "targets": [f"127.0.0.1:{metrics_port}"]}])
-    )
+    # Ray keeps this file (a link into the current session) up to date, exactly like
+    # /tmp/ray/prom_metrics_service_discovery.json on a head node with the default temp dir.
+    sd_file = Path(ray_tmp) / "prom_metrics_service_discovery.json"
     config = write_prometheus_config(tmp_path, sd_file, prom_port, services_port)
     prom_log = (tmp_path / "prometheus.log").open("w")
     prom_proc = subprocess.Popen(
@@ -268,6 +271,16 @@ def test_prometheus_sees_earthloop_metrics_and_every_query_works(tmp_path: Path)
             return ready.is_set()
 
         wait_for("the Ray stand-in to record its metrics", standin_ready, deadline)
+
+        def sd_lists_node() -> bool:
+            try:
+                groups = json.loads(sd_file.read_text())
+            except (OSError, ValueError):
+                return False
+            targets = [t for g in groups for t in g["targets"]]
+            return any(t.endswith(f":{metrics_port}") for t in targets)
+
+        wait_for("Ray's service-discovery file to list the node", sd_lists_node, deadline)
 
         def prom_ready() -> bool:
             try:

@@ -1,1 +1,22 @@
-"""earthloop.finetune."""
+"""earthloop.finetune: label-efficient fine-tuning sweeps on Ray Tune.
+
+How much does pretraining buy at a given label budget? A sweep trains segmentation (U-Net on
+the pretrained encoder) or scene classification (single- or multi-label) over a grid of label
+fractions x initialisations (random, an earthloop ``backbone.pt``, a foreign state_dict) x
+seeds, with a small per-cell hyper-parameter search and ASHA, on spatially disjoint splits and
+nested stratified label subsets; it records one Delta row per trial and writes a report.
+
+Modules (import what you need; importing this package pulls in neither Ray nor torch):
+
+* :mod:`~earthloop.finetune.config` — the validated ``finetune:`` section;
+* :mod:`~earthloop.finetune.subsets` — nested, class-stratified, seeded label subsets;
+* :mod:`~earthloop.finetune.splits` — train/val/test by lon/lat blocks;
+* :mod:`~earthloop.finetune.data` — label pool (driver) and in-memory trial arrays (worker);
+* :mod:`~earthloop.finetune.metrics` — mIoU, boundary mIoU, F1, accuracy, mAP (numpy);
+* :mod:`~earthloop.finetune.model` — initialisations (checked), models, discriminative lrs;
+* :mod:`~earthloop.finetune.train` — the plain-torch trial loop;
+* :mod:`~earthloop.finetune.sweep` — planning, the Tune trainable, ``run_sweep``;
+* :mod:`~earthloop.finetune.report` — markdown + PNG report from the trial rows;
+* :mod:`~earthloop.finetune.bigearthnet` — real BigEarthNet patches, 19/43-class multi-hot;
+* :mod:`~earthloop.finetune.quick_pretrain` — a short in-process SeCo run (tests, evidence).
+"""

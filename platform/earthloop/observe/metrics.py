@@ -344,7 +344,9 @@ class PrometheusBackend:
     """prometheus-client exporter for our own long-running services (e.g. the labeling webhook).
 
     Series carry the catalogue names unchanged (no ``ray_`` prefix). Collectors are registered
-    lazily, so a service only exposes the families it actually records.
+    lazily, so a service only exposes the families it actually records. Create one backend per
+    registry (per process for the default one): a second backend on the same registry would try
+    to register the same names again, which prometheus-client refuses.
     """
 
     def __init__(self, registry: Any = None) -> None:

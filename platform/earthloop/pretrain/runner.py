@@ -62,12 +62,12 @@ def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
         )
     if pc.method == "seco" and pc.dates < 3:
         raise ConfigError("pretrain.dates must be >= 3 for SeCo (query, season key, augment key)")
+    if pc.method == "cscl" and not pc.probe.labels:
+        raise ConfigError("pretrain.method=cscl is supervised: set pretrain.probe.labels")
     chips_uri = cfg.table_uri("chips")
     if not table_exists(chips_uri):
         raise ConfigError(f"no chip table at {chips_uri}: run `earthloop ingest` first")
     labels = None
-    if pc.method == "cscl" and not pc.probe.labels:
-        raise ConfigError("pretrain.method=cscl is supervised: set pretrain.probe.labels")
     if pc.probe.labels:
         try:
             pc.probe.labels = resolve_path(pc.probe.labels)

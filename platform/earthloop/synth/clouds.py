@@ -141,16 +141,15 @@ def make_clouds(
 
 def scene_classification(
     landcover: Array,
-    green: Array,
+    green20: Array,
     layer: CloudLayer,
     valid: Array,
     rng: np.random.Generator,
 ) -> Array:
-    """SCL at 20 m from the tile's 10 m land cover (``n``×``n``) and the padded 10 m fields;
-    ``valid`` is already on the 20 m grid."""
+    """SCL at 20 m from the tile's 10 m land cover (``n``×``n``), the green cover already
+    averaged to 20 m, and the padded 10 m cloud fields; ``valid`` is on the 20 m grid."""
     n = landcover.shape[0]
     lc = landcover[::2, ::2]
-    green20 = block_mean(green[:n, :n], 2)
     cloud20 = block_mean(layer.cloud[:n, :n], 2)
     cirrus20 = block_mean(layer.cirrus[:n, :n], 2) if layer.cirrus is not None else None
     shadow20 = block_mean(layer.shadow[:n, :n], 2)

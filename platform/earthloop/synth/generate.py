@@ -37,10 +37,10 @@ from earthloop.synth.manifest import MANIFEST_NAME, SceneRecord, SynthManifest, 
 from earthloop.synth.presets import SynthPreset, resolve_preset
 from earthloop.synth.spectra import (
     Atmosphere,
-    GroundState,
+    DateState,
     UnitTables,
+    date_state,
     ground_reflectance,
-    ground_state,
     unit_tables,
 )
 from earthloop.synth.stac import (
@@ -212,11 +212,10 @@ _HALO = 2  # extra rows so the PSF blur is seamless across strips
 def _render_band(
     land: Landscape,
     tables: UnitTables,
-    state: GroundState,
+    state: DateState,
     layer: CloudLayer,
     atmos: Atmosphere,
     band: Band,
-    doy: float,
     rng: np.random.Generator,
     offset_dn: int,
 ) -> Array:
@@ -233,7 +232,7 @@ def _render_band(
     for r0 in range(0, full if res == 60 else n, _STRIP_ROWS):
         r1 = min(full, r0 + _STRIP_ROWS)
         a, b = max(0, r0 - _HALO), min(full, r1 + _HALO)
-        refl = ground_reflectance(land, tables, state, band.name, doy, rng, rows=slice(a, b))
+        refl = ground_reflectance(land, tables, state, band.name, rng, rows=slice(a, b))
         refl = refl[r0 - a : r1 - a]
         layer.composite(refl, band.name, rows=slice(r0, r1))
         atmos.apply(refl, band.name)
@@ -277,7 +276,7 @@ def _render_scene(
     doy = plan.doy
     _, lat = grid.centre_lonlat()
     sun = SunPosition.at(lat, doy)
-    state = ground_state(land, tables, doy, rng_for(seed, "state", tile, key))
+    state = date_state(tables, doy, (seed, "state", tile, key))
     layer = make_clouds(rng_for(seed, "clouds", tile, key), grid.padded, grid.size, plan.cloud_target, sun)
     atmos = Atmosphere.draw(rng_for(seed, "atmosphere", tile, key))
     size_m = grid.size * 10.0
@@ -294,7 +293,7 @@ def _render_scene(
     offset = -0.1 if plan.offset_dn else 0.0
     for band in bands:
         rng = rng_for(seed, "pixel", tile, key, band.name)
-        dn = _render_band(land, tables, state, layer, atmos, band, doy, rng, plan.offset_dn)
+        dn = _render_band(land, tables, state, layer, atmos, band, rng, plan.offset_dn)
         dn[~valid(band.resolution_m)] = 0
         path = write_cog(
             out_dir / f"{band.name}.tif",
@@ -309,7 +308,11 @@ def _render_scene(
         assets[band.common_name] = band_asset(band, str(path), grid, offset)
 
     n = grid.size
-    scl = scene_classification(land.landcover[:n, :n], state.green, layer, valid(20), rng_for(seed, "scl", tile, key))
+    green20 = np.empty(grid.shape(20), dtype=np.float32)
+    for r0 in range(0, n, _STRIP_ROWS):
+        e = min(n, r0 + _STRIP_ROWS)
+        green20[r0 // 2 : e // 2] = block_mean(state.pixels(land, slice(r0, e))[0][:, :n], 2)
+    scl = scene_classification(land.landcover[:n, :n], green20, layer, valid(20), rng_for(seed, "scl", tile, key))
     if preset.include_scl:
         path = write_cog(
             out_dir / "SCL.tif",

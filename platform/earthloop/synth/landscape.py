@@ -10,6 +10,7 @@ same crop look alike but not identical.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -141,17 +142,21 @@ class Landscape:
         return arrays[name][:n, :n]
 
 
-def _voronoi(seeds: JitteredSeeds, coords: tuple[Array, Array], step: int = 4) -> Array:
+Coords = Callable[[Array, Array], tuple[Array, Array]]
+"""Maps integer pixel indices (rows, cols) to the float coordinates the Voronoi seeds live in."""
+
+
+def _voronoi(seeds: JitteredSeeds, coords: Coords, shape: tuple[int, int], step: int = 4) -> Array:
     """Nearest-seed ids, coarse to fine.
 
     Cells are many pixels wide, so ids are first computed every ``step`` pixels; a block whose
     four corners agree takes that id and only the remaining (boundary) pixels are solved exactly,
-    in chunks to keep temporaries small. Slivers thinner than ``step`` inside a uniform block
-    are lost, which only makes the partition slightly simpler.
+    in chunks so no tile-sized coordinate arrays are ever built. Slivers thinner than ``step``
+    inside a uniform block are lost, which only makes the partition slightly simpler.
     """
-    py, px = coords
-    h, w = py.shape
-    coarse = seeds.assign(py[::step, ::step], px[::step, ::step])
+    h, w = shape
+    cy, cx = np.mgrid[0:h:step, 0:w:step]
+    coarse = seeds.assign(*coords(cy, cx))
     c00, c10, c01, c11 = coarse[:-1, :-1], coarse[1:, :-1], coarse[:-1, 1:], coarse[1:, 1:]
     uniform = (c00 == c10) & (c00 == c01) & (c00 == c11)
     bh, bw = uniform.shape[0] * step, uniform.shape[1] * step
@@ -160,24 +165,28 @@ def _voronoi(seeds: JitteredSeeds, coords: tuple[Array, Array], step: int = 4) -
     need = np.ones((h, w), dtype=bool)
     need[:bh, :bw] = ~np.repeat(np.repeat(uniform, step, axis=0), step, axis=1)
     idx = np.flatnonzero(need)
-    fy, fx = py.ravel(), px.ravel()
+    del need
     flat = out.ravel()
     for i0 in range(0, len(idx), _CHUNK):
         sel = idx[i0 : i0 + _CHUNK]
-        flat[sel] = seeds.assign(fy[sel], fx[sel])
+        flat[sel] = seeds.assign(*coords(sel // w, sel % w))
     return out
 
 
 def _regions(rng: np.random.Generator, n: int, cell: float) -> tuple[Array, int]:
     """Warped Voronoi regions: organic, rough-edged patches of roughly ``cell`` pixels."""
     amp = np.float32(0.35 * cell)
-    rows = np.arange(n, dtype=np.float32)[:, None]
-    cols = np.arange(n, dtype=np.float32)[None, :]
-    py = rows + amp * fbm(rng, (n, n), cell, octaves=3)
-    px = cols + amp * fbm(rng, (n, n), cell, octaves=3)
+    warp_y = fbm(rng, (n, n), cell, octaves=3)
+    warp_y *= amp
+    warp_x = fbm(rng, (n, n), cell, octaves=3)
+    warp_x *= amp
+
+    def coords(iy: Array, ix: Array) -> tuple[Array, Array]:
+        return iy.astype(np.float32) + warp_y[iy, ix], ix.astype(np.float32) + warp_x[iy, ix]
+
     lo, hi = -float(amp) * 5, n + float(amp) * 5
     seeds = JitteredSeeds(rng, (lo, lo, hi, hi), cell)
-    return _voronoi(seeds, (py, px)), seeds.count
+    return _voronoi(seeds, coords, (n, n)), seeds.count
 
 
 def _river(rng: np.random.Generator, n: int) -> Array:
@@ -195,33 +204,38 @@ def _river(rng: np.random.Generator, n: int) -> Array:
 def _parcels(
     rng: np.random.Generator, n: int, cell: float, cropland: Array
 ) -> tuple[Array, Array]:
-    """Elongated polygon fields inside ``cropland``; returns (parcel ids 1..N, margin mask)."""
+    """Elongated polygon fields inside ``cropland``; returns (parcel ids 1..N, margin mask).
+
+    Voronoi cells in a rotated, stretched frame: straight field edges, one dominant field
+    orientation per tile, as in consolidated farmland.
+    """
     theta = rng.uniform(0, np.pi)
-    stretch = np.float32(np.sqrt(rng.uniform(1.4, 2.6)))
-    c, s = np.float32(np.cos(theta)), np.float32(np.sin(theta))
-    rows = np.arange(n, dtype=np.float32)[:, None]
-    cols = np.arange(n, dtype=np.float32)[None, :]
-    u = (c * cols + s * rows) / stretch
-    v = (c * rows - s * cols) * stretch
-    u, v = np.broadcast_arrays(u, v)
-    extent = (float(v.min()), float(u.min()), float(v.max()), float(u.max()))
-    seeds = JitteredSeeds(rng, extent, cell)
-    ids = _voronoi(seeds, (v, u))
+    stretch = float(np.sqrt(rng.uniform(1.4, 2.6)))
+    c, s = float(np.cos(theta)), float(np.sin(theta))
+
+    def coords(iy: Array, ix: Array) -> tuple[Array, Array]:
+        y, x = iy.astype(np.float32), ix.astype(np.float32)
+        return (c * y - s * x) * np.float32(stretch), (c * x + s * y) / np.float32(stretch)
+
+    corners = np.array([[0, 0], [0, n], [n, 0], [n, n]], dtype=np.float32)
+    v, u = coords(corners[:, 0], corners[:, 1])
+    seeds = JitteredSeeds(rng, (float(v.min()), float(u.min()), float(v.max()), float(u.max())), cell)
+    ids = _voronoi(seeds, coords, (n, n))
     edge = np.zeros((n, n), dtype=bool)
-    diff_x = ids[:, :-1] != ids[:, 1:]
-    diff_y = ids[:-1, :] != ids[1:, :]
-    edge[:, :-1] |= diff_x
-    edge[:-1, :] |= diff_y
+    edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
+    edge[:-1, :] |= ids[:-1, :] != ids[1:, :]
     margin = cropland & edge
     inside = cropland & ~edge
+    del edge
     # Consecutive ids; fragments too small to be a field become margin (grass).
     min_px = max(6, int(cell * cell) // 10)
-    uniq, inverse, counts = np.unique(ids[inside], return_inverse=True, return_counts=True)
+    counts = np.bincount(ids[inside], minlength=seeds.count)
     keep = counts >= min_px
-    new_id = np.zeros(len(uniq), dtype=np.uint32)
+    new_id = np.zeros(seeds.count, dtype=np.uint32)
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
-    parcels = np.zeros((n, n), dtype=np.uint32)
-    parcels[inside] = new_id[inverse]
+    parcels = new_id[ids]
+    del ids
+    parcels[~inside] = 0
     margin |= inside & (parcels == 0)
     return parcels, margin
 
@@ -232,16 +246,17 @@ def build_landscape(grid: TileGrid, preset: SynthPreset, seed: int) -> Landscape
     rng = rng_for(seed, "landscape", grid.id)
 
     region, n_regions = _regions(rng, n, preset.region_px)
-    elevation = fbm(rng, (n, n), preset.region_px * 3, octaves=3)
-    flat_region = region.ravel()
-    sizes = np.bincount(flat_region, minlength=n_regions)
-    mean_elev = np.bincount(flat_region, weights=elevation.ravel(), minlength=n_regions)
+    sizes = np.bincount(region.ravel(), minlength=n_regions)
+    # Elevation is smooth at the region scale: a 1-in-4 sample gives the region means.
+    sub = region[::4, ::4]
+    elevation = fbm(rng, sub.shape, preset.region_px * 3 / 4, octaves=3)
+    sub_sizes = np.maximum(np.bincount(sub.ravel(), minlength=n_regions), 1)
+    mean_elev = np.bincount(sub.ravel(), weights=elevation.ravel(), minlength=n_regions) / sub_sizes
     # Slivers cut by the tile edge would let a rare class vanish; they become grassland and only
     # regions of a meaningful size take part in the balanced assignment.
     big = sizes >= (preset.region_px**2) / 4
     present = np.flatnonzero(big) if big.sum() >= len(_LANDCOVER_WEIGHTS) else np.flatnonzero(sizes)
-    mean_elev = mean_elev[present] / sizes[present]
-    del elevation
+    mean_elev = mean_elev[present]
     # Rank along the elevation gradient with jitter: coherent but not a strict banding.
     order = present[np.argsort(mean_elev + rng.normal(0, 0.35, len(present)))]
     counts = balanced_counts(len(order), _LANDCOVER_WEIGHTS)

@@ -226,17 +226,69 @@ def unit_tables(land: Landscape, seed: int) -> UnitTables:
     )
 
 
+_NOISE_BLOCK_ROWS = 64
+
+
 @dataclass
-class GroundState:
-    """Per-pixel cover fractions on one date (float32, padded working grid)."""
+class DateState:
+    """One date's cover fractions per unit, and the key of its per-pixel noise.
 
-    green: Array
-    dry: Array
-    flower: Array
+    Per-pixel fractions are derived on demand for any row range (see :meth:`pixels`) instead of
+    being stored: three tile-sized arrays per date are the largest cost on 4096 px tiles. The
+    noise is drawn in fixed row blocks keyed by block index, so every band and the SCL see the
+    same pixels whatever strip they are rendered in.
+    """
+
+    doy: float
+    green_u: Array  # float32 per unit
+    dry_u: Array
+    flower_u: Array
+    noise_key: tuple[int | str, ...]
+
+    def _noise(self, rows: range, width: int) -> Array:
+        first, last = rows.start // _NOISE_BLOCK_ROWS, (rows.stop - 1) // _NOISE_BLOCK_ROWS
+        seed, *keys = self.noise_key
+        blocks = [
+            rng_for(int(seed), *keys, k).standard_normal((_NOISE_BLOCK_ROWS, width), dtype=np.float32)
+            for k in range(first, last + 1)
+        ]
+        stacked = np.concatenate(blocks) if len(blocks) > 1 else blocks[0]
+        off = rows.start - first * _NOISE_BLOCK_ROWS
+        return stacked[off : off + len(rows)]
+
+    def pixels(self, land: Landscape, rows: slice) -> tuple[Array, Array, Array]:
+        """(green, dry, flower) for ``rows`` of the working grid: unit phenology + fixed
+        fine-scale vigour + per-date noise, renormalised so the fractions sum to at most 1."""
+        u = land.unit[rows]
+        grain = land.grain[rows]
+        span = range(*rows.indices(land.unit.shape[0]))
+        green = self.green_u[u]
+        tmp = np.multiply(grain, np.float32(0.10))
+        tmp += np.float32(1.0)
+        green *= tmp
+        np.multiply(self._noise(span, u.shape[1]), np.float32(0.03), out=tmp)
+        tmp *= green > 0.02
+        green += tmp
+        dry = self.dry_u[u]
+        np.multiply(grain, np.float32(-0.08), out=tmp)
+        tmp += np.float32(1.0)
+        dry *= tmp
+        flower = self.flower_u[u]
+        for a in (green, dry, flower):
+            np.clip(a, 0.0, 1.0, out=a)
+        np.add(green, dry, out=tmp)
+        tmp += flower
+        np.maximum(tmp, np.float32(1.0), out=tmp)
+        green /= tmp
+        dry /= tmp
+        flower /= tmp
+        return green, dry, flower
 
 
-def ground_state(land: Landscape, tables: UnitTables, doy: float, rng: np.random.Generator) -> GroundState:
-    """Cover fractions per pixel: unit phenology + fixed fine-scale vigour + per-date noise."""
+def date_state(
+    tables: UnitTables, doy: float, noise_key: tuple[int | str, ...]
+) -> DateState:
+    """Evaluate every unit's phenology on ``doy`` (with its own timing shift and vigour)."""
     n_units = len(tables.shift)
     g_u = np.zeros(n_units)
     d_u = np.zeros(n_units)
@@ -248,31 +300,20 @@ def ground_state(land: Landscape, tables: UnitTables, doy: float, rng: np.random
             g_u[sel], d_u[sel], f_u[sel] = g, d, f
     g_u *= tables.vigour
     f_u *= tables.vigour
-    u = land.unit
-    grain = land.grain
-    noise = rng.standard_normal(u.shape, dtype=np.float32)
-    green = g_u.astype(np.float32)[u]
-    green *= 1.0 + np.float32(0.10) * grain
-    green += np.float32(0.03) * noise * (green > 0.02)
-    dry = d_u.astype(np.float32)[u]
-    dry *= 1.0 - np.float32(0.08) * grain
-    flower = f_u.astype(np.float32)[u]
-    for a in (green, dry, flower):
-        np.clip(a, 0.0, 1.0, out=a)
-    total = green + dry + flower
-    over = np.maximum(total, 1.0)
-    green /= over
-    dry /= over
-    flower /= over
-    return GroundState(green=green, dry=dry, flower=flower)
+    return DateState(
+        doy=doy,
+        green_u=g_u.astype(np.float32),
+        dry_u=d_u.astype(np.float32),
+        flower_u=f_u.astype(np.float32),
+        noise_key=noise_key,
+    )
 
 
 def ground_reflectance(
     land: Landscape,
     tables: UnitTables,
-    state: GroundState,
+    state: DateState,
     band: str,
-    doy: float,
     rng: np.random.Generator,
     *,
     rows: slice = slice(None),
@@ -284,12 +325,12 @@ def ground_reflectance(
     The blur (~1 px) is what produces mixed pixels along every field and region boundary.
     """
     b = band_index(band)
-    moisture = np.where(tables.moist, soil_moisture_factor(doy), 1.0)
+    moisture = np.where(tables.moist, soil_moisture_factor(state.doy), 1.0)
     bg_u = (tables.background[:, b] * moisture).astype(np.float32)
     leaf_u = tables.leaf[:, b].astype(np.float32)
     tex_u = tables.texture.astype(np.float32)
     u = land.unit[rows]
-    green, dry, flower = state.green[rows], state.dry[rows], state.flower[rows]
+    green, dry, flower = state.pixels(land, rows)
     # In-place arithmetic throughout: on a 4096 px tile every temporary costs 64 MB.
     refl = bg_u[u]
     tmp = np.subtract(np.float32(1.0), green)

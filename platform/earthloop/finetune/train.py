@@ -1,0 +1,292 @@
+"""The training loop of one fine-tuning trial, in plain torch (Tune only wraps it).
+
+Keeping Ray out of this loop lets the same code run as a Tune trial, in the benchmark's plain
+Python loop (the overhead comparison must time identical work) and in unit tests.
+
+Budget in optimiser steps, not epochs: a 1 % subset has a handful of chips and a 10 % one ten
+times more, so equal epochs would give the small budget ten times fewer updates and confound
+"fewer labels" with "less training". Every ``eval_every`` steps the model is scored on the val
+split (one Tune iteration, what ASHA compares); the test split is scored whenever val improves,
+and the test scores at the best val iteration are the trial's result (model selection on val,
+never on test).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from earthloop.finetune.data import TrialArrays
+from earthloop.finetune.metrics import SegmentationMeter, classification_metrics, multilabel_metrics
+from earthloop.finetune.model import FinetuneModel, param_groups
+
+__all__ = ["EvalSpec", "TrainParams", "evaluate", "fit"]
+
+StateFn = Callable[[], dict[str, Any]]
+ReportFn = Callable[[dict[str, Any], StateFn | None], None]
+
+
+@dataclass
+class TrainParams:
+    lr: float
+    weight_decay: float
+    encoder_lr_mult: float
+    mode: str  # linear | full
+    batch_size: int
+    max_steps: int
+    eval_every: int
+    seed: int
+    augment: bool = True
+    checkpoint_every: int = 1  # evaluations
+    eval_batch: int = 64
+    warmup_steps: int | None = None  # default: 10 % of max_steps, at most 50
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class EvalSpec:
+    task: str
+    num_outputs: int
+    class_ids: list[int]
+    class_names: dict[int, str]
+    ignore_index: int | None
+    boundary_px: int
+    primary: str
+
+    def class_mask(self) -> Tensor:
+        """Logit channels that are real classes (the ignore class is never predicted)."""
+        if self.task == "multilabel":
+            return torch.ones(self.num_outputs, dtype=torch.bool)
+        m = torch.zeros(self.num_outputs, dtype=torch.bool)
+        m[self.class_ids] = True
+        return m
+
+
+class _BatchStream:
+    """Concatenated seeded permutations of the training indices; checkpointable position."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.rng = np.random.default_rng(seed)
+        self.buf: list[int] = []
+
+    def next(self, size: int) -> np.ndarray:
+        while len(self.buf) < size:
+            self.buf.extend(self.rng.permutation(self.n).tolist())
+        out, self.buf = self.buf[:size], self.buf[size:]
+        return np.asarray(out, dtype=np.int64)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rng": self.rng.bit_generator.state, "buf": list(self.buf)}
+
+    def load_state_dict(self, s: dict[str, Any]) -> None:
+        self.rng.bit_generator.state = s["rng"]
+        self.buf = list(s["buf"])
+
+
+def _augment(x: Tensor, y: Tensor | None, gen: torch.Generator) -> tuple[Tensor, Tensor | None]:
+    """Per-sample random flip + 90-degree rotation (the dihedral group: no resampling, no
+    interpolation of labels, and overhead imagery has no canonical "up")."""
+    xs, ys = [], []
+    for i in range(x.shape[0]):
+        k = int(torch.randint(0, 4, (1,), generator=gen))
+        flip = bool(torch.randint(0, 2, (1,), generator=gen))
+        xi = torch.rot90(x[i], k, dims=(-2, -1))
+        yi = torch.rot90(y[i], k, dims=(-2, -1)) if y is not None else None
+        if flip:
+            xi = torch.flip(xi, dims=(-1,))
+            yi = torch.flip(yi, dims=(-1,)) if yi is not None else None
+        xs.append(xi)
+        if yi is not None:
+            ys.append(yi)
+    return torch.stack(xs), (torch.stack(ys) if y is not None else None)
+
+
+def _loss(logits: Tensor, y: Tensor, spec: EvalSpec, mask: Tensor) -> Tensor:
+    if spec.task == "multilabel":
+        return F.binary_cross_entropy_with_logits(logits, y.float())
+    shape = [1, -1] + [1] * (logits.ndim - 2)
+    logits = logits.masked_fill(~mask.view(shape), -1e4)
+    ignore = spec.ignore_index if spec.ignore_index is not None else -100
+    if spec.task == "segmentation" and not bool((y != ignore).any()):
+        return logits.sum() * 0.0  # a batch of only unlabelled pixels teaches nothing
+    return F.cross_entropy(logits, y, ignore_index=ignore)
+
+
+@torch.no_grad()
+def predict(model: FinetuneModel, images: np.ndarray, spec: EvalSpec, batch: int = 64
+            ) -> np.ndarray:
+    """Class maps (segmentation), class ids (classification) or logits (multi-label)."""
+    was = model.training
+    model.eval()
+    mask = spec.class_mask()
+    outs = []
+    for i in range(0, len(images), batch):
+        logits = model(torch.from_numpy(images[i : i + batch]))
+        if spec.task == "multilabel":
+            outs.append(logits.float().numpy())
+            continue
+        shape = [1, -1] + [1] * (logits.ndim - 2)
+        logits = logits.masked_fill(~mask.view(shape), -1e4)
+        outs.append(logits.argmax(dim=1).numpy())
+    model.train(was)
+    return np.concatenate(outs) if outs else np.zeros((0,))
+
+
+def evaluate(model: FinetuneModel, data: TrialArrays, spec: EvalSpec, batch: int = 64
+             ) -> dict[str, Any]:
+    """Every metric of the task on ``data`` (per-class values under ``per_class``)."""
+    pred = predict(model, data.images, spec, batch)
+    if spec.task == "segmentation":
+        meter = SegmentationMeter(spec.num_outputs, ignore_index=spec.ignore_index,
+                                  boundary_px=spec.boundary_px, classes=spec.class_ids)
+        meter.update(pred, data.targets, boundary=data.boundary)
+        m = meter.compute()
+        per = {spec.class_names.get(c, str(c)): v for c, v in m.pop("iou").items()}
+        m.pop("boundary_iou", None)
+        m["per_class"] = per
+        return m
+    if spec.task == "classification":
+        m = classification_metrics(pred, data.targets, spec.num_outputs, classes=spec.class_ids)
+        m["per_class"] = {spec.class_names.get(c, str(c)): v for c, v in m.pop("iou").items()}
+        return m
+    m = multilabel_metrics(pred, data.targets)
+    m["per_class"] = {spec.class_names.get(spec.class_ids[k], str(k)): v
+                      for k, v in m.pop("ap").items()}
+    return m
+
+
+def _scalars(prefix: str, m: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in m.items():
+        if k == "per_class":
+            out[f"{prefix}per_class"] = json.dumps(
+                {n: (None if isinstance(x, float) and math.isnan(x) else round(float(x), 6))
+                 for n, x in v.items()}, sort_keys=True)
+        elif isinstance(v, int | float | np.floating | np.integer):
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def _schedule(step: int, max_steps: int, warmup: int) -> float:
+    """Linear warm-up, then cosine decay to 0: the usual fine-tuning schedule."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, max_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def fit(
+    model: FinetuneModel,
+    train: TrialArrays,
+    val: TrialArrays,
+    test: TrialArrays | None,
+    p: TrainParams,
+    spec: EvalSpec,
+    *,
+    report: ReportFn | None = None,
+    state: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train for ``p.max_steps`` (or from ``state`` on), evaluating every ``p.eval_every`` steps.
+
+    ``report(metrics, state_fn)`` is called after every evaluation; ``state_fn`` (None when no
+    checkpoint is due) returns everything needed to resume. Returns the last metrics.
+    """
+    if len(train) == 0:
+        raise ValueError("the labelled training subset is empty")
+    torch.manual_seed(p.seed)
+    gen = torch.Generator().manual_seed(p.seed + 1)
+    opt = torch.optim.AdamW(param_groups(model, p.lr, p.weight_decay, p.encoder_lr_mult))
+    warmup = p.warmup_steps if p.warmup_steps is not None else min(50, max(1, p.max_steps // 10))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: _schedule(s, p.max_steps, warmup)
+    )
+    stream = _BatchStream(len(train), p.seed)
+    step, iteration = 0, 0
+    best: dict[str, Any] = {"best_val": -math.inf, "best_iteration": 0}
+    start_step = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        stream.load_state_dict(state["stream"])
+        gen.set_state(state["generator"])
+        step, iteration, best = int(state["step"]), int(state["iteration"]), dict(state["best"])
+        start_step = step
+    mask = spec.class_mask()
+    x_all = torch.from_numpy(train.images)
+    y_all = torch.from_numpy(train.targets)
+    model.train()
+    last: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    samples = 0
+    loss_sum, loss_n = 0.0, 0
+    while step < p.max_steps:
+        idx = torch.from_numpy(stream.next(p.batch_size))
+        x, y = x_all[idx], y_all[idx]
+        if p.augment:
+            x, y_aug = _augment(x, y if spec.task == "segmentation" else None, gen)
+            if y_aug is not None:
+                y = y_aug
+        loss = _loss(model(x), y, spec, mask)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        samples += int(x.shape[0])
+        loss_sum += float(loss.detach())
+        loss_n += 1
+        if step % p.eval_every == 0 or step == p.max_steps:
+            iteration += 1
+            val_m = evaluate(model, val, spec, p.eval_batch)
+            score = float(val_m.get(spec.primary, float("nan")))
+            improved = not math.isnan(score) and score > best["best_val"]
+            if improved or (iteration == 1 and test is not None and "test" not in best):
+                best["best_val"] = score if not math.isnan(score) else best["best_val"]
+                best["best_iteration"] = iteration
+                if test is not None:
+                    best["test"] = _scalars("test_", evaluate(model, test, spec, p.eval_batch))
+            elapsed = time.perf_counter() - t0
+            last = {
+                "step": step,
+                "start_step": start_step,
+                "train_loss": loss_sum / max(loss_n, 1),
+                "samples_per_s": samples / max(elapsed, 1e-9),
+                "n_labelled": len(train),
+                **_scalars("val_", val_m),
+                "val_metric": score,
+                "best_val_metric": float(best["best_val"]),
+                "best_iteration": int(best["best_iteration"]),
+                **best.get("test", {}),
+            }
+            loss_sum, loss_n = 0.0, 0
+            due = iteration % p.checkpoint_every == 0 or step >= p.max_steps
+            if report is not None:
+                snapshot = (step, iteration, dict(best))
+
+                def state_fn(snap: tuple[int, int, dict[str, Any]] = snapshot) -> dict[str, Any]:
+                    return {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "stream": stream.state_dict(),
+                        "generator": gen.get_state(),
+                        "step": snap[0],
+                        "iteration": snap[1],
+                        "best": snap[2],
+                    }
+
+                report(last, state_fn if due else None)
+    return last
