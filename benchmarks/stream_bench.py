@@ -10,21 +10,28 @@ measures that claim on the same COGs in one run, for two shapes of the problem:
 Methods, all producing 4-band float32 (C, H, W) chips:
 
 * ``raw``: a plain rasterio loop that reads every internal tile once (tile-aligned windows) and
-  cuts every chip out of it: the decode limit. Measured on 1 process (per core) and 2 processes.
+  cuts every chip out of it: the decode limit. On 1 process (per core) and on 2 processes.
 * ``earthloop``: ``earthloop.stream.chip_dataset`` iterated with ``iter_batches`` on an isolated
-  in-process Ray (2 CPUs), exactly as the training runner uses it (SCL mask included).
+  in-process Ray (2 CPUs), as the training runner uses it. Index rows with an SCL href (the
+  production default: cloud mask read too) and without (like-for-like with raw and TorchGeo).
 * ``torchgeo``: ``RasterDataset`` + ``RandomGeoSampler`` + ``DataLoader(num_workers=2)``, run in
-  the benchmark-only venv ``.venv-bench`` (TorchGeo needs another torch) as a subprocess of this
-  script, so one command prints everything.
+  the benchmark-only venv ``.venv-bench`` (TorchGeo needs another torch) as a subprocess.
+* ``proto``: earthloop's own reader and Ray Data pipeline with the library fixes this benchmark
+  recommends, patched in at run time (see :func:`read_fixes`), to prove their effect.
+
+Two rates per run: chips per wall-clock second (what training sees) and chips per CPU-second
+of every process involved (this one, its pool / Ray / DataLoader children). The machine is
+shared: background load only ever lowers the first, while the second stays close to what an
+idle machine gives per core, so ratios "per core used" are computed on CPU time.
 
 ``GDAL_CACHEMAX`` is set (16 MB by default) in the environment before GDAL starts in any process
 (this one, the raw pool, Ray workers, TorchGeo and its DataLoader workers), so that figures are
 decode-bound rather than "whole test set in the block cache" (see /work/shared/STACK.md).
 
-Also measured: peak memory (RSS and PSS of the driver + every Ray process) while streaming a data
-set whose float32 chips add up to more than this machine's RAM; it must stay flat.
+Also measured: peak memory (RSS and PSS of the driver + every Ray process) while streaming, in
+one pass, chips whose float32 images add up to more than this machine's RAM; it must stay flat.
 
-Usage: ``python benchmarks/stream_bench.py [--quick] [--profile] [--json out.json]``.
+Usage: ``python benchmarks/stream_bench.py [--quick] [--json out.json]``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -55,6 +63,99 @@ BANDS = ("B02", "B03", "B04", "B08")
 TG_MARK = "TORCHGEO_RESULT "
 
 Row = dict[str, Any]
+
+
+def _proc_tree(root: int | None = None) -> list[int]:
+    """``root`` (this process by default) and all its live descendants, from ``/proc``.
+
+    Read straight from procfs (Linux) so the benchmark needs nothing beyond the project venv.
+    """
+    root = os.getpid() if root is None else root
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu() -> float:
+    """CPU seconds (user + system) of this process and all its live descendants.
+
+    Covers the raw pool, every Ray process of the in-process cluster (raylet, GCS and workers,
+    so Ray's own overhead is charged too) and DataLoader workers.
+    """
+    total = 0
+    for pid in _proc_tree():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / _TICK
+
+
+def tree_memory() -> tuple[float, float]:
+    """(RSS, PSS) in GB summed over this process and its descendants (``smaps_rollup``)."""
+    rss = pss = 0
+    for pid in _proc_tree():
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss * 1024 / 1e9, pss * 1024 / 1e9
+
+
+@dataclass
+class Timing:
+    """Chips, wall seconds and CPU seconds of one timed run."""
+
+    chips: int
+    wall: float
+    cpu: float
+
+    @property
+    def rate(self) -> float:
+        return self.chips / self.wall
+
+    @property
+    def cpu_rate(self) -> float:
+        return self.chips / self.cpu
+
+
+@dataclass
+class Run:
+    """What a timed block reports: the chips it produced."""
+
+    chips: int = 0
+
+
+@contextmanager
+def timed(out: list[Timing]) -> Iterator[Run]:
+    """Append a :class:`Timing` (wall and whole-tree CPU) for the block to ``out``."""
+    run = Run()
+    c0, t0 = tree_cpu(), time.perf_counter()
+    yield run
+    wall = time.perf_counter() - t0
+    out.append(Timing(run.chips, wall, tree_cpu() - c0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,25 +181,36 @@ def _band_meta(folder: Path, band: str) -> tuple[float, float, float]:
         for asset in item.get("assets", {}).values():
             if Path(str(asset.get("href", ""))).name == f"{band}.tif":
                 rb = (asset.get("raster:bands") or [{}])[0]
-                return float(rb.get("scale", 1e-4)), float(rb.get("offset", 0.0)), float(
-                    rb.get("nodata", 0)
+                return (
+                    float(rb.get("scale", 1e-4)),
+                    float(rb.get("offset", 0.0)),
+                    float(rb.get("nodata", 0)),
                 )
     return 1e-4, 0.0, 0.0
 
 
 def _synth_item_folder(synth_dir: Path) -> Path:
-    """The first scene of the generated archive (all methods read this same scene)."""
+    """The first scene of the generated archive (every method reads this same scene)."""
     for item_path in sorted((synth_dir / "catalog").rglob("*_L2A.json")):
         item = json.loads(item_path.read_text())
         return Path(item["assets"]["blue"]["href"]).parent
     raise FileNotFoundError(f"no STAC items under {synth_dir}/catalog")
 
 
-def scene_rows(folder: Path, bands: Sequence[str], chip: int) -> list[Row]:
+def block_size(folder: str, band: str) -> int:
+    """Internal tile edge of a COG (the unit a decoder works in)."""
+    import rasterio
+
+    with rasterio.open(Path(folder) / f"{band}.tif") as src:
+        return int(src.block_shapes[0][0])
+
+
+def scene_rows(folder: Path, bands: Sequence[str], chip: int, scl: bool = True) -> list[Row]:
     """Index rows (``CHIP_SCHEMA`` fields) for every full chip of the scene's 10 m grid.
 
-    Chips sit on the grid an ingest would write (multiples of the chip size), so every chip lies
-    inside one internal tile when the chip size divides the tile size.
+    Chips sit on the grid an ingest writes (multiples of the chip size), so every chip lies in
+    one internal tile when the chip size divides the tile size. ``scl=False`` leaves the SCL href
+    out, which makes earthloop skip the cloud mask (the same 4 reads as raw and TorchGeo).
     """
     import rasterio
 
@@ -106,7 +218,7 @@ def scene_rows(folder: Path, bands: Sequence[str], chip: int) -> list[Row]:
         t, crs, width, height = src.transform, src.crs.to_string(), src.width, src.height
     res = t.a
     meta = [_band_meta(folder, b) for b in bands]
-    scl = folder / "SCL.tif"
+    scl_path = folder / "SCL.tif"
     rows: list[Row] = []
     for row in range(0, height - chip + 1, chip):
         for col in range(0, width - chip + 1, chip):
@@ -134,7 +246,7 @@ def scene_rows(folder: Path, bands: Sequence[str], chip: int) -> list[Row]:
                     "scales": [m[0] for m in meta],
                     "offsets": [m[1] for m in meta],
                     "nodata": meta[0][2],
-                    "scl_href": str(scl) if scl.exists() else None,
+                    "scl_href": str(scl_path) if scl and scl_path.exists() else None,
                     "cloud_fraction": 0.0,
                     "shadow_fraction": 0.0,
                     "nodata_fraction": 0.0,
@@ -147,11 +259,11 @@ def scene_rows(folder: Path, bands: Sequence[str], chip: int) -> list[Row]:
     return rows
 
 
-def chip_list(case: Case, n: int | None = None) -> list[Row]:
+def chip_list(case: Case, n: int | None = None, scl: bool = True) -> list[Row]:
     """``n`` chips: the scenes' chip grids, cycled. Each cycle gets its own item id so that
     earthloop plans new read groups and the raw loop reopens the files: every cycle is decoded
     again, never served from a block cache filled by the previous one."""
-    base = [r for f in case.folders for r in scene_rows(Path(f), case.bands, case.chip)]
+    base = [r for f in case.folders for r in scene_rows(Path(f), case.bands, case.chip, scl)]
     n = case.n_chips if n is None else n
     out: list[Row] = []
     cycle = 0
@@ -182,12 +294,12 @@ class _Unit:
     scales: list[float]
     offsets: list[float]
     window: tuple[int, int, int, int]  # col_off, row_off, width, height
+    size: int
     chips: list[tuple[int, int]] = field(default_factory=list)  # (row, col) inside the tile
-    size: int = 0
 
 
 def raw_units(rows: Sequence[Row]) -> list[_Unit]:
-    """Group chips by the internal tile that holds them (asserting they never straddle one)."""
+    """Group chips by the internal tile that holds them (refusing chips that straddle tiles)."""
     import rasterio
 
     shapes: dict[str, tuple[int, int, int, int]] = {}
@@ -237,8 +349,7 @@ def raw_read(units: Sequence[_Unit]) -> int:
                     s.close()
                 srcs = [rasterio.open(h) for h in u.hrefs]
                 open_key = u.key
-            win = Window(*u.window)
-            tiles = [s.read(1, window=win) for s in srcs]
+            tiles = [s.read(1, window=Window(*u.window)) for s in srcs]
             scale = np.asarray(u.scales, np.float32)[:, None, None]
             offset = np.asarray(u.offsets, np.float32)[:, None, None]
             for r, c in u.chips:
@@ -256,7 +367,7 @@ def _pool_env_probe(_: int) -> str:
 
 
 def _split(units: Sequence[_Unit], parts: int) -> list[list[_Unit]]:
-    """Contiguous halves so each process opens each scene cycle's files about once."""
+    """Contiguous shares so each process opens each scene cycle's files about once."""
     k, m = divmod(len(units), parts)
     out, start = [], 0
     for i in range(parts):
@@ -266,18 +377,17 @@ def _split(units: Sequence[_Unit], parts: int) -> list[list[_Unit]]:
     return out
 
 
-def measure_raw(case: Case, repeats: int, procs: int) -> list[float]:
-    """Chips/s of the tile-aligned raw loop on ``procs`` processes (1 = per core), warm-up first."""
+def measure_raw(case: Case, repeats: int, procs: int) -> list[Timing]:
+    """Tile-aligned raw loop on ``procs`` processes (1 = per core); a warm-up pass first."""
     units = raw_units(chip_list(case))
     warm = raw_units(chip_list(case, min(case.n_chips, 64)))
-    rates = []
+    out: list[Timing] = []
     if procs == 1:
         raw_read(warm)
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            n = raw_read(units)
-            rates.append(n / (time.perf_counter() - t0))
-        return rates
+            with timed(out) as run:
+                run.chips = raw_read(units)
+        return out
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -286,10 +396,131 @@ def measure_raw(case: Case, repeats: int, procs: int) -> list[float]:
         assert probes == {os.environ["GDAL_CACHEMAX"]}, probes
         list(pool.map(raw_read, [warm] * procs))
         for _ in range(repeats):
-            t0 = time.perf_counter()
-            n = sum(pool.map(raw_read, _split(units, procs)))
-            rates.append(n / (time.perf_counter() - t0))
-    return rates
+            with timed(out) as run:
+                run.chips = sum(pool.map(raw_read, _split(units, procs)))
+    return out
+
+
+def measure_read_group(case: Case, repeats: int, cachemax: int, fixes: bool) -> list[Timing]:
+    """earthloop's ``read_group`` in this process, no Ray: separates reader cost from Ray's."""
+    from earthloop.stream import plan_groups, read_group
+
+    block = block_size(case.folders[0], case.bands[0])
+    gpx, mc = (block, (block // case.chip) ** 2) if fixes else (1024, 64)
+    groups = plan_groups(chip_list(case, scl=False), gpx, mc)
+    warm = plan_groups(chip_list(case, min(case.n_chips, 64), scl=False), gpx, mc)
+    out: list[Timing] = []
+    with read_fixes() if fixes else nullcontext():
+        for g in warm:
+            list(read_group(g, list(case.bands), cachemax_mb=cachemax))
+        for _ in range(repeats):
+            with timed(out) as run:
+                run.chips = sum(
+                    1 for g in groups for _ in read_group(g, list(case.bands), cachemax_mb=cachemax)
+                )
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# prototype of the recommended library fixes (patched in at run time, library files untouched)
+
+
+@contextmanager
+def _gdal_env_bytes(cachemax_mb: int = 64) -> Iterator[None]:
+    """Fix 1 for ``earthloop.raster.read.gdal_env``: ``rasterio.Env(GDAL_CACHEMAX=<int>)`` takes
+    *bytes* (rasterio calls ``GDALSetCacheMax64``), so passing megabytes gives a block cache of
+    a few dozen bytes and GDAL re-decodes a tile for every scanline it resamples."""
+    import rasterio
+    from earthloop.raster.read import _COG_OPTIONS
+
+    os.environ.setdefault("GDAL_CACHEMAX", str(cachemax_mb))
+    with rasterio.Env(GDAL_CACHEMAX=cachemax_mb * 1024 * 1024, **_COG_OPTIONS):
+        yield
+
+
+def _read_window_snapped(
+    href: str,
+    crs: str,
+    bounds: tuple[float, float, float, float],
+    shape: tuple[int, int],
+    *,
+    resampling: Any = None,
+) -> Any:
+    """Fix 2 for ``earthloop.raster.read.read_window``: snap a window that is integral up to
+    float noise (``from_bounds`` gives e.g. width 1024.0000000000002) to whole pixels, so GDAL
+    copies decoded tiles instead of taking its resampling path. Same checks and errors."""
+    from earthloop.raster.read import ChipReadError, _same_crs, open_raster
+    from rasterio.enums import Resampling
+    from rasterio.windows import Window, from_bounds
+
+    try:
+        src = open_raster(href)
+    except Exception as exc:
+        raise ChipReadError("read_error", f"cannot open {href}: {exc}") from exc
+    with src:
+        if not _same_crs(crs, src.crs):
+            raise ChipReadError("crs", f"{href} is in {src.crs}, chip expects {crs}")
+        win = from_bounds(*bounds, transform=src.transform)
+        vals = [float(v) for v in (win.col_off, win.row_off, win.width, win.height)]
+        if all(abs(v - round(v)) < 1e-6 for v in vals):
+            win = Window(*(round(v) for v in vals))
+        eps = 1e-6
+        if (
+            win.col_off < -eps
+            or win.row_off < -eps
+            or win.col_off + win.width > src.width + eps
+            or win.row_off + win.height > src.height + eps
+        ):
+            raise ChipReadError("out_of_bounds", f"window {bounds} lies outside {href}")
+        try:
+            return src.read(
+                1, window=win, out_shape=shape, resampling=resampling or Resampling.nearest
+            )
+        except Exception as exc:
+            raise ChipReadError("read_error", f"cannot read {href} window: {exc}") from exc
+
+
+@contextmanager
+def read_fixes() -> Iterator[None]:
+    """Swap the two fixed functions into ``earthloop.stream.reader`` for the block, then put the
+    library's back (Ray reuses worker processes across datasets: no run may leak into another)."""
+    import earthloop.stream.reader as reader
+
+    saved = reader.gdal_env, reader.read_window
+    reader.gdal_env = _gdal_env_bytes  # type: ignore[assignment]
+    reader.read_window = _read_window_snapped
+    try:
+        yield
+    finally:
+        reader.gdal_env, reader.read_window = saved  # type: ignore[assignment]
+
+
+class _FixedReadChips:
+    """Ray Data callable: runs earthloop's own ``_ReadChips`` with the read fixes, inside the
+    Ray worker; also drops error rows itself (fix 4) so no row-wise ``filter`` follows."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
+        with read_fixes():
+            return [r for r in self.inner(item) if not r["error"]]
+
+
+def proto_dataset(case: Case, uri: str, cachemax: int) -> Any:
+    """``chip_dataset`` with the recommended changes: fixed reads, read groups that are whole
+    internal tiles of the COGs (fix 3: ``group_px`` = tile edge, all its chips in one group),
+    errors dropped in the read task instead of a row-wise ``filter`` (fix 4)."""
+    import ray.data
+    from earthloop.stream import load_index, plan_groups
+    from earthloop.stream.dataset import _blocks, _ReadChips
+
+    block = block_size(case.folders[0], case.bands[0])
+    rows, _ = load_index(uri, split=None)
+    groups = plan_groups(rows, block, (block // case.chip) ** 2)
+    items = [{"group": json.dumps(g)} for g in groups]
+    ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
+    return ds.flat_map(_FixedReadChips(_ReadChips(list(case.bands), cachemax, "bilinear")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -300,13 +531,13 @@ def write_index(rows: Sequence[Row], uri: Path) -> str:
     """A chip index Delta table with the ingest's schema, as ``chip_dataset`` expects."""
     import pyarrow as pa
     from deltalake import write_deltalake
-
     from earthloop.ingest.pipeline import CHIP_SCHEMA
 
     if uri.exists():
         shutil.rmtree(uri)
     uri.parent.mkdir(parents=True, exist_ok=True)
-    write_deltalake(str(uri), pa.Table.from_pylist(list(rows), schema=CHIP_SCHEMA), mode="overwrite")
+    table = pa.Table.from_pylist(list(rows), schema=CHIP_SCHEMA)
+    write_deltalake(str(uri), table, mode="overwrite")
     return str(uri)
 
 
@@ -319,6 +550,8 @@ def _free_port() -> int:
 def start_ray() -> None:
     """Own local Ray (2 CPUs), never the engineers' cluster: ``address="local"``, a private temp
     dir, no dashboard, and a free dashboard-agent port (its default 52365 is taken here)."""
+    import logging
+
     import ray
     from ray._private import parameter
 
@@ -338,7 +571,6 @@ def start_ray() -> None:
             _temp_dir=RAY_TMP,
             logging_level="ERROR",
             log_to_driver=False,
-            configure_logging=True,
         )
     finally:
         parameter.RayParams.__init__ = init  # type: ignore[method-assign]
@@ -347,6 +579,8 @@ def start_ray() -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
+    for name in ("ray", "ray.data"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     @ray.remote
     def probe() -> str:
@@ -361,7 +595,9 @@ def iterate_stream(ds: Any, batch: int, on_batch: Callable[[int], None] | None =
     import numpy as np
 
     n = 0
-    for b in ds.iter_batches(batch_size=batch, batch_format="numpy"):
+    for b in ds.select_columns(["image", "valid"]).iter_batches(
+        batch_size=batch, batch_format="numpy"
+    ):
         img = b["image"]
         if img.dtype == object:  # ragged fallback: never expected, but count correctly
             img = np.stack(list(img))
@@ -372,37 +608,41 @@ def iterate_stream(ds: Any, batch: int, on_batch: Callable[[int], None] | None =
     return n
 
 
-def measure_earthloop(
-    case: Case, repeats: int, cachemax: int, **kw: Any
-) -> tuple[list[float], dict[str, Any]]:
-    """Chips/s of ``chip_dataset(...).iter_batches`` (dataset planning is timed separately)."""
-    from earthloop.stream import chip_dataset, plan_groups
+def measure_stream(
+    case: Case, repeats: int, cachemax: int, *, scl: bool, proto: bool
+) -> tuple[list[Timing], str]:
+    """Chips/s of the stream's ``iter_batches`` (the dataset build is not timed: it reads the
+    index and plans groups once per epoch, under a second here). A small warm-up run first."""
+    import warnings
 
-    tag = "_".join(f"{k}{v}" for k, v in sorted(kw.items()))
-    warm_uri = write_index(chip_list(case, min(case.n_chips, 128)), WORK / f"{case.name}-warm")
-    uri = write_index(chip_list(case), WORK / f"{case.name}-{tag}")
-    opts = {"split": None, "bands": list(case.bands), "cachemax_mb": cachemax} | kw
-    ds, _ = chip_dataset(warm_uri, **opts)
-    iterate_stream(ds.select_columns(["image", "valid"]), case.batch)
-    rates, plan_s = [], []
+    from earthloop.stream import chip_dataset
+
+    warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
+    tag = f"{case.name}-{'scl' if scl else 'noscl'}-{'proto' if proto else 'lib'}"
+    warm_uri = write_index(chip_list(case, min(case.n_chips, 128), scl), WORK / f"{tag}-warm")
+    uri = write_index(chip_list(case, scl=scl), WORK / tag)
+
+    def build(u: str) -> Any:
+        if proto:
+            return proto_dataset(case, u, cachemax)
+        return chip_dataset(u, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
+
+    iterate_stream(build(warm_uri), case.batch)
+    out: list[Timing] = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        ds, _ = chip_dataset(uri, **opts)
-        ds = ds.select_columns(["image", "valid"])
-        t1 = time.perf_counter()
-        n = iterate_stream(ds, case.batch)
-        rates.append(n / (time.perf_counter() - t1))
-        plan_s.append(t1 - t0)
-        assert n == case.n_chips, (n, case.n_chips)
-    groups = plan_groups(
-        chip_list(case), kw.get("group_px", 1024), kw.get("max_chips_per_group", 64)
-    )
-    info = {
-        "plan_s": min(plan_s),
-        "groups": len(groups),
-        "chips_per_group": round(case.n_chips / len(groups), 1),
-    }
-    return rates, info
+        ds = build(uri)
+        with timed(out) as run:
+            run.chips = iterate_stream(ds, case.batch)
+        assert run.chips == case.n_chips, (run.chips, case.n_chips)
+    if proto:
+        block = block_size(case.folders[0], case.bands[0])
+        note = f"groups = whole {block}-px tiles"
+    else:
+        from earthloop.stream import plan_groups
+
+        ng = len(plan_groups(chip_list(case, scl=scl), 1024, 64))
+        note = f"{ng} groups of ~{case.n_chips / ng:.0f} chips"
+    return out, note + (", SCL mask" if scl else ", no SCL")
 
 
 # --------------------------------------------------------------------------------------------
@@ -441,20 +681,20 @@ def torchgeo_worker(spec: dict[str, Any]) -> dict[str, Any]:
         collate_fn=stack_samples,
         persistent_workers=True,
     )
-    rates = []
+    timings: list[Timing] = []
     shape: list[int] = []
     for epoch in range(spec["repeats"] + 1):
-        t0 = time.perf_counter()
-        n = 0
-        for batch in loader:
-            img = batch["image"]
-            assert img.dtype == torch.float32
-            shape = list(img.shape[1:])
-            n += img.shape[0]
-        if epoch:
-            rates.append(n / (time.perf_counter() - t0))
+        epoch_timing: list[Timing] = []
+        with timed(epoch_timing) as run:
+            for batch in loader:
+                img = batch["image"]
+                assert img.dtype == torch.float32
+                shape = list(img.shape[1:])
+                run.chips += int(img.shape[0])
+        if epoch:  # epoch 0: workers start, open files, fill page cache
+            timings += epoch_timing
     return {
-        "rates": rates,
+        "timings": [asdict(t) for t in timings],
         "shape": shape,
         "torchgeo": torchgeo.__version__,
         "torch": torch.__version__,
@@ -462,14 +702,17 @@ def torchgeo_worker(spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def measure_torchgeo(case: Case, repeats: int, python: Path) -> dict[str, Any]:
+def measure_torchgeo(case: Case, repeats: int, python: Path) -> tuple[list[Timing], str]:
     """Run :func:`torchgeo_worker` in the bench venv and parse its one JSON result line."""
     spec = {**asdict(case), "repeats": repeats}
     cmd = [str(python), str(Path(__file__).resolve()), "--torchgeo-worker", json.dumps(spec)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), timeout=900)
     for line in proc.stdout.splitlines():
         if line.startswith(TG_MARK):
-            return dict(json.loads(line[len(TG_MARK) :]))
+            res = json.loads(line[len(TG_MARK) :])
+            assert res["gdal_cachemax"] == os.environ["GDAL_CACHEMAX"]
+            note = f"torchgeo {res['torchgeo']}, RandomGeoSampler, chips {res['shape']}"
+            return [Timing(**t) for t in res["timings"]], note
     raise RuntimeError(f"TorchGeo run failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
@@ -488,52 +731,41 @@ class MemSampler:
         self.chips = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._t0 = time.perf_counter()
 
-    def _once(self) -> tuple[float, float]:
-        import psutil
-
-        me = psutil.Process()
-        rss = pss = 0
-        for p in [me, *me.children(recursive=True)]:
-            try:
-                full = p.memory_full_info()
-                rss += full.rss
-                pss += getattr(full, "pss", full.rss)
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-        return rss / 1e9, pss / 1e9
+    def _sample(self) -> None:
+        rss, pss = tree_memory()
+        self.samples.append((time.perf_counter() - self._t0, self.chips, rss, pss))
 
     def _run(self) -> None:
-        t0 = time.perf_counter()
         while not self._stop.is_set():
-            rss, pss = self._once()
-            self.samples.append((time.perf_counter() - t0, self.chips, rss, pss))
+            self._sample()
             self._stop.wait(self.period)
 
     def __enter__(self) -> MemSampler:
+        self._t0 = time.perf_counter()
         self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        rss, pss = self._once()
-        t = self.samples[-1][0] if self.samples else 0.0
-        self.samples.append((t, self.chips, rss, pss))
+        self._sample()
 
 
-def measure_rss(
-    case: Case, target_gb: float, cachemax: int, **kw: Any
-) -> dict[str, Any]:
+def measure_rss(case: Case, target_gb: float, cachemax: int, proto: bool) -> dict[str, Any]:
     """Stream chips whose float32 images add up to ``target_gb`` GB in one pass of one dataset,
-    sampling memory; flat means the stream never holds more than a bounded window of chips."""
+    sampling memory: flat means the stream holds a bounded window of chips, not the data set."""
     from earthloop.stream import chip_dataset
 
     chip_bytes = len(case.bands) * case.chip * case.chip * 4
     n = int(target_gb * 1e9 / chip_bytes) + 1
     uri = write_index(chip_list(case, n), WORK / f"{case.name}-rss")
-    ds, _ = chip_dataset(uri, split=None, bands=list(case.bands), cachemax_mb=cachemax, **kw)
-    ds = ds.select_columns(["image", "valid"])
+    idle = tree_memory()
+    if proto:
+        ds = proto_dataset(case, uri, cachemax)
+    else:
+        ds = chip_dataset(uri, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
     with MemSampler(1.0) as mem:
         t0 = time.perf_counter()
 
@@ -544,60 +776,65 @@ def measure_rss(
         wall = time.perf_counter() - t0
     assert got == n, (got, n)
     s = mem.samples
-    # "start" = first sample after 5 % of the chips, once the pipeline has filled
-    start = next((x for x in s if x[1] >= 0.05 * n), s[0])
-    peak_pss = max(s, key=lambda x: x[3])
-    curve = [s[int(i * (len(s) - 1) / 10)] for i in range(11)]
+    start = next((x for x in s if x[1] >= 0.05 * n), s[0])  # once the pipeline has filled
+    ten = [s[round(i * (len(s) - 1) / 10)] for i in range(11)]
     return {
         "chips": n,
         "logical_gb": n * chip_bytes / 1e9,
         "wall_s": wall,
         "chips_per_s": n / wall,
+        "before_pss_gb": idle[1],
         "start_pss_gb": start[3],
         "end_pss_gb": s[-1][3],
-        "peak_pss_gb": peak_pss[3],
+        "peak_pss_gb": max(x[3] for x in s),
         "start_rss_gb": start[2],
         "end_rss_gb": s[-1][2],
         "peak_rss_gb": max(x[2] for x in s),
-        "curve": [(round(t, 1), c, round(r, 2), round(p, 2)) for t, c, r, p in curve],
+        "curve": [(round(t), c, round(r, 2), round(p, 2)) for t, c, r, p in ten],
     }
 
 
 # --------------------------------------------------------------------------------------------
-# main
+# report
 
 
 def _load() -> str:
     a, b, c = os.getloadavg()
-    return f"{a:.2f}/{b:.2f}/{c:.2f}"
+    return f"{a:.1f}/{b:.1f}/{c:.1f}"
 
 
 @dataclass
 class Result:
-    """One method on one case; ``cores`` is what it may use (for the per-core ratio)."""
+    """One method on one case; ``cores`` is what it may use (for the wall per-core ratio)."""
 
     case: str
     method: str
     cores: int
-    rates: list[float]
+    timings: list[Timing]
     load: str
     note: str = ""
 
     @property
     def best(self) -> float:
-        return max(self.rates)
+        return max(t.rate for t in self.timings)
 
     @property
     def median(self) -> float:
-        return statistics.median(self.rates)
+        return statistics.median(t.rate for t in self.timings)
+
+    @property
+    def cpu_best(self) -> float:
+        return max(t.cpu_rate for t in self.timings)
 
 
 def print_table(results: Sequence[Result]) -> None:
-    """Best-of-N chips/s with ratios: background load only ever slows a run, so the best run is
-    the least contaminated estimate; the median is shown beside it."""
+    """Best-of-N with ratios: background load only ever slows a run, so the best run is the
+    least contaminated estimate (the median is beside it). ``xTG`` compares wall rates;
+    ``xraw/core`` is chips per CPU-second over the raw loop's chips per CPU-second (per core
+    used, robust to load), and ``(wall)`` the same from wall rates (rate / cores / raw 1 proc)."""
     hdr = (
-        f"{'case':<10} {'method':<26} {'cores':>5} {'best/s':>9} {'median/s':>9} "
-        f"{'x TorchGeo':>10} {'x raw/core':>10}  load(1/5/15m)  note"
+        f"{'case':<9} {'method':<22} {'cores':>5} {'best/s':>8} {'median/s':>8} "
+        f"{'/CPU-s':>8} {'xTG':>6} {'xraw/core':>9} {'(wall)':>6}  {'load 1/5/15':<14} note"
     )
     print(hdr)
     print("-" * len(hdr))
@@ -605,23 +842,24 @@ def print_table(results: Sequence[Result]) -> None:
         tg = next((x for x in results if x.case == r.case and x.method == "torchgeo"), None)
         raw = next((x for x in results if x.case == r.case and x.method == "raw 1 proc"), None)
         x_tg = f"{r.best / tg.best:.2f}" if tg else "n/a"
-        x_raw = f"{r.best / r.cores / raw.best:.2f}" if raw else "n/a"
+        x_cpu = f"{r.cpu_best / raw.cpu_best:.2f}" if raw else "n/a"
+        x_wall = f"{r.best / r.cores / raw.best:.2f}" if raw else "n/a"
         print(
-            f"{r.case:<10} {r.method:<26} {r.cores:>5} {r.best:>9.1f} {r.median:>9.1f} "
-            f"{x_tg:>10} {x_raw:>10}  {r.load:<13}  {r.note}"
+            f"{r.case:<9} {r.method:<22} {r.cores:>5} {r.best:>8.1f} {r.median:>8.1f} "
+            f"{r.cpu_best:>8.1f} {x_tg:>6} {x_cpu:>9} {x_wall:>6}  {r.load:<14} {r.note}"
         )
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer chips, 1 repeat, 1 GB RSS stream")
-    p.add_argument("--profile", action="store_true", help="also time earthloop variants")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 3)")
-    p.add_argument("--cachemax", type=int, default=16, help="GDAL_CACHEMAX in MB for every process")
-    p.add_argument("--rss-gb", type=float, default=None, help="logical GB streamed for the RSS run")
+    p.add_argument("--cachemax", type=int, default=16, help="GDAL_CACHEMAX in MB, every process")
+    p.add_argument("--rss-gb", type=float, default=None, help="GB streamed in the RSS run")
     p.add_argument("--synth-dir", type=Path, default=SYNTH_DIR)
     p.add_argument("--bench-python", type=Path, default=BENCH_PYTHON)
     p.add_argument("--skip-torchgeo", action="store_true")
+    p.add_argument("--no-proto", action="store_true", help="skip the prototype-fix rows")
     p.add_argument("--only", choices=["real-64", "synth-256"], default=None)
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
     p.add_argument("--torchgeo-worker", default=None, help=argparse.SUPPRESS)
@@ -631,14 +869,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def cases(args: argparse.Namespace) -> list[Case]:
     """The two cases of the issue; the synthetic archive is generated on first use (≈4 min)."""
     out = [Case("real-64", (str(REAL_SCENE),), 64, 600 if args.quick else 2000, 64)]
-    if not (args.synth_dir / "manifest.json").exists():
-        print(f"generating the 'bench' synthetic archive into {args.synth_dir} (once) ...")
-    from earthloop.synth import generate
+    if args.only in (None, "synth-256"):
+        if not (args.synth_dir / "manifest.json").exists():
+            print(f"generating the 'bench' synthetic archive into {args.synth_dir} (once) ...")
+        from earthloop.synth import generate
 
-    generate(args.synth_dir, preset="bench", seed=0)
-    folder = _synth_item_folder(args.synth_dir)
-    out.append(Case("synth-256", (str(folder),), 256, 100 if args.quick else 300, 16))
+        generate(args.synth_dir, preset="bench", seed=0)
+        folder = _synth_item_folder(args.synth_dir)
+        out.append(Case("synth-256", (str(folder),), 256, 100 if args.quick else 300, 16))
     return [c for c in out if args.only in (None, c.name)]
+
+
+def _say(case: Case, method: str, timings: Sequence[Timing]) -> None:
+    walls = ", ".join(f"{t.rate:.1f}" for t in timings)
+    cpus = ", ".join(f"{t.cpu_rate:.1f}" for t in timings)
+    print(f"  {case.name} {method}: {walls} chips/s; {cpus} chips/CPU-s  [load {_load()}]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -655,8 +900,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     t_start = time.perf_counter()
     print(
         f"stream_bench: {os.cpu_count()} cores, load {_load()}, GDAL_CACHEMAX={args.cachemax} MB "
-        f"in every process (decode-bound: no run is served from a warm block cache of the "
-        f"previous pass), repeats={repeats}, warm-up excluded"
+        f"set in every process before GDAL starts (decode-bound figures), {repeats} timed "
+        f"run(s) per method after a warm-up"
     )
     results: list[Result] = []
     extra: dict[str, Any] = {}
@@ -664,51 +909,55 @@ def main(argv: Sequence[str] | None = None) -> int:
     for case in todo:
         for procs in (1, 2):
             load = _load()
-            rates = measure_raw(case, repeats, procs)
-            results.append(Result(case.name, f"raw {procs} proc", procs, rates, load))
-            print(f"  {case.name}: raw {procs} proc {[round(x, 1) for x in rates]} chips/s")
+            tm = measure_raw(case, repeats, procs)
+            results.append(Result(case.name, f"raw {procs} proc", procs, tm, load, "tile-aligned"))
+            _say(case, f"raw {procs} proc", tm)
+        for fixes in (False, True) if not args.no_proto else (False,):
+            load = _load()
+            tm = measure_read_group(case, repeats, args.cachemax, fixes)
+            name = "read_group" + (" +fixes" if fixes else "")
+            results.append(Result(case.name, name, 1, tm, load, "in-process, no Ray, no SCL"))
+            _say(case, name, tm)
         if not args.skip_torchgeo:
             if not args.bench_python.exists():
                 print(f"  {args.bench_python} missing: run benchmarks/setup_bench_venv.sh")
             else:
                 load = _load()
-                tg = measure_torchgeo(case, repeats, args.bench_python)
-                note = f"torchgeo {tg['torchgeo']}, RandomGeoSampler, {tg['shape']}"
-                results.append(Result(case.name, "torchgeo", 2, tg["rates"], load, note))
-                print(f"  {case.name}: torchgeo {[round(x, 1) for x in tg['rates']]} chips/s")
+                tm, note = measure_torchgeo(case, repeats, args.bench_python)
+                results.append(Result(case.name, "torchgeo", 2, tm, load, note))
+                _say(case, "torchgeo", tm)
     start_ray()
     try:
+        variants = [("earthloop", True, False), ("earthloop", False, False)]
+        if not args.no_proto:
+            variants += [("proto", False, True), ("proto", True, True)]
         for case in todo:
-            load = _load()
-            rates, info = measure_earthloop(case, repeats, args.cachemax)
-            note = f"{info['groups']} groups of ~{info['chips_per_group']} chips"
-            results.append(Result(case.name, "earthloop", 2, rates, load, note))
-            extra[f"{case.name}/earthloop"] = info
-            print(f"  {case.name}: earthloop {[round(x, 1) for x in rates]} chips/s ({note})")
-            if args.profile:
-                for label, kw in _variants(case):
-                    load = _load()
-                    rates, info = measure_earthloop(case, repeats, args.cachemax, **kw)
-                    note = f"{info['groups']} groups of ~{info['chips_per_group']} chips"
-                    results.append(Result(case.name, f"earthloop {label}", 2, rates, load, note))
-                    print(f"  {case.name}: earthloop {label} {[round(x, 1) for x in rates]}")
+            for label, scl, proto in variants:
+                name = f"{label} {'+SCL' if scl else 'no SCL'}"
+                load = _load()
+                tm, note = measure_stream(case, repeats, args.cachemax, scl=scl, proto=proto)
+                results.append(Result(case.name, name, 2, tm, load, note))
+                _say(case, name, tm)
         print()
         print_table(results)
         if rss_gb > 0:
-            rss_case = Case("rss", (str(REAL_SCENE),), 256, 0, 16)
+            rss_case = Case("rss-256", (str(REAL_SCENE),), 256, 0, 16)
             load = _load()
-            mem = measure_rss(rss_case, rss_gb, args.cachemax)
-            extra["rss"] = mem | {"load": load}
+            mem = measure_rss(rss_case, rss_gb, args.cachemax, proto=not args.no_proto)
+            extra["rss"] = mem | {"load": load, "proto": not args.no_proto}
             print()
             print(
-                f"memory while streaming {mem['chips']} 256-px chips = {mem['logical_gb']:.1f} GB "
-                f"of float32 in one pass ({mem['chips_per_s']:.0f} chips/s, {mem['wall_s']:.0f} s, "
-                f"load {load}); driver + all Ray processes:"
+                f"memory while streaming {mem['chips']} 256-px chips of the 29RKH COGs = "
+                f"{mem['logical_gb']:.1f} GB of float32 in one pass "
+                f"({'proto' if not args.no_proto else 'earthloop'} +SCL, "
+                f"{mem['chips_per_s']:.0f} chips/s, {mem['wall_s']:.0f} s, load {load});"
+                f" driver + every Ray process (PSS counts shared object-store pages once):"
             )
             print(
-                f"  PSS start {mem['start_pss_gb']:.2f} GB, end {mem['end_pss_gb']:.2f} GB, "
-                f"peak {mem['peak_pss_gb']:.2f} GB   (RSS sum: start {mem['start_rss_gb']:.2f}, "
-                f"end {mem['end_rss_gb']:.2f}, peak {mem['peak_rss_gb']:.2f} GB)"
+                f"  PSS before {mem['before_pss_gb']:.2f} GB, start {mem['start_pss_gb']:.2f}, "
+                f"end {mem['end_pss_gb']:.2f}, peak {mem['peak_pss_gb']:.2f} GB"
+                f"   (RSS sum: start {mem['start_rss_gb']:.2f}, end {mem['end_rss_gb']:.2f}, "
+                f"peak {mem['peak_rss_gb']:.2f} GB)"
             )
             print("  curve (s, chips, RSS GB, PSS GB):", mem["curve"])
     finally:
@@ -717,18 +966,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         ray.shutdown()
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s, load now {_load()}")
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"results": [asdict(r) for r in results], "extra": extra}, indent=1, default=str
-            )
-        )
+        payload = {
+            "results": [asdict(r) | {"best": r.best, "cpu_best": r.cpu_best} for r in results],
+            "extra": extra,
+        }
+        args.json.write_text(json.dumps(payload, indent=1, default=str))
     return 0
-
-
-def _variants(case: Case) -> Iterator[tuple[str, dict[str, Any]]]:
-    """chip_dataset knobs worth knowing about when a target is missed."""
-    yield "max_chips=256", {"max_chips_per_group": 256}
-    yield "resampling=nearest", {"resampling": "nearest"}
 
 
 if __name__ == "__main__":

@@ -40,7 +40,18 @@ __all__ = [
 ]
 
 BANDS: tuple[str, ...] = (
-    "B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12",
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B11",
+    "B12",
 )
 """BigEarthNet-S2 bands in the conventional order (B10, cirrus, is not in L2A products)."""
 
@@ -94,20 +105,33 @@ _GROUPS_19: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("Urban fabric", ("Continuous urban fabric", "Discontinuous urban fabric")),
     ("Industrial or commercial units", ("Industrial or commercial units",)),
     ("Arable land", ("Non-irrigated arable land", "Permanently irrigated land", "Rice fields")),
-    ("Permanent crops", ("Vineyards", "Fruit trees and berry plantations", "Olive groves",
-                         "Annual crops associated with permanent crops")),
+    (
+        "Permanent crops",
+        (
+            "Vineyards",
+            "Fruit trees and berry plantations",
+            "Olive groves",
+            "Annual crops associated with permanent crops",
+        ),
+    ),
     ("Pastures", ("Pastures",)),
     ("Complex cultivation patterns", ("Complex cultivation patterns",)),
-    ("Land principally occupied by agriculture, with significant areas of natural vegetation",
-     ("Land principally occupied by agriculture, with significant areas of natural vegetation",)),
+    (
+        "Land principally occupied by agriculture, with significant areas of natural vegetation",
+        ("Land principally occupied by agriculture, with significant areas of natural vegetation",),
+    ),
     ("Agro-forestry areas", ("Agro-forestry areas",)),
     ("Broad-leaved forest", ("Broad-leaved forest",)),
     ("Coniferous forest", ("Coniferous forest",)),
     ("Mixed forest", ("Mixed forest",)),
-    ("Natural grassland and sparsely vegetated areas",
-     ("Natural grassland", "Sparsely vegetated areas")),
-    ("Moors, heathland and sclerophyllous vegetation",
-     ("Moors and heathland", "Sclerophyllous vegetation")),
+    (
+        "Natural grassland and sparsely vegetated areas",
+        ("Natural grassland", "Sparsely vegetated areas"),
+    ),
+    (
+        "Moors, heathland and sclerophyllous vegetation",
+        ("Moors and heathland", "Sclerophyllous vegetation"),
+    ),
     ("Transitional woodland, shrub", ("Transitional woodland/shrub",)),
     ("Beaches, dunes, sands", ("Beaches, dunes, sands",)),
     ("Inland wetlands", ("Inland marshes", "Peatbogs")),
@@ -193,7 +217,11 @@ def multi_hot(labels: Sequence[str], nomenclature: int, where: str = "") -> np.n
 
 
 def load_bigearthnet(
-    root: str | Path, *, bands: Sequence[str] = BANDS, nomenclature: int = 19, size: int = 120,
+    root: str | Path,
+    *,
+    bands: Sequence[str] = BANDS,
+    nomenclature: int = 19,
+    size: int = 120,
     folders: Sequence[str | Path] | None = None,
 ) -> BigEarthNetData:
     """Load every patch under ``root`` (or the given ``folders``) into memory.
@@ -210,7 +238,9 @@ def load_bigearthnet(
         names, centre = patch_labels(folder)
         vec = multi_hot(names, nomenclature, f" in patch {folder.name}")
         if not vec.any():
-            log.info("BigEarthNet patch %s has no %d-class label; skipped", folder.name, nomenclature)
+            log.info(
+                "BigEarthNet patch %s has no %d-class label; skipped", folder.name, nomenclature
+            )
             continue
         images.append(read_patch(folder, bands, size))
         targets.append(vec)

@@ -37,16 +37,17 @@ class TrialRecorder(Callback):
 
     def _write(self, trial: Any, error: str | None) -> None:
         ckpt = trial.checkpoint.path if trial.checkpoint is not None else None
-        row = trial_row(self.rc, trial.trial_id, trial.config, dict(trial.last_result or {}),
-                        ckpt, error)
+        row = trial_row(
+            self.rc, trial.trial_id, trial.config, dict(trial.last_result or {}), ckpt, error
+        )
         try:
             write_rows(self.rc.table_uri, [row])
         except Exception as exc:  # recording must never kill the sweep
-            log.warning("could not record trial %s in %s: %s", trial.trial_id,
-                        self.rc.table_uri, exc)
+            log.warning(
+                "could not record trial %s in %s: %s", trial.trial_id, self.rc.table_uri, exc
+            )
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
-                          **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._write(trial, None)
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
@@ -76,9 +77,16 @@ class SweepProgress(Callback):
         self._seeded = False
         self._base = 0
 
-    def setup(self, **info: Any) -> None:
-        self.progress = Progress("finetune sweep", self.total, unit="trials",
-                                 every_s=self.every_s, logger=log)
+    def setup(
+        self,
+        stop: Any = None,
+        num_samples: int | None = None,
+        total_num_samples: int | None = None,
+        **info: Any,
+    ) -> None:
+        self.progress = Progress(
+            "finetune sweep", self.total, unit="trials", every_s=self.every_s, logger=log
+        )
         self._seeded = False
         try:
             from earthloop.observe.metrics import TuneMetrics
@@ -107,14 +115,16 @@ class SweepProgress(Callback):
             self.progress.total = max(0, self.total - done)
             self._seeded = True
         best = _best(trials)
-        self.progress.update(max(0, done - self._base - self.progress.done), running=running,
-                             **{f"best_val_{self.metric}": best})
+        self.progress.update(
+            max(0, done - self._base - self.progress.done),
+            running=running,
+            **{f"best_val_{self.metric}": best},
+        )
         self._metric_call("trials_running", running)
         if not math.isnan(best):
             self._metric_call("best_metric", self.metric, best)
 
-    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any,
-                          **info: Any) -> None:
+    def on_trial_complete(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:
         self._metric_call("trial_done", "terminated")
 
     def on_trial_error(self, iteration: int, trials: list[Any], trial: Any, **info: Any) -> None:

@@ -61,15 +61,17 @@ class SplitConfig(Section):
     """Spatially disjoint train/val/test blocks (never random pixels or random chips).
 
     ``index``: train/val from the chip index ``split`` column (~5 km blocks at ingest); the test
-    split is carved from the val blocks by a salted block hash (``test_fraction`` of them).
-    ``blocks``: a fresh three-way split by a hash of ``block_deg`` lon/lat blocks, for AOIs too
-    small for 5 km blocks (the synthetic tiles are 1-5 km wide).
+    split is carved from the index's val blocks by a salted block hash (``index_test_share`` of
+    them, at ``block_deg`` = the ingest block size). ``blocks``: a fresh three-way split of
+    ``block_deg`` lon/lat blocks (``val_fraction`` / ``test_fraction`` of the blocks), for AOIs
+    too small for 5 km blocks (the synthetic tiles are 1-5 km wide).
     """
 
     mode: Literal["index", "blocks"] = "index"
     block_deg: float = Field(0.05, gt=0)
     val_fraction: float = Field(0.2, ge=0, lt=1)  # blocks mode
-    test_fraction: float = Field(0.5, gt=0, lt=1)  # of val blocks (index) / of all (blocks)
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # blocks mode
+    index_test_share: float = Field(0.5, gt=0, lt=1)  # index mode: val blocks that become test
     salt: str = "earthloop-finetune"
     drop_overlapping: bool = True  # drop val/test chips whose footprint touches a train chip
 
@@ -87,7 +89,7 @@ class SearchConfig(Section):
     lr: Range = 1e-3
     weight_decay: Range = 1e-4
     encoder_lr_mult: Range = 0.1  # full fine-tuning: encoder lr = lr x this
-    modes: list[Mode] = Field(default_factory=lambda: ["full"])
+    modes: list[Mode] = Field(default_factory=lambda: ["full"])  # type: ignore[arg-type]
     modes_in_grid: bool = False  # True: linear vs full become separate curves, not a search
 
     @field_validator("lr", "weight_decay", "encoder_lr_mult")
@@ -134,7 +136,9 @@ class FinetuneConfig(Section):
     source: Literal["chips", "bigearthnet"] = "chips"
     labels: str | None = None  # manifest.json with label rasters; default <data_dir>/manifest.json
     kind: str = "landcover"  # which labels of the manifest (landcover / croptype)
-    parcel_boundaries: bool = True  # boundary mIoU also uses parcel edges when the manifest has them
+    parcel_boundaries: bool = (
+        True  # boundary mIoU also uses parcel edges when the manifest has them
+    )
     bigearthnet_dir: str | None = None
     bigearthnet_classes: Literal[19, 43] = 19
     bands: list[str] | None = None  # default: the ingest bands (bigearthnet: its 12 bands)
@@ -153,10 +157,10 @@ class FinetuneConfig(Section):
     batch_size: int = Field(16, ge=1)
     augment: bool = True  # flips / 90-degree rotations of the labelled chips
     boundary_px: int = Field(2, ge=1)
-    search: SearchConfig = Field(default_factory=SearchConfig)
-    asha: AshaConfig = Field(default_factory=AshaConfig)
-    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
-    split: SplitConfig = Field(default_factory=SplitConfig)
+    search: SearchConfig = Field(default_factory=lambda: SearchConfig.model_validate({}))
+    asha: AshaConfig = Field(default_factory=lambda: AshaConfig.model_validate({}))
+    resources: ResourcesConfig = Field(default_factory=lambda: ResourcesConfig.model_validate({}))
+    split: SplitConfig = Field(default_factory=lambda: SplitConfig.model_validate({}))
     checkpoint_every: int = Field(1, ge=1)  # evaluations between trial checkpoints
     max_failures: int = Field(1, ge=0)  # retries of a failed trial
     storage_path: str | None = None  # default <workdir>/ray_results

@@ -71,8 +71,10 @@ class Pool:
         """Indices into ``samples`` of the nested stratified ``fraction`` of the train split."""
         train = self.indices("train")
         picked = nested_stratified_subset(
-            [self.samples[i].id for i in train], [self.samples[i].stratum for i in train],
-            fraction, seed,
+            [self.samples[i].id for i in train],
+            [self.samples[i].stratum for i in train],
+            fraction,
+            seed,
         )
         return [train[j] for j in picked]
 
@@ -108,8 +110,9 @@ class Pool:
 
 def _one_per_location(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     best: dict[str, dict[str, Any]] = {}
-    for r in sorted(rows, key=lambda r: (r["cloud_fraction"] + r["shadow_fraction"],
-                                          r["season"], r["chip_id"])):
+    for r in sorted(
+        rows, key=lambda r: (r["cloud_fraction"] + r["shadow_fraction"], r["season"], r["chip_id"])
+    ):
         best.setdefault(r["location_id"], r)
     return sorted(best.values(), key=lambda r: r["chip_id"])
 
@@ -118,8 +121,13 @@ def _label_counts(row: dict[str, Any], href: str, n_classes: int, ignore: int | 
     from earthloop.raster.read import read_window
 
     size = int(row["chip_size"])
-    lab = read_window(href, row["crs"], (row["minx"], row["miny"], row["maxx"], row["maxy"]),
-                      (size, size)).astype(np.int64).ravel()
+    lab = (
+        read_window(
+            href, row["crs"], (row["minx"], row["miny"], row["maxx"], row["maxy"]), (size, size)
+        )
+        .astype(np.int64)
+        .ravel()
+    )
     lab = lab[(lab >= 0) & (lab < n_classes)]
     counts = np.bincount(lab, minlength=n_classes)
     if ignore is not None and 0 <= ignore < n_classes:
@@ -134,8 +142,9 @@ def _strata(samples_counts: list[dict[int, int]], task: str) -> list[int]:
     freq: Counter[int] = Counter()
     for c in samples_counts:
         freq.update({k: 1 for k, v in c.items() if v > 0})
-    return [min((k for k, v in c.items() if v > 0), key=lambda k: (freq[k], k))
-            for c in samples_counts]
+    return [
+        min((k for k, v in c.items() if v > 0), key=lambda k: (freq[k], k)) for c in samples_counts
+    ]
 
 
 def build_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
@@ -158,8 +167,9 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
             parcels = label_source_from_manifest(manifest, "parcels").rasters
         except (KeyError, ValueError):
             parcels = {}
-    rows, ref = load_index(cfg.table_uri("chips"), version=fc.chips_version, split=None,
-                           max_cloud=fc.max_cloud)
+    rows, ref = load_index(
+        cfg.table_uri("chips"), version=fc.chips_version, split=None, max_cloud=fc.max_cloud
+    )
     if not rows:
         raise ValueError(f"no chip with cloud+shadow <= {fc.max_cloud} in {ref.uri}@v{ref.version}")
     have = set(rows[0]["bands"])
@@ -172,8 +182,9 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
     class_ids = sorted(c for c in labels.classes if c != ignore)
     counts_list: list[dict[int, int]] = []
     kept: list[dict[str, Any]] = []
-    progress = Progress("finetune label pool", len(rows), unit="chips", every_s=fc.log_every_s,
-                        logger=log)
+    progress = Progress(
+        "finetune label pool", len(rows), unit="chips", every_s=fc.log_every_s, logger=log
+    )
     with progress:
         for r in rows:
             counts = _label_counts(r, labels.rasters[r["tile"]], n_classes, ignore)
@@ -197,27 +208,40 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
     strata = _strata(counts_list, fc.task)
     samples = [
         Sample(r["chip_id"], s, st, c, r)
-        for r, s, st, c, d in zip(kept, splits, strata, counts_list, drop, strict=True) if not d
+        for r, s, st, c, d in zip(kept, splits, strata, counts_list, drop, strict=True)
+        if not d
     ]
     samples = _cap_eval(samples, fc.max_eval_chips)
-    if fc.task == "multilabel":
-        num_outputs = len(class_ids)
-    else:
-        num_outputs = n_classes
+    num_outputs = len(class_ids) if fc.task == "multilabel" else n_classes
     pool = Pool(
-        source="chips", task=fc.task, bands=bands, class_ids=class_ids,
-        class_names={c: labels.classes[c] for c in class_ids}, num_outputs=num_outputs,
-        ignore_index=ignore if fc.task == "segmentation" else None, samples=samples,
-        label_rasters=labels.rasters, parcel_rasters=parcels if fc.task == "segmentation" else {},
-        chips=ref, labels_source=f"{manifest}#{fc.kind}", dropped_overlap=sum(drop),
+        source="chips",
+        task=fc.task,
+        bands=bands,
+        class_ids=class_ids,
+        class_names={c: labels.classes[c] for c in class_ids},
+        num_outputs=num_outputs,
+        ignore_index=ignore if fc.task == "segmentation" else None,
+        samples=samples,
+        label_rasters=labels.rasters,
+        parcel_rasters=parcels if fc.task == "segmentation" else {},
+        chips=ref,
+        labels_source=f"{manifest}#{fc.kind}",
+        dropped_overlap=sum(drop),
         multilabel_min_share=fc.multilabel_min_share,
     )
     _check_splits(pool)
     log.info(
         "label pool: %s locations (%d val/test chips dropped for touching a train chip) from "
-        "%s@v%d, %s labels %s", pool.summary(), pool.dropped_overlap, ref.uri, ref.version,
-        fc.kind, {pool.class_names[c]: n for c, n in sorted(
-            Counter(s.stratum for s in samples if s.split == "train").items())},
+        "%s@v%d, %s labels %s",
+        pool.summary(),
+        pool.dropped_overlap,
+        ref.uri,
+        ref.version,
+        fc.kind,
+        {
+            pool.class_names[c]: n
+            for c, n in sorted(Counter(s.stratum for s in samples if s.split == "train").items())
+        },
     )
     return pool
 
@@ -230,8 +254,9 @@ def _cap_eval(samples: list[Sample], cap: int | None) -> list[Sample]:
 
     out = [s for s in samples if s.split == "train"]
     for split in ("val", "test"):
-        members = sorted((s for s in samples if s.split == split),
-                         key=lambda s: zlib.crc32(s.id.encode()))
+        members = sorted(
+            (s for s in samples if s.split == split), key=lambda s: zlib.crc32(s.id.encode())
+        )
         out.extend(members[:cap])
     return sorted(out, key=lambda s: s.id)
 
@@ -267,15 +292,25 @@ def _bigearthnet_pool(fc: FinetuneConfig, bands: list[str]) -> Pool:
         counts_list.append({int(i): 1 for i in np.flatnonzero(vec)})
     if not rows:
         raise ValueError(f"no usable BigEarthNet patch under {root}")
-    splits = [assign_split(r["lon"], r["lat"], None, fc.split.model_copy(update={"mode": "blocks"}))
-              for r in rows]
+    splits = [
+        assign_split(r["lon"], r["lat"], None, fc.split.model_copy(update={"mode": "blocks"}))
+        for r in rows
+    ]
     strata = _strata(counts_list, "multilabel")
-    samples = [Sample(r["chip_id"], s, st, c, r)
-               for r, s, st, c in zip(rows, splits, strata, counts_list, strict=True)]
+    samples = [
+        Sample(r["chip_id"], s, st, c, r)
+        for r, s, st, c in zip(rows, splits, strata, counts_list, strict=True)
+    ]
     pool = Pool(
-        source="bigearthnet", task="multilabel", bands=bands, class_ids=class_ids,
-        class_names=dict(enumerate(names)), num_outputs=len(names), ignore_index=None,
-        samples=samples, labels_source=f"{root}#bigearthnet{fc.bigearthnet_classes}",
+        source="bigearthnet",
+        task="multilabel",
+        bands=bands,
+        class_ids=class_ids,
+        class_names=dict(enumerate(names)),
+        num_outputs=len(names),
+        ignore_index=None,
+        samples=samples,
+        labels_source=f"{root}#bigearthnet{fc.bigearthnet_classes}",
     )
     _check_splits(pool)
     return pool
@@ -299,8 +334,9 @@ class TrialArrays:
         return len(self.ids)
 
 
-def normalise(images: np.ndarray, valid: np.ndarray | None, mean: Sequence[float],
-              std: Sequence[float]) -> np.ndarray:
+def normalise(
+    images: np.ndarray, valid: np.ndarray | None, mean: Sequence[float], std: Sequence[float]
+) -> np.ndarray:
     """Per-band standardisation; invalid pixels become 0 (the band mean), never NaN."""
     m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
     s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
@@ -312,8 +348,9 @@ def normalise(images: np.ndarray, valid: np.ndarray | None, mean: Sequence[float
     return out.astype(np.float32)
 
 
-def read_raw(pool: Pool, indices: Sequence[int], *, boundary_px: int = 2
-             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str]]:
+def read_raw(
+    pool: Pool, indices: Sequence[int], *, boundary_px: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str]]:
     """Pixels of ``indices``: (images, valid, label maps or None, boundary masks or None, ids).
 
     Unreadable chips are skipped with a warning (their count is in the log), never fatal.
@@ -351,8 +388,11 @@ def read_raw(pool: Pool, indices: Sequence[int], *, boundary_px: int = 2
         ign = pool.ignore_index
         if ign is not None:
             labels[~valid] = ign  # clouds are unlabelled: neither trained on nor scored
-        inst = _parcels(pool, [r for r in rows if r["chip_id"] in got]) if pool.parcel_rasters \
+        inst = (
+            _parcels(pool, [r for r in rows if r["chip_id"] in got])
+            if pool.parcel_rasters
             else None
+        )
         boundary = boundary_mask(labels, boundary_px, ignore_index=ign, instances=inst)
     return images, valid, labels, boundary, ids
 
@@ -367,15 +407,24 @@ def _parcels(pool: Pool, rows: list[dict[str, Any]]) -> np.ndarray | None:
             return None
         size = int(r["chip_size"])
         try:
-            out.append(read_window(href, r["crs"], (r["minx"], r["miny"], r["maxx"], r["maxy"]),
-                                   (size, size)).astype(np.int64))
+            out.append(
+                read_window(
+                    href, r["crs"], (r["minx"], r["miny"], r["maxx"], r["maxy"]), (size, size)
+                ).astype(np.int64)
+            )
         except ChipReadError:
             return None
     return np.stack(out)
 
 
-def materialise(pool: Pool, indices: Sequence[int], mean: Sequence[float], std: Sequence[float],
-                *, boundary_px: int = 2) -> TrialArrays:
+def materialise(
+    pool: Pool,
+    indices: Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    boundary_px: int = 2,
+) -> TrialArrays:
     """Read, normalise and attach the task's targets to ``indices`` of the pool."""
     images, valid, labels, boundary, ids = read_raw(pool, indices, boundary_px=boundary_px)
     x = normalise(images, valid, mean, std)
@@ -396,7 +445,9 @@ def materialise(pool: Pool, indices: Sequence[int], mean: Sequence[float], std: 
     return TrialArrays(x, targets, boundary, ids)
 
 
-def train_statistics(pool: Pool, sample: int = 64, seed: int = 0) -> tuple[list[float], list[float]]:
+def train_statistics(
+    pool: Pool, sample: int = 64, seed: int = 0
+) -> tuple[list[float], list[float]]:
     """Band mean/std over valid pixels of up to ``sample`` train-split samples.
 
     Used for random and external initialisations (a pretrained earthloop backbone brings its own).

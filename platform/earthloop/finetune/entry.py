@@ -29,7 +29,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     res = run_sweep(cfg, plan=plan)
-    print(f"sweep:      {res.name} ({'restored' if res.restored else 'new'}) at {res.experiment_path}")
+    print(
+        f"sweep:      {res.name} ({'restored' if res.restored else 'new'}) at {res.experiment_path}"
+    )
     print(f"trials:     {res.trials} ({res.errors} errors)")
     print(f"rows:       {res.table_uri} (sweep={res.name})")
     print(f"report:     {res.report}")

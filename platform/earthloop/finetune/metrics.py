@@ -45,7 +45,11 @@ def _np(x: Any) -> np.ndarray:
 
 
 def confusion_matrix(
-    pred: Any, target: Any, num_classes: int, *, ignore_index: int | None = None,
+    pred: Any,
+    target: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = None,
     mask: Any | None = None,
 ) -> np.ndarray:
     """``(num_classes, num_classes)`` counts, rows = target, columns = prediction.
@@ -69,14 +73,19 @@ def confusion_matrix(
     return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
 
 
-def _class_list(num_classes: int, ignore_index: int | None, classes: Sequence[int] | None) -> list[int]:
+def _class_list(
+    num_classes: int, ignore_index: int | None, classes: Sequence[int] | None
+) -> list[int]:
     if classes is not None:
         return [int(c) for c in classes]
     return [c for c in range(num_classes) if c != ignore_index]
 
 
 def metrics_from_confusion(
-    cm: np.ndarray, *, ignore_index: int | None = None, classes: Sequence[int] | None = None,
+    cm: np.ndarray,
+    *,
+    ignore_index: int | None = None,
+    classes: Sequence[int] | None = None,
     prefix: str = "",
 ) -> dict[str, Any]:
     """mIoU, per-class IoU, overall accuracy and macro F1 from a confusion matrix.
@@ -113,7 +122,11 @@ def _nanmean(x: np.ndarray) -> float:
 
 
 def boundary_mask(
-    label: Any, k: int, *, ignore_index: int | None = None, instances: Any | None = None,
+    label: Any,
+    k: int,
+    *,
+    ignore_index: int | None = None,
+    instances: Any | None = None,
 ) -> np.ndarray:
     """Pixels within ``k`` px (Chebyshev) of a class boundary, or of an instance boundary.
 
@@ -179,7 +192,11 @@ class SegmentationMeter:
     """Accumulates the full-image and the boundary confusion matrices over batches."""
 
     def __init__(
-        self, num_classes: int, *, ignore_index: int | None = 0, boundary_px: int = 2,
+        self,
+        num_classes: int,
+        *,
+        ignore_index: int | None = 0,
+        boundary_px: int = 2,
         classes: Sequence[int] | None = None,
     ) -> None:
         self.num_classes = num_classes
@@ -189,22 +206,28 @@ class SegmentationMeter:
         self.cm = np.zeros((num_classes, num_classes), dtype=np.int64)
         self.cm_boundary = np.zeros((num_classes, num_classes), dtype=np.int64)
 
-    def update(self, pred: Any, target: Any, *, boundary: Any | None = None,
-               instances: Any | None = None) -> None:
+    def update(
+        self, pred: Any, target: Any, *, boundary: Any | None = None, instances: Any | None = None
+    ) -> None:
         """Add a batch. ``boundary`` is a precomputed mask; else it is derived from ``target``."""
         t = _np(target)
         self.cm += confusion_matrix(pred, t, self.num_classes, ignore_index=self.ignore_index)
         if boundary is None:
-            boundary = boundary_mask(t, self.boundary_px, ignore_index=self.ignore_index,
-                                     instances=instances)
+            boundary = boundary_mask(
+                t, self.boundary_px, ignore_index=self.ignore_index, instances=instances
+            )
         self.cm_boundary += confusion_matrix(
             pred, t, self.num_classes, ignore_index=self.ignore_index, mask=boundary
         )
 
     def compute(self) -> dict[str, Any]:
         out = metrics_from_confusion(self.cm, ignore_index=self.ignore_index, classes=self.classes)
-        b = metrics_from_confusion(self.cm_boundary, ignore_index=self.ignore_index,
-                                   classes=self.classes, prefix="boundary_")
+        b = metrics_from_confusion(
+            self.cm_boundary,
+            ignore_index=self.ignore_index,
+            classes=self.classes,
+            prefix="boundary_",
+        )
         out["boundary_miou"] = b["boundary_miou"]
         out["boundary_iou"] = b["boundary_iou"]
         out["boundary_pixels"] = int(self.cm_boundary.sum())
@@ -213,18 +236,29 @@ class SegmentationMeter:
 
 
 def segmentation_metrics(
-    pred: Any, target: Any, num_classes: int, *, ignore_index: int | None = 0,
-    boundary_px: int = 2, instances: Any | None = None, classes: Sequence[int] | None = None,
+    pred: Any,
+    target: Any,
+    num_classes: int,
+    *,
+    ignore_index: int | None = 0,
+    boundary_px: int = 2,
+    instances: Any | None = None,
+    classes: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """All segmentation metrics of one prediction/target pair (``(H, W)`` or ``(N, H, W)``)."""
-    meter = SegmentationMeter(num_classes, ignore_index=ignore_index, boundary_px=boundary_px,
-                              classes=classes)
+    meter = SegmentationMeter(
+        num_classes, ignore_index=ignore_index, boundary_px=boundary_px, classes=classes
+    )
     meter.update(pred, target, instances=instances)
     return meter.compute()
 
 
 def classification_metrics(
-    pred: Any, target: Any, num_classes: int, *, classes: Sequence[int] | None = None,
+    pred: Any,
+    target: Any,
+    num_classes: int,
+    *,
+    classes: Sequence[int] | None = None,
     ignore_index: int | None = None,
 ) -> dict[str, Any]:
     """Single-label scene classification: accuracy, macro F1, per-class IoU (= Jaccard)."""

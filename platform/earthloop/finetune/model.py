@@ -62,7 +62,9 @@ def _lookup_run(cfg: Any, run: str) -> str:
 
     uri = cfg.table_uri("pretrain_runs")
     if not table_exists(uri):
-        raise IncompatibleCheckpointError(f"no pretraining runs table at {uri} (looking for {run!r})")
+        raise IncompatibleCheckpointError(
+            f"no pretraining runs table at {uri} (looking for {run!r})"
+        )
     rows = [r for r in read_table(uri).to_pylist() if r["run_name"] == run]
     if not rows or not rows[-1].get("backbone_path"):
         raise IncompatibleCheckpointError(
@@ -94,9 +96,16 @@ def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = Non
             raise IncompatibleCheckpointError(f"{where}: {exc}") from None
         mean = spec.mean or meta.get("mean")
         std = spec.std or meta.get("std")
-        return ResolvedInit(spec.name, "earthloop", path, arch, bands,
-                            list(mean) if mean else None, list(std) if std else None,
-                            str(meta.get("method", "earthloop")))
+        return ResolvedInit(
+            spec.name,
+            "earthloop",
+            path,
+            arch,
+            bands,
+            list(mean) if mean else None,
+            list(std) if std else None,
+            str(meta.get("method", "earthloop")),
+        )
     try:
         _, report = load_external_state_dict(path, arch, len(bands))
     except (ValueError, RuntimeError, KeyError) as exc:
@@ -107,8 +116,17 @@ def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = Non
             f"uninitialised (e.g. {report.missing_keys[:3]}); it is probably another "
             "architecture. Set allow_missing_keys: true on this init to accept it."
         )
-    return ResolvedInit(spec.name, "external", path, arch, bands, spec.mean, spec.std, "external",
-                        spec.allow_missing_keys)
+    return ResolvedInit(
+        spec.name,
+        "external",
+        path,
+        arch,
+        bands,
+        spec.mean,
+        spec.std,
+        "external",
+        spec.allow_missing_keys,
+    )
 
 
 def build_encoder(init: ResolvedInit) -> Backbone:
@@ -181,8 +199,9 @@ class FinetuneModel(nn.Module):
         return (p for p in self.parameters() if id(p) not in enc)
 
 
-def param_groups(model: FinetuneModel, lr: float, weight_decay: float,
-                 encoder_lr_mult: float) -> list[dict[str, Any]]:
+def param_groups(
+    model: FinetuneModel, lr: float, weight_decay: float, encoder_lr_mult: float
+) -> list[dict[str, Any]]:
     """Discriminative learning rates: encoder at ``lr * encoder_lr_mult``, the rest at ``lr``.
 
     Biases and normalisation weights get no weight decay (decaying a BN scale towards 0 only
@@ -197,11 +216,18 @@ def param_groups(model: FinetuneModel, lr: float, weight_decay: float,
         decay = [p for p in params if p.ndim > 1]
         no_decay = [p for p in params if p.ndim <= 1]
         if decay:
-            groups.append({"params": decay, "lr": group_lr, "weight_decay": weight_decay,
-                           "name": f"{name}"})
+            groups.append(
+                {"params": decay, "lr": group_lr, "weight_decay": weight_decay, "name": f"{name}"}
+            )
         if no_decay:
-            groups.append({"params": no_decay, "lr": group_lr, "weight_decay": 0.0,
-                           "name": f"{name}_no_decay"})
+            groups.append(
+                {
+                    "params": no_decay,
+                    "lr": group_lr,
+                    "weight_decay": 0.0,
+                    "name": f"{name}_no_decay",
+                }
+            )
     return groups
 
 

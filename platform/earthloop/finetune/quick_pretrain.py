@@ -25,8 +25,12 @@ log = logging.getLogger("earthloop.finetune")
 __all__ = ["quick_seco_pretrain", "seco_tuples"]
 
 
-def seco_tuples(rows: Sequence[dict[str, Any]], bands: Sequence[str], dates: int = 3,
-                max_locations: int | None = None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+def seco_tuples(
+    rows: Sequence[dict[str, Any]],
+    bands: Sequence[str],
+    dates: int = 3,
+    max_locations: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """``(N, dates, C, H, W)`` reflectance, ``(N, dates, H, W)`` validity and location ids.
 
     Locations with fewer than ``dates`` readable seasons are skipped.
@@ -36,7 +40,9 @@ def seco_tuples(rows: Sequence[dict[str, Any]], bands: Sequence[str], dates: int
     by_loc: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_loc.setdefault(r["location_id"], []).append(r)
-    images, valids, ids = [], [], []
+    images: list[np.ndarray] = []
+    valids: list[np.ndarray] = []
+    ids: list[str] = []
     for loc in sorted(by_loc):
         if max_locations is not None and len(ids) >= max_locations:
             break
@@ -78,19 +84,26 @@ def quick_seco_pretrain(
 
     torch.manual_seed(seed)
     t, c = images.shape[1], images.shape[2]
-    flat = normalise(images.reshape(-1, c, *images.shape[-2:]),
-                     valid.reshape(-1, *valid.shape[-2:]), mean, std)
+    flat = normalise(
+        images.reshape(-1, c, *images.shape[-2:]), valid.reshape(-1, *valid.shape[-2:]), mean, std
+    )
     data = torch.from_numpy(flat.reshape(images.shape))
-    model = SeCo(build_backbone(arch, c), queue_size=queue_size, temperature=temperature,
-                 momentum=key_momentum, seed=seed)
+    model = SeCo(
+        build_backbone(arch, c),
+        queue_size=queue_size,
+        temperature=temperature,
+        momentum=key_momentum,
+        seed=seed,
+    )
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps))
     rng = np.random.default_rng(seed)
     bs = min(batch_size, len(data))
     model.train()
-    with Progress("quick SeCo pretraining", steps, unit="steps", every_s=log_every_s,
-                  logger=log) as progress:
+    with Progress(
+        "quick SeCo pretraining", steps, unit="steps", every_s=log_every_s, logger=log
+    ) as progress:
         for _ in range(steps):
             idx = torch.from_numpy(rng.choice(len(data), size=bs, replace=False))
             out_ = model({"images": data[idx]})
@@ -101,6 +114,12 @@ def quick_seco_pretrain(
             progress.update(1, loss=float(out_["loss"].detach()))
     assert t >= 3
     return save_backbone(
-        out, model.backbone, arch=arch, bands=list(bands), mean=list(mean), std=list(std),
-        method="seco", extra={"quick_pretrain": True, "steps": steps, "locations": len(data)},
+        out,
+        model.backbone,
+        arch=arch,
+        bands=list(bands),
+        mean=list(mean),
+        std=list(std),
+        method="seco",
+        extra={"quick_pretrain": True, "steps": steps, "locations": len(data)},
     )

@@ -33,15 +33,17 @@ def _ok(x: Any) -> bool:
     return isinstance(x, int | float) and not math.isnan(float(x))
 
 
-def curves(rows: Sequence[dict[str, Any]], key: str = "test_metric"
-           ) -> dict[str, dict[float, dict[int, float]]]:
+def curves(
+    rows: Sequence[dict[str, Any]], key: str = "test_metric"
+) -> dict[str, dict[float, dict[int, float]]]:
     """``{curve: {fraction: {seed: value}}}`` over the selected trials."""
     out: dict[str, dict[float, dict[int, float]]] = {}
     for r in rows:
         if not r.get("selected") or not _ok(r.get(key)):
             continue
-        out.setdefault(_curve(r), {}).setdefault(float(r["fraction"]), {})[int(r["seed"])] = \
-            float(r[key])
+        out.setdefault(_curve(r), {}).setdefault(float(r["fraction"]), {})[int(r["seed"])] = float(
+            r[key]
+        )
     return out
 
 
@@ -53,15 +55,19 @@ def _baselines(rows: Sequence[dict[str, Any]]) -> dict[str, str]:
         c = _curve(r)
         if r.get("init_kind") == "random":
             continue
-        match = [k for k, rr in random_curves.items()
-                 if "|mode=" not in r["cell"] or rr["mode"] == r["mode"]]
+        match = [
+            k
+            for k, rr in random_curves.items()
+            if "|mode=" not in r["cell"] or rr["mode"] == r["mode"]
+        ]
         if match:
             out[c] = sorted(match)[0]
     return out
 
 
-def gains(rows: Sequence[dict[str, Any]], key: str = "test_metric"
-          ) -> dict[str, dict[float, dict[int, float]]]:
+def gains(
+    rows: Sequence[dict[str, Any]], key: str = "test_metric"
+) -> dict[str, dict[float, dict[int, float]]]:
     """Per pretrained curve: ``{fraction: {seed: value - random-init value (same seed)}}``."""
     cur = curves(rows, key)
     out: dict[str, dict[float, dict[int, float]]] = {}
@@ -78,8 +84,12 @@ def gains(rows: Sequence[dict[str, Any]], key: str = "test_metric"
 
 def _stats(vals: Sequence[float]) -> tuple[float, float, float, float]:
     a = np.asarray(vals, dtype=np.float64)
-    return float(a.mean()), float(a.std(ddof=1)) if a.size > 1 else 0.0, float(a.min()), \
-        float(a.max())
+    return (
+        float(a.mean()),
+        float(a.std(ddof=1)) if a.size > 1 else 0.0,
+        float(a.min()),
+        float(a.max()),
+    )
 
 
 def _fmt(vals: dict[int, float] | None, signed: bool = False) -> str:
@@ -145,8 +155,7 @@ def _write_plots(rows: Sequence[dict[str, Any]], out: str, metric: str, task: st
         _plot_curves(g, ax, f"test {metric} gain over random init")
         ax.axhline(0.0, color="k", lw=1)
     else:
-        ax.text(0.5, 0.5, "no pretrained/random pair finished", ha="center",
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no pretrained/random pair finished", ha="center", transform=ax.transAxes)
     ax.set_title("Gain of pretraining over random initialisation (same seed)")
     fig.tight_layout()
     p = os.path.join(out, "gain_over_random.png")
@@ -156,8 +165,9 @@ def _write_plots(rows: Sequence[dict[str, Any]], out: str, metric: str, task: st
     return paths
 
 
-def write_report(rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str, Any]
-                 ) -> ReportPaths:
+def write_report(
+    rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str, Any]
+) -> ReportPaths:
     """Write ``report.md``, ``metric_vs_fraction.png`` and ``gain_over_random.png``."""
     os.makedirs(out_dir, exist_ok=True)
     metric = str(summary.get("metric", "metric"))
@@ -168,7 +178,8 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str
     lines = [f"# Label-efficiency sweep `{summary.get('sweep', '')}`", ""]
     chips = summary.get("chips") or {}
     lines += [
-        "## Setup", "",
+        "## Setup",
+        "",
         f"- task: **{task}**, metric: **{metric}** (mean over classes present), backbone "
         f"`{summary.get('backbone')}`, bands {summary.get('bands')}",
         f"- labels: `{summary.get('labels')}`; chip index `{chips.get('uri', '–')}` at version "
@@ -185,36 +196,53 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str
         "- each cell's trial is selected on **validation**; the numbers below are its **test** "
         "scores",
         "",
-        f"## Test {metric} by label fraction", "",
+        f"## Test {metric} by label fraction",
+        "",
         "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
         "|---|" + "---|" * len(fractions),
     ]
     for name in sorted(cur):
-        lines.append(f"| {name} | " + " | ".join(_fmt(cur[name].get(f)) for f in fractions)
-                     + " |")
+        lines.append(f"| {name} | " + " | ".join(_fmt(cur[name].get(f)) for f in fractions) + " |")
     if task == "segmentation":
         b = curves(rows, "test_boundary_miou")
-        lines += ["", "## Test boundary mIoU by label fraction", "",
-                  "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
-                  "|---|" + "---|" * len(fractions)]
+        lines += [
+            "",
+            "## Test boundary mIoU by label fraction",
+            "",
+            "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
+            "|---|" + "---|" * len(fractions),
+        ]
         for name in sorted(b):
-            lines.append(f"| {name} | " + " | ".join(_fmt(b[name].get(f)) for f in fractions)
-                         + " |")
+            lines.append(
+                f"| {name} | " + " | ".join(_fmt(b[name].get(f)) for f in fractions) + " |"
+            )
     g = gains(rows)
     lines += ["", f"## Gain over random initialisation (test {metric}, same seed)", ""]
     if g:
-        lines += ["| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
-                  "|---|" + "---|" * len(fractions)]
+        lines += [
+            "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
+            "|---|" + "---|" * len(fractions),
+        ]
         for name in sorted(g):
-            lines.append(f"| {name} | " + " | ".join(_fmt(g[name].get(f), signed=True)
-                                                     for f in fractions) + " |")
+            lines.append(
+                f"| {name} | "
+                + " | ".join(_fmt(g[name].get(f), signed=True) for f in fractions)
+                + " |"
+            )
     else:
         lines.append("No pretrained/random pair of finished trials to compare.")
-    lines += ["", "![metric vs label fraction](metric_vs_fraction.png)", "",
-              "![gain over random](gain_over_random.png)", "", "## All trials", "",
-              "| trial | init | mode | fraction | seed | lr | wd | enc mult | labelled | status "
-              "| iters | best val | test | selected |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "![metric vs label fraction](metric_vs_fraction.png)",
+        "",
+        "![gain over random](gain_over_random.png)",
+        "",
+        "## All trials",
+        "",
+        "| trial | init | mode | fraction | seed | lr | wd | enc mult | labelled | status "
+        "| iters | best val | test | selected |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in sorted(rows, key=lambda r: (r["fraction"], r["init"], r["seed"], r["trial_id"])):
         lines.append(
             f"| {r['trial_id']} | {r['init']} | {r['mode']} | {r['fraction']:g} | {r['seed']} | "
@@ -224,7 +252,9 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str
             f"{'yes' if r['selected'] else ''} |"
         )
     lines += [
-        "", "## Reading these numbers", "",
+        "",
+        "## Reading these numbers",
+        "",
         "- Train, val and test are disjoint spatial blocks. Random pixel (or random chip) splits "
         "put near-identical neighbours on both sides and inflate remote-sensing scores; gains "
         "measured that way are not gains on new places.",
@@ -241,8 +271,9 @@ def write_report(rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str
     return ReportPaths(md, plots)
 
 
-def report_from_table(uri: str, sweep: str, out_dir: str, summary: dict[str, Any] | None = None
-                      ) -> ReportPaths:
+def report_from_table(
+    uri: str, sweep: str, out_dir: str, summary: dict[str, Any] | None = None
+) -> ReportPaths:
     """Rebuild a sweep's report from its Delta rows alone."""
     from earthloop.store.delta import read_table
 
@@ -255,6 +286,7 @@ def report_from_table(uri: str, sweep: str, out_dir: str, summary: dict[str, Any
     info.setdefault("task", rows[0]["task"])
     info.setdefault("backbone", rows[0]["backbone"])
     info.setdefault("bands", rows[0]["bands"])
-    info.setdefault("chips", {"uri": rows[0]["chips_table"],
-                              "version": rows[0]["chips_table_version"]})
+    info.setdefault(
+        "chips", {"uri": rows[0]["chips_table"], "version": rows[0]["chips_table_version"]}
+    )
     return write_report(rows, out_dir, info)

@@ -77,4 +77,3 @@ class PerCellASHA(FIFOScheduler):
     def debug_string(self) -> str:
         stopped = sum(s._num_stopped for s in self._cells.values())
         return f"Using ASHA per cell: {len(self._cells)} cells, {stopped} trials stopped early"
-

@@ -45,7 +45,7 @@ def assign_split(lon: float, lat: float, index_split: str | None, sc: SplitConfi
             )
         if index_split == "train":
             return "train"
-        return "test" if u < sc.test_fraction else "val"
+        return "test" if u < sc.index_test_share else "val"
     if u < sc.test_fraction:
         return "test"
     if u < sc.test_fraction + sc.val_fraction:
@@ -66,15 +66,18 @@ def overlapping_eval(rows: Sequence[dict[str, Any]], splits: Sequence[str]) -> l
         train = [i for i in idx if splits[i] == "train"]
         if not train:
             continue
-        tb = np.array([[rows[i]["minx"], rows[i]["miny"], rows[i]["maxx"], rows[i]["maxy"]]
-                       for i in train])
+        tb = np.array(
+            [[rows[i]["minx"], rows[i]["miny"], rows[i]["maxx"], rows[i]["maxy"]] for i in train]
+        )
         for i in idx:
             if splits[i] == "train":
                 continue
             r = rows[i]
             hit = (
-                (tb[:, 0] < r["maxx"]) & (tb[:, 2] > r["minx"])
-                & (tb[:, 1] < r["maxy"]) & (tb[:, 3] > r["miny"])
+                (tb[:, 0] < r["maxx"])
+                & (tb[:, 2] > r["minx"])
+                & (tb[:, 1] < r["maxy"])
+                & (tb[:, 3] > r["miny"])
             )
             out[i] = bool(hit.any())
     return out

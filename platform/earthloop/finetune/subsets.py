@@ -69,8 +69,12 @@ def nested_stratified_subset(
 
 
 def check_class_coverage(
-    counts: Mapping[int, float], required: Sequence[int], fraction: float,
-    names: Mapping[int, str] | None = None, *, what: str = "labelled samples",
+    counts: Mapping[int, float],
+    required: Sequence[int],
+    fraction: float,
+    names: Mapping[int, str] | None = None,
+    *,
+    what: str = "labelled samples",
 ) -> None:
     """Raise :class:`EmptyClassError` naming every required class with no example in a subset."""
     empty = [c for c in required if counts.get(c, 0) <= 0]

@@ -133,10 +133,18 @@ class SweepPlan:
     def context(self) -> TrialContext:
         fc = self.fc
         return TrialContext(
-            pool=self.pool, inits=self.inits, train_stats=self.train_stats, task=fc.task,
-            primary=fc.primary_metric, max_steps=fc.max_steps, eval_every=fc.eval_every,
-            batch_size=fc.batch_size, augment=fc.augment, boundary_px=fc.boundary_px,
-            checkpoint_every=fc.checkpoint_every, cpus=fc.resources.cpu,
+            pool=self.pool,
+            inits=self.inits,
+            train_stats=self.train_stats,
+            task=fc.task,
+            primary=fc.primary_metric,
+            max_steps=fc.max_steps,
+            eval_every=fc.eval_every,
+            batch_size=fc.batch_size,
+            augment=fc.augment,
+            boundary_px=fc.boundary_px,
+            checkpoint_every=fc.checkpoint_every,
+            cpus=fc.resources.cpu,
             attempts_dir=os.path.join(self.experiment_path, "attempts"),
         )
 
@@ -161,12 +169,22 @@ def _stored_fingerprint(path: str) -> dict[str, Any] | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def _fingerprint(fc: FinetuneConfig, bands: list[str], pool: Pool,
-                 inits: dict[str, ResolvedInit]) -> dict[str, Any]:
+def _fingerprint(
+    fc: FinetuneConfig, bands: list[str], pool: Pool, inits: dict[str, ResolvedInit]
+) -> dict[str, Any]:
     """What defines the sweep's trials: a restore under a changed definition would mix runs."""
     # chips_version is recorded (resolved) under "chips"; the rest only changes logging/placement
-    shaping = fc.model_dump(exclude={"name", "log_every_s", "verbose", "resources",
-                                     "storage_path", "max_failures", "chips_version"})
+    shaping = fc.model_dump(
+        exclude={
+            "name",
+            "log_every_s",
+            "verbose",
+            "resources",
+            "storage_path",
+            "max_failures",
+            "chips_version",
+        }
+    )
     return {
         "finetune": shaping,
         "bands": bands,
@@ -201,7 +219,9 @@ def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
         fc = fc.model_copy(update={"chips_version": int(stored["chips"]["version"])})
     inits = {spec.name: resolve_init(spec, fc.backbone, bands, cfg) for spec in fc.inits}
     if fc.source == "chips" and not table_exists(cfg.table_uri("chips")):
-        raise ConfigError(f"no chip table at {cfg.table_uri('chips')}: run `earthloop ingest` first")
+        raise ConfigError(
+            f"no chip table at {cfg.table_uri('chips')}: run `earthloop ingest` first"
+        )
     try:
         pool = build_pool(cfg, fc, bands)
     except (FileNotFoundError, KeyError) as exc:
@@ -220,21 +240,39 @@ def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
             label_sets[(f, seed)] = LabelSet(f, seed, idx, [pool.samples[i].id for i in idx])
     missing_eval = _eval_only_classes(pool)
     if missing_eval:
-        log.warning("classes in val/test but not in the train split (no init can learn them): %s",
-                    missing_eval)
+        log.warning(
+            "classes in val/test but not in the train split (no init can learn them): %s",
+            missing_eval,
+        )
     needs_stats = any(i.mean is None for i in inits.values())
     stats = train_statistics(pool) if needs_stats else ([], [])
     fp = _fingerprint(fc, bands, pool, inits)
     if stored is not None and stored != json.loads(json.dumps(fp, default=str)):
-        changed = sorted(k for k in fp if json.dumps(fp[k], default=str, sort_keys=True)
-                         != json.dumps(stored.get(k), default=str, sort_keys=True))
+        changed = sorted(
+            k
+            for k in fp
+            if json.dumps(fp[k], default=str, sort_keys=True)
+            != json.dumps(stored.get(k), default=str, sort_keys=True)
+        )
         raise ConfigError(
             f"sweep {name!r} already exists at {os.path.join(storage, name)} with a different "
             f"definition (changed: {changed}); choose another finetune.name to start a new "
             "sweep, or delete that folder"
         )
-    return SweepPlan(cfg, fc, name, storage, bands, pool, inits, stats, label_sets, fp,
-                     cfg.path("reports", name), cfg.table_uri("finetune_trials"))
+    return SweepPlan(
+        cfg,
+        fc,
+        name,
+        storage,
+        bands,
+        pool,
+        inits,
+        stats,
+        label_sets,
+        fp,
+        cfg.path("reports", name),
+        cfg.table_uri("finetune_trials"),
+    )
 
 
 def _eval_only_classes(pool: Pool) -> list[str]:
@@ -250,10 +288,16 @@ def _eval_only_classes(pool: Pool) -> list[str]:
 
 def trial_params(config: dict[str, Any], ctx: TrialContext) -> TrainParams:
     return TrainParams(
-        lr=float(config["lr"]), weight_decay=float(config["weight_decay"]),
-        encoder_lr_mult=float(config["encoder_lr_mult"]), mode=str(config["mode"]),
-        batch_size=ctx.batch_size, max_steps=ctx.max_steps, eval_every=ctx.eval_every,
-        seed=int(config["seed"]), augment=ctx.augment, checkpoint_every=ctx.checkpoint_every,
+        lr=float(config["lr"]),
+        weight_decay=float(config["weight_decay"]),
+        encoder_lr_mult=float(config["encoder_lr_mult"]),
+        mode=str(config["mode"]),
+        batch_size=ctx.batch_size,
+        max_steps=ctx.max_steps,
+        eval_every=ctx.eval_every,
+        seed=int(config["seed"]),
+        augment=ctx.augment,
+        checkpoint_every=ctx.checkpoint_every,
     )
 
 
@@ -267,19 +311,36 @@ def execute_trial(
     """Materialise the trial's data, build its model and train it; returns the last metrics."""
     set_threads(ctx.cpus)
     init = ctx.inits[config["init"]]
-    mean, std = (init.mean, init.std) if init.mean is not None and init.std is not None \
-        else ctx.train_stats
+    mean, std = (
+        (init.mean, init.std) if init.mean is not None and init.std is not None else ctx.train_stats
+    )
     pool = ctx.pool
+    t0 = time.perf_counter()
     idx = pool.train_subset(float(config["fraction"]), int(config["seed"]))
     train = materialise(pool, idx, mean, std, boundary_px=ctx.boundary_px)
     val = materialise(pool, pool.indices("val"), mean, std, boundary_px=ctx.boundary_px)
     test = materialise(pool, pool.indices("test"), mean, std, boundary_px=ctx.boundary_px)
-    model = FinetuneModel(ctx.task, build_encoder(init), pool.num_outputs,
-                          frozen=config["mode"] == "linear")
-    spec = EvalSpec(ctx.task, pool.num_outputs, pool.class_ids, pool.class_names,
-                    pool.ignore_index, ctx.boundary_px, ctx.primary)
-    return fit(model, train, val, test, trial_params(config, ctx), spec, report=report,
-               state=state)
+    data_s = time.perf_counter() - t0
+    inner = report
+
+    def timed(metrics: dict[str, Any], state_fn: Callable[[], dict[str, Any]] | None) -> None:
+        if inner is not None:
+            inner({**metrics, "data_s": data_s}, state_fn)
+
+    model = FinetuneModel(
+        ctx.task, build_encoder(init), pool.num_outputs, frozen=config["mode"] == "linear"
+    )
+    spec = EvalSpec(
+        ctx.task,
+        pool.num_outputs,
+        pool.class_ids,
+        pool.class_names,
+        pool.ignore_index,
+        ctx.boundary_px,
+        ctx.primary,
+    )
+    last = fit(model, train, val, test, trial_params(config, ctx), spec, report=timed, state=state)
+    return {**last, "data_s": data_s}
 
 
 def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
@@ -300,8 +361,16 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
         # one line per start of this trial: how a test (and a person) sees what was re-run
         os.makedirs(context.attempts_dir, exist_ok=True)
         with open(os.path.join(context.attempts_dir, f"{trial_id}.log"), "a") as fh:
-            fh.write(json.dumps({"attempt": attempt, "resumed_step": int(state["step"])
-                                 if state else 0, "time": time.time()}) + "\n")
+            fh.write(
+                json.dumps(
+                    {
+                        "attempt": attempt,
+                        "resumed_step": int(state["step"]) if state else 0,
+                        "time": time.time(),
+                    }
+                )
+                + "\n"
+            )
 
     def report(metrics: dict[str, Any], state_fn: Callable[[], dict[str, Any]] | None) -> None:
         metrics = {**metrics, "attempt": attempt}
@@ -358,9 +427,19 @@ def trial_configs(plan: SweepPlan) -> list[dict[str, Any]]:
     fixed = lambda v: v[0] if isinstance(v, tuple) else v  # noqa: E731
     modes = list(s.modes) if s.modes_in_grid or len(s.modes) == 1 else [s.modes[0]]
     return [
-        {"fraction": f, "init": i, "seed": seed, "mode": m, "lr": fixed(s.lr),
-         "weight_decay": fixed(s.weight_decay), "encoder_lr_mult": fixed(s.encoder_lr_mult)}
-        for f in plan.fc.fractions for i in plan.inits for seed in plan.fc.seeds for m in modes
+        {
+            "fraction": f,
+            "init": i,
+            "seed": seed,
+            "mode": m,
+            "lr": fixed(s.lr),
+            "weight_decay": fixed(s.weight_decay),
+            "encoder_lr_mult": fixed(s.encoder_lr_mult),
+        }
+        for f in plan.fc.fractions
+        for i in plan.inits
+        for seed in plan.fc.seeds
+        for m in modes
     ]
 
 
@@ -375,7 +454,7 @@ def _scheduler(fc: FinetuneConfig) -> Any:
 
     if not fc.asha.enabled:
         return FIFOScheduler()
-    kwargs = {
+    kwargs: dict[str, Any] = {
         "time_attr": "training_iteration",
         "max_t": fc.iterations,
         "grace_period": min(fc.asha.grace_period, fc.iterations),
@@ -406,50 +485,52 @@ def make_trainable(plan: SweepPlan) -> Any:
 # Rows, callbacks
 # --------------------------------------------------------------------------------------------
 
-TRIAL_SCHEMA = pa.schema([
-    ("sweep", pa.string()),
-    ("trial_id", pa.string()),
-    ("cell", pa.string()),
-    ("task", pa.string()),
-    ("init", pa.string()),
-    ("init_kind", pa.string()),
-    ("init_path", pa.string()),
-    ("init_method", pa.string()),
-    ("backbone", pa.string()),
-    ("bands", pa.list_(pa.string())),
-    ("mode", pa.string()),
-    ("fraction", pa.float64()),
-    ("seed", pa.int64()),
-    ("lr", pa.float64()),
-    ("weight_decay", pa.float64()),
-    ("encoder_lr_mult", pa.float64()),
-    ("n_labelled", pa.int64()),
-    ("label_set_id", pa.string()),
-    ("label_chip_ids", pa.list_(pa.string())),
-    ("chips_table", pa.string()),
-    ("chips_table_version", pa.int64()),
-    ("labels_source", pa.string()),
-    ("status", pa.string()),
-    ("iterations", pa.int64()),
-    ("steps", pa.int64()),
-    ("stopped_early", pa.bool_()),
-    ("metric", pa.string()),
-    ("val_metric", pa.float64()),
-    ("best_val_metric", pa.float64()),
-    ("best_iteration", pa.int64()),
-    ("test_metric", pa.float64()),
-    ("test_miou", pa.float64()),
-    ("test_accuracy", pa.float64()),
-    ("test_macro_f1", pa.float64()),
-    ("test_boundary_miou", pa.float64()),
-    ("test_map", pa.float64()),
-    ("test_per_class", pa.string()),
-    ("selected", pa.bool_()),
-    ("checkpoint", pa.string()),
-    ("config", pa.string()),
-    ("error", pa.string()),
-    ("finished_at", pa.timestamp("us", tz="UTC")),
-])
+TRIAL_SCHEMA = pa.schema(
+    [
+        ("sweep", pa.string()),
+        ("trial_id", pa.string()),
+        ("cell", pa.string()),
+        ("task", pa.string()),
+        ("init", pa.string()),
+        ("init_kind", pa.string()),
+        ("init_path", pa.string()),
+        ("init_method", pa.string()),
+        ("backbone", pa.string()),
+        ("bands", pa.list_(pa.string())),
+        ("mode", pa.string()),
+        ("fraction", pa.float64()),
+        ("seed", pa.int64()),
+        ("lr", pa.float64()),
+        ("weight_decay", pa.float64()),
+        ("encoder_lr_mult", pa.float64()),
+        ("n_labelled", pa.int64()),
+        ("label_set_id", pa.string()),
+        ("label_chip_ids", pa.list_(pa.string())),
+        ("chips_table", pa.string()),
+        ("chips_table_version", pa.int64()),
+        ("labels_source", pa.string()),
+        ("status", pa.string()),
+        ("iterations", pa.int64()),
+        ("steps", pa.int64()),
+        ("stopped_early", pa.bool_()),
+        ("metric", pa.string()),
+        ("val_metric", pa.float64()),
+        ("best_val_metric", pa.float64()),
+        ("best_iteration", pa.int64()),
+        ("test_metric", pa.float64()),
+        ("test_miou", pa.float64()),
+        ("test_accuracy", pa.float64()),
+        ("test_macro_f1", pa.float64()),
+        ("test_boundary_miou", pa.float64()),
+        ("test_map", pa.float64()),
+        ("test_per_class", pa.string()),
+        ("selected", pa.bool_()),
+        ("checkpoint", pa.string()),
+        ("config", pa.string()),
+        ("error", pa.string()),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
 
 
 @dataclass
@@ -480,8 +561,14 @@ def _f(x: Any) -> float:
     return v
 
 
-def trial_row(rc: RowContext, trial_id: str, config: dict[str, Any], last: dict[str, Any],
-              checkpoint: str | None, error: str | None) -> dict[str, Any]:
+def trial_row(
+    rc: RowContext,
+    trial_id: str,
+    config: dict[str, Any],
+    last: dict[str, Any],
+    checkpoint: str | None,
+    error: str | None,
+) -> dict[str, Any]:
     frac, seed = float(config["fraction"]), int(config["seed"])
     n, set_id, ids = rc.label_sets.get(f"{frac:g}|{seed}", (0, "", []))
     kind, path, method = rc.inits.get(config["init"], ("?", "", "?"))
@@ -544,15 +631,21 @@ def write_rows(uri: str, rows: list[dict[str, Any]]) -> None:
 
 def row_context(plan: SweepPlan) -> RowContext:
     return RowContext(
-        sweep=plan.name, task=plan.fc.task, metric=plan.fc.primary_metric,
-        backbone=plan.fc.backbone, bands=plan.bands, iterations=plan.fc.iterations,
-        max_steps=plan.fc.max_steps, modes_in_grid=plan.fc.search.modes_in_grid,
+        sweep=plan.name,
+        task=plan.fc.task,
+        metric=plan.fc.primary_metric,
+        backbone=plan.fc.backbone,
+        bands=plan.bands,
+        iterations=plan.fc.iterations,
+        max_steps=plan.fc.max_steps,
+        modes_in_grid=plan.fc.search.modes_in_grid,
         chips_table=plan.pool.chips.uri if plan.pool.chips else plan.pool.labels_source,
         chips_version=plan.pool.chips.version if plan.pool.chips else -1,
         labels_source=plan.pool.labels_source,
         inits={k: (v.kind, v.path or "", v.method) for k, v in plan.inits.items()},
-        label_sets={f"{k[0]:g}|{k[1]}": (len(v.ids), v.set_id, v.ids)
-                    for k, v in plan.label_sets.items()},
+        label_sets={
+            f"{k[0]:g}|{k[1]}": (len(v.ids), v.set_id, v.ids) for k, v in plan.label_sets.items()
+        },
         table_uri=plan.table_uri,
     )
 
@@ -565,8 +658,10 @@ def mark_selected(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         if r["status"] == "error" or math.isnan(r["best_val_metric"]):
             continue
         cur = best.get(r["cell"])
-        if cur is None or (r["best_val_metric"], cur["trial_id"]) > (cur["best_val_metric"],
-                                                                    r["trial_id"]):
+        if cur is None or (r["best_val_metric"], cur["trial_id"]) > (
+            cur["best_val_metric"],
+            r["trial_id"],
+        ):
             best[r["cell"]] = r
     for r in best.values():
         r["selected"] = True
@@ -612,32 +707,47 @@ def run_sweep(
     restored = Tuner.can_restore(path)
     log.info(
         "finetune sweep %s: %d trials (%d cells x %d samples) of %s on %s; pool %s; %s",
-        plan.name, plan.n_trials, plan.n_cells, fc.search.num_samples, fc.task,
-        plan.pool.labels_source, plan.pool.summary(),
+        plan.name,
+        plan.n_trials,
+        plan.n_cells,
+        fc.search.num_samples,
+        fc.task,
+        plan.pool.labels_source,
+        plan.pool.summary(),
         "restoring unfinished trials" if restored else "starting",
     )
     if restored:
         tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
     else:
         os.makedirs(path, exist_ok=True)
-        Path(path, FINGERPRINT_FILE).write_text(json.dumps(plan.fingerprint, default=str,
-                                                           indent=1))
+        Path(path, FINGERPRINT_FILE).write_text(json.dumps(plan.fingerprint, default=str, indent=1))
         tuner = Tuner(
             trainable,
             param_space=param_space(fc, list(plan.inits)),
             tune_config=TuneConfig(
-                metric="val_metric", mode="max", num_samples=fc.search.num_samples,
+                metric="val_metric",
+                mode="max",
+                num_samples=fc.search.num_samples,
                 scheduler=_scheduler(fc),
-                search_alg=BasicVariantGenerator(constant_grid_search=True,
-                                                 random_state=fc.seeds[0]),
-                max_concurrent_trials=fc.resources.max_concurrent_trials,
-                trial_name_creator=_trial_name, trial_dirname_creator=_trial_name,
+                # Tune ignores max_concurrent_trials for an explicit variant generator: give
+                # the limit to the generator itself
+                search_alg=BasicVariantGenerator(
+                    constant_grid_search=True,
+                    random_state=fc.seeds[0],
+                    max_concurrent=fc.resources.max_concurrent_trials or 0,
+                ),
+                reuse_actors=True,  # one worker start (torch + ray imports) per slot, not per trial
+                trial_name_creator=_trial_name,
+                trial_dirname_creator=_trial_name,
             ),
             run_config=RunConfig(
-                name=plan.name, storage_path=plan.storage_path,
-                callbacks=[TrialRecorder(rc), SweepProgress(plan.n_trials, fc.log_every_s,
-                                                            fc.primary_metric),
-                           *extra_callbacks],
+                name=plan.name,
+                storage_path=plan.storage_path,
+                callbacks=[
+                    TrialRecorder(rc),
+                    SweepProgress(plan.n_trials, fc.log_every_s, fc.primary_metric),
+                    *extra_callbacks,
+                ],
                 failure_config=FailureConfig(max_failures=fc.max_failures),
                 checkpoint_config=CheckpointConfig(num_to_keep=1),
                 verbose=fc.verbose,
@@ -645,7 +755,8 @@ def run_sweep(
         )
     grid = tuner.fit()
     rows = []
-    for res in grid:
+    for k in range(len(grid)):
+        res = grid[k]
         metrics = dict(res.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(res.path).name)
         err = None if res.error is None else f"{type(res.error).__name__}: {res.error}"
@@ -655,8 +766,17 @@ def run_sweep(
     write_rows(plan.table_uri, rows)
     report = write_report(rows, plan.report_dir, plan_summary(plan))
     errors = sum(1 for r in rows if r["status"] == "error")
-    return SweepResult(plan.name, path, restored, len(rows), errors, plan.table_uri,
-                       report.markdown, report.plots, rows)
+    return SweepResult(
+        plan.name,
+        path,
+        restored,
+        len(rows),
+        errors,
+        plan.table_uri,
+        report.markdown,
+        report.plots,
+        rows,
+    )
 
 
 def plan_summary(plan: SweepPlan) -> dict[str, Any]:
@@ -677,23 +797,34 @@ def plan_summary(plan: SweepPlan) -> dict[str, Any]:
         "max_steps": plan.fc.max_steps,
         "search": plan.fc.search.model_dump(),
         "asha": plan.fc.asha.model_dump(),
-        "inits": {k: {"kind": v.kind, "path": v.path, "method": v.method}
-                  for k, v in plan.inits.items()},
-        "classes": {pool.class_names[c]: n for c, n in
-                    sorted(pool.class_counts(pool.indices("train")).items())},
+        "inits": {
+            k: {"kind": v.kind, "path": v.path, "method": v.method} for k, v in plan.inits.items()
+        },
+        "classes": {
+            pool.class_names[c]: n
+            for c, n in sorted(pool.class_counts(pool.indices("train")).items())
+        },
     }
 
 
-def plain_loop(plan: SweepPlan, configs: Sequence[dict[str, Any]] | None = None
-               ) -> list[dict[str, Any]]:
+def plain_loop(
+    plan: SweepPlan, configs: Sequence[dict[str, Any]] | None = None, *, every_s: float = 30.0
+) -> list[dict[str, Any]]:
     """Run trials one after the other in this process (no Ray): benchmarks and evidence."""
+    from earthloop.observe.progress import Progress
+
     ctx = plan.context()
     ctx.attempts_dir = None
+    todo = list(configs) if configs is not None else trial_configs(plan)
     out = []
-    for c in configs if configs is not None else trial_configs(plan):
-        t0 = time.perf_counter()
-        last = execute_trial(c, ctx)
-        out.append({"config": c, "metrics": last, "seconds": time.perf_counter() - t0})
+    with Progress(
+        "finetune plain loop", len(todo), unit="trials", every_s=every_s, logger=log
+    ) as progress:
+        for c in todo:
+            t0 = time.perf_counter()
+            last = execute_trial(c, ctx)
+            out.append({"config": c, "metrics": last, "seconds": time.perf_counter() - t0})
+            progress.update(1, **{f"last_test_{ctx.primary}": last.get(f"test_{ctx.primary}")})
     return out
 
 

@@ -125,8 +125,9 @@ def _loss(logits: Tensor, y: Tensor, spec: EvalSpec, mask: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def predict(model: FinetuneModel, images: np.ndarray, spec: EvalSpec, batch: int = 64
-            ) -> np.ndarray:
+def predict(
+    model: FinetuneModel, images: np.ndarray, spec: EvalSpec, batch: int = 64
+) -> np.ndarray:
     """Class maps (segmentation), class ids (classification) or logits (multi-label)."""
     was = model.training
     model.eval()
@@ -144,13 +145,18 @@ def predict(model: FinetuneModel, images: np.ndarray, spec: EvalSpec, batch: int
     return np.concatenate(outs) if outs else np.zeros((0,))
 
 
-def evaluate(model: FinetuneModel, data: TrialArrays, spec: EvalSpec, batch: int = 64
-             ) -> dict[str, Any]:
+def evaluate(
+    model: FinetuneModel, data: TrialArrays, spec: EvalSpec, batch: int = 64
+) -> dict[str, Any]:
     """Every metric of the task on ``data`` (per-class values under ``per_class``)."""
     pred = predict(model, data.images, spec, batch)
     if spec.task == "segmentation":
-        meter = SegmentationMeter(spec.num_outputs, ignore_index=spec.ignore_index,
-                                  boundary_px=spec.boundary_px, classes=spec.class_ids)
+        meter = SegmentationMeter(
+            spec.num_outputs,
+            ignore_index=spec.ignore_index,
+            boundary_px=spec.boundary_px,
+            classes=spec.class_ids,
+        )
         meter.update(pred, data.targets, boundary=data.boundary)
         m = meter.compute()
         per = {spec.class_names.get(c, str(c)): v for c, v in m.pop("iou").items()}
@@ -162,8 +168,9 @@ def evaluate(model: FinetuneModel, data: TrialArrays, spec: EvalSpec, batch: int
         m["per_class"] = {spec.class_names.get(c, str(c)): v for c, v in m.pop("iou").items()}
         return m
     m = multilabel_metrics(pred, data.targets)
-    m["per_class"] = {spec.class_names.get(spec.class_ids[k], str(k)): v
-                      for k, v in m.pop("ap").items()}
+    m["per_class"] = {
+        spec.class_names.get(spec.class_ids[k], str(k)): v for k, v in m.pop("ap").items()
+    }
     return m
 
 
@@ -172,8 +179,12 @@ def _scalars(prefix: str, m: dict[str, Any]) -> dict[str, Any]:
     for k, v in m.items():
         if k == "per_class":
             out[f"{prefix}per_class"] = json.dumps(
-                {n: (None if isinstance(x, float) and math.isnan(x) else round(float(x), 6))
-                 for n, x in v.items()}, sort_keys=True)
+                {
+                    n: (None if isinstance(x, float) and math.isnan(x) else round(float(x), 6))
+                    for n, x in v.items()
+                },
+                sort_keys=True,
+            )
         elif isinstance(v, int | float | np.floating | np.integer):
             out[f"{prefix}{k}"] = float(v)
     return out
@@ -209,9 +220,7 @@ def fit(
     gen = torch.Generator().manual_seed(p.seed + 1)
     opt = torch.optim.AdamW(param_groups(model, p.lr, p.weight_decay, p.encoder_lr_mult))
     warmup = p.warmup_steps if p.warmup_steps is not None else min(50, max(1, p.max_steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: _schedule(s, p.max_steps, warmup)
-    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, p.max_steps, warmup))
     stream = _BatchStream(len(train), p.seed)
     step, iteration = 0, 0
     best: dict[str, Any] = {"best_val": -math.inf, "best_iteration": 0}

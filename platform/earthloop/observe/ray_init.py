@@ -14,7 +14,7 @@ import socket
 log = logging.getLogger("earthloop")
 
 
-def connect_if_available(address: str | None = "auto") -> bool:
+def connect_if_available(address: str | None = "auto", *, log_to_driver: bool = False) -> bool:
     import ray
 
     if ray.is_initialized():
@@ -32,7 +32,7 @@ def connect_if_available(address: str | None = "auto") -> bool:
         log.info("Ray at %s does not answer; metrics stay local", gcs)
         return False
     try:
-        ray.init(address=target, logging_level=logging.WARNING, log_to_driver=False)
+        ray.init(address=target, logging_level=logging.WARNING, log_to_driver=log_to_driver)
     except Exception as exc:  # no cluster: fine for a CLI run
         log.info("not connected to Ray (%s); metrics stay local", type(exc).__name__)
         return False

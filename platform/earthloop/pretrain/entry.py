@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from earthloop.observe.ray_init import connect_if_available
 
-    if not connect_if_available(cfg.ray.address):
+    if not connect_if_available(cfg.ray.address, log_to_driver=True):
         print(
             f"earthloop pretrain: no Ray cluster at {os.environ.get('RAY_ADDRESS') or cfg.ray.address}"
             " (start one with infra/local/ray.sh up, or submit with `ray job submit`)"

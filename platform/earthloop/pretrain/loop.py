@@ -175,6 +175,7 @@ def train_loop(config: dict[str, Any]) -> None:
         mean_losses = {k: v / max(n_batches, 1) for k, v in losses_sum.items()}
         epoch_metrics: dict[str, Any] = {
             "step": step, "epoch": epoch + 1, "kind": "epoch", "resumed_from_step": resumed_from,
+            "world_size": world,
             "batches": n_batches,
             "data_wait_fraction": wait_s / max(wait_s + compute_s, 1e-9),
             "samples_per_s": n_batches * per_worker * world / max(wait_s + compute_s, 1e-9),

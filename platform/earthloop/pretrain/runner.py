@@ -198,6 +198,7 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
         "backbone_path": backbone_path,
         "final_step": int(final.get("step", 0)),
         "resumed_from_step": int(final.get("resumed_from_step", 0)),
+        "world_size": int(final.get("world_size", cfg.ray.num_workers)),
         "knn_accuracy": float(final.get("knn_accuracy", float("nan"))),
         "started_at": started,
         "finished_at": datetime.now(UTC),

@@ -39,7 +39,9 @@ class SunPosition:
         lat, dec, h = (math.radians(v) for v in (lat_deg, decl, _OVERPASS_HOUR_ANGLE))
         cos_z = math.sin(lat) * math.sin(dec) + math.cos(lat) * math.cos(dec) * math.cos(h)
         zenith = math.degrees(math.acos(max(-1.0, min(1.0, cos_z))))
-        az_south = math.atan2(math.sin(h), math.cos(h) * math.sin(lat) - math.tan(dec) * math.cos(lat))
+        az_south = math.atan2(
+            math.sin(h), math.cos(h) * math.sin(lat) - math.tan(dec) * math.cos(lat)
+        )
         return SunPosition(zenith=zenith, azimuth=(math.degrees(az_south) + 180.0) % 360.0)
 
 
@@ -127,7 +129,9 @@ def make_clouds(
         field = fbm(rng, (n, n), cell * 2, octaves=3)
         frac = rng.uniform(0.02, 0.12)
         q = float(np.quantile(field[:tile_c, :tile_c], 1.0 - frac))
-        cirrus_c = np.clip(field - np.float32(q) + 0.3, 0.0, 1.0) * np.float32(rng.uniform(0.15, 0.3))
+        cirrus_c = np.clip(field - np.float32(q) + 0.3, 0.0, 1.0) * np.float32(
+            rng.uniform(0.15, 0.3)
+        )
         cirrus = to_10m(cirrus_c)
     return CloudLayer(
         cloud=cloud,
@@ -180,7 +184,9 @@ def scl_statistics(scl: Array) -> dict[str, float]:
         return round(100.0 * sum(int(counts[c]) for c in classes) / valid, 6) if valid else 0.0
 
     return {
-        "eo:cloud_cover": pct(SCL.CLOUD_MEDIUM_PROBABILITY, SCL.CLOUD_HIGH_PROBABILITY, SCL.THIN_CIRRUS),
+        "eo:cloud_cover": pct(
+            SCL.CLOUD_MEDIUM_PROBABILITY, SCL.CLOUD_HIGH_PROBABILITY, SCL.THIN_CIRRUS
+        ),
         "s2:nodata_pixel_percentage": round(100.0 * int(counts[SCL.NO_DATA]) / n_total, 6),
         "s2:saturated_defective_pixel_percentage": pct(SCL.SATURATED_OR_DEFECTIVE),
         "s2:dark_features_percentage": pct(SCL.DARK_AREA),

@@ -64,10 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         prog="earthloop sample-data",
         description="Generate synthetic Sentinel-2 L2A scenes (COGs + STAC) with ground-truth labels.",
     )
-    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
-    parser.add_argument("--preset", default="demo", choices=sorted(PRESETS), help="dataset size (default demo)")
+    parser.add_argument(
+        "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
+    )
+    parser.add_argument(
+        "--preset", default="demo", choices=sorted(PRESETS), help="dataset size (default demo)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    parser.add_argument("--force", action="store_true", help="regenerate even if an identical archive exists")
+    parser.add_argument(
+        "--force", action="store_true", help="regenerate even if an identical archive exists"
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -80,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         overrides = _parse_overrides(ns.overrides)
         preset = resolve_preset(ns.preset, overrides)
-        found = None if ns.force else find_existing(ns.out, preset=ns.preset, seed=ns.seed, **overrides)
+        found = (
+            None if ns.force else find_existing(ns.out, preset=ns.preset, seed=ns.seed, **overrides)
+        )
     except (ValueError, KeyError) as exc:
         print(f"earthloop sample-data: error: {exc}", file=sys.stderr)
         return 2

@@ -22,7 +22,9 @@ def rng_for(seed: int, *keys: str | int) -> np.random.Generator:
     """
     words = [seed & 0xFFFFFFFF]
     for key in keys:
-        words.append(zlib.crc32(str(key).encode()) if isinstance(key, str) else int(key) & 0xFFFFFFFF)
+        words.append(
+            zlib.crc32(str(key).encode()) if isinstance(key, str) else int(key) & 0xFFFFFFFF
+        )
     return np.random.default_rng(np.random.SeedSequence(words))
 
 
@@ -162,6 +164,7 @@ def resize_bilinear(a: Array, shape: tuple[int, int]) -> Array:
     Used to draw smooth fields (clouds) on a coarse grid and bring them to 10 m, which keeps the
     memory of a 4096 px tile's cloud generation to two full-size arrays.
     """
+
     def axis_weights(n_out: int, n_in: int) -> tuple[Array, Array, Array]:
         pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
         pos = np.clip(pos, 0.0, n_in - 1.0)

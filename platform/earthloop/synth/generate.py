@@ -32,8 +32,19 @@ from earthloop.synth.clouds import (
 )
 from earthloop.synth.cog import write_cog
 from earthloop.synth.fields import Array, block_mean, rng_for
-from earthloop.synth.landscape import CROPTYPE_CLASSES, LANDCOVER_CLASSES, Landscape, build_landscape
-from earthloop.synth.manifest import MANIFEST_NAME, SceneRecord, SynthManifest, TileLabels, load_manifest
+from earthloop.synth.landscape import (
+    CROPTYPE_CLASSES,
+    LANDCOVER_CLASSES,
+    Landscape,
+    build_landscape,
+)
+from earthloop.synth.manifest import (
+    MANIFEST_NAME,
+    SceneRecord,
+    SynthManifest,
+    TileLabels,
+    load_manifest,
+)
 from earthloop.synth.presets import SynthPreset, resolve_preset
 from earthloop.synth.spectra import (
     Atmosphere,
@@ -277,7 +288,9 @@ def _render_scene(
     _, lat = grid.centre_lonlat()
     sun = SunPosition.at(lat, doy)
     state = date_state(tables, doy, (seed, "state", tile, key))
-    layer = make_clouds(rng_for(seed, "clouds", tile, key), grid.padded, grid.size, plan.cloud_target, sun)
+    layer = make_clouds(
+        rng_for(seed, "clouds", tile, key), grid.padded, grid.size, plan.cloud_target, sun
+    )
     atmos = Atmosphere.draw(rng_for(seed, "atmosphere", tile, key))
     size_m = grid.size * 10.0
     edge = SwathEdge.draw(rng_for(seed, "swath", tile, key), size_m) if plan.swath_edge else None
@@ -312,7 +325,9 @@ def _render_scene(
     for r0 in range(0, n, _STRIP_ROWS):
         e = min(n, r0 + _STRIP_ROWS)
         green20[r0 // 2 : e // 2] = block_mean(state.pixels(land, slice(r0, e))[0][:, :n], 2)
-    scl = scene_classification(land.landcover[:n, :n], green20, layer, valid(20), rng_for(seed, "scl", tile, key))
+    scl = scene_classification(
+        land.landcover[:n, :n], green20, layer, valid(20), rng_for(seed, "scl", tile, key)
+    )
     if preset.include_scl:
         path = write_cog(
             out_dir / "SCL.tif",
@@ -327,7 +342,11 @@ def _render_scene(
         assets["scl"] = scl_asset(str(path), grid)
 
     x0, y0 = grid.mgrs.origin
-    ring_local = edge.clip_ring(size_m, size_m) if edge else [(0.0, 0.0), (size_m, 0.0), (size_m, size_m), (0.0, size_m)]
+    ring_local = (
+        edge.clip_ring(size_m, size_m)
+        if edge
+        else [(0.0, 0.0), (size_m, 0.0), (size_m, size_m), (0.0, size_m)]
+    )
     # Earth Search rings run counter-clockwise in lon/lat; local y grows southwards.
     ring = [(x0 + x, y0 - y) for x, y in reversed(ring_local)]
     geometry, bbox = footprint(grid, ring)
@@ -355,8 +374,16 @@ def _write_labels(root: Path, land: Landscape, blocksize: int) -> TileLabels:
     grid = land.grid
     out = root / "labels" / grid.id
     paths: dict[str, Path] = {}
-    for name, classes in (("landcover", LANDCOVER_CLASSES), ("croptype", CROPTYPE_CLASSES), ("parcels", None)):
-        tags = {f"CLASS_{k}": v for k, v in classes.items()} if classes else {"ZERO": "outside parcels"}
+    for name, classes in (
+        ("landcover", LANDCOVER_CLASSES),
+        ("croptype", CROPTYPE_CLASSES),
+        ("parcels", None),
+    ):
+        tags = (
+            {f"CLASS_{k}": v for k, v in classes.items()}
+            if classes
+            else {"ZERO": "outside parcels"}
+        )
         paths[name] = write_cog(
             out / f"{name}.tif",
             land.label(name),
@@ -439,13 +466,13 @@ def generate(
     root = Path(out_dir).resolve()
     if not force and (found := _existing(root, preset, seed, params)) is not None:
         return found
+    bands = resolve_bands(list(params_obj.bands))
+    bands.sort(key=lambda b: list(BANDS).index(b.name))
+    plans = plan_scenes(params_obj, seed)  # may still reject the dates; nothing written yet
     root.mkdir(parents=True, exist_ok=True)
     if (root / MANIFEST_NAME).exists():  # ours: safe to clear; anything else is left alone
         _clear_previous(root)
 
-    bands = resolve_bands(list(params_obj.bands))
-    bands.sort(key=lambda b: list(BANDS).index(b.name))
-    plans = plan_scenes(params_obj, seed)
     total = len(plans)
     items: list[dict[str, Any]] = []
     labels: dict[str, TileLabels] = {}
@@ -464,7 +491,9 @@ def generate(
             done += 1
             if progress is not None:
                 cc = item["properties"]["eo:cloud_cover"]
-                progress(done, total, f"{item['id']} cloud {cc:5.1f}% ({time.perf_counter() - t0:.2f} s)")
+                progress(
+                    done, total, f"{item['id']} cloud {cc:5.1f}% ({time.perf_counter() - t0:.2f} s)"
+                )
         del land, tables
 
     coll = collection_dict(

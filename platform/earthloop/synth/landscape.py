@@ -194,7 +194,9 @@ def _river(rng: np.random.Generator, n: int) -> Array:
     t = np.arange(n, dtype=np.float32)
     meander = value_noise(rng, (n, 1), n / 3)[:, 0] * np.float32(n * 0.12)
     phase = rng.uniform(0, 2 * np.pi)
-    centre = rng.uniform(0.25, 0.75) * n + np.float32(n * 0.06) * np.sin(t / n * 5 + phase) + meander
+    centre = (
+        rng.uniform(0.25, 0.75) * n + np.float32(n * 0.06) * np.sin(t / n * 5 + phase) + meander
+    )
     width = max(2.0, n / 160)
     across = np.arange(n, dtype=np.float32)[None, :]
     mask: Array = np.abs(across - centre[:, None]) < width / 2
@@ -202,7 +204,7 @@ def _river(rng: np.random.Generator, n: int) -> Array:
 
 
 def _parcels(
-    rng: np.random.Generator, n: int, cell: float, cropland: Array
+    rng: np.random.Generator, n: int, cell: float, cropland: Array, visible: int
 ) -> tuple[Array, Array]:
     """Elongated polygon fields inside ``cropland``; returns (parcel ids 1..N, margin mask).
 
@@ -219,7 +221,9 @@ def _parcels(
 
     corners = np.array([[0, 0], [0, n], [n, 0], [n, n]], dtype=np.float32)
     v, u = coords(corners[:, 0], corners[:, 1])
-    seeds = JitteredSeeds(rng, (float(v.min()), float(u.min()), float(v.max()), float(u.max())), cell)
+    seeds = JitteredSeeds(
+        rng, (float(v.min()), float(u.min()), float(v.max()), float(u.max())), cell
+    )
     ids = _voronoi(seeds, coords, (n, n))
     edge = np.zeros((n, n), dtype=bool)
     edge[:, :-1] |= ids[:, :-1] != ids[:, 1:]
@@ -227,9 +231,11 @@ def _parcels(
     margin = cropland & edge
     inside = cropland & ~edge
     del edge
-    # Consecutive ids; fragments too small to be a field become margin (grass).
+    # Consecutive ids; fragments too small to be a field — counted on the visible tile, so a
+    # field mostly beyond the edge does not leave a one-pixel parcel — become margin (grass).
     min_px = max(6, int(cell * cell) // 10)
-    counts = np.bincount(ids[inside], minlength=seeds.count)
+    view = (slice(0, visible), slice(0, visible))
+    counts = np.bincount(ids[view][inside[view]], minlength=seeds.count)
     keep = counts >= min_px
     new_id = np.zeros(seeds.count, dtype=np.uint32)
     new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.uint32)
@@ -238,6 +244,20 @@ def _parcels(
     parcels[~inside] = 0
     margin |= inside & (parcels == 0)
     return parcels, margin
+
+
+def _grain(rng: np.random.Generator, n: int) -> Array:
+    """Fixed fine-scale variation (~N(0, 1)): 3 px lattice noise plus a white component.
+
+    Cheaper than a second fine octave (which would need a lattice as large as the tile).
+    """
+    grain = value_noise(rng, (n, n), 3.0)
+    for r0 in range(0, n, 512):
+        rows = grain[r0 : r0 + 512]
+        rows += np.float32(0.5) * rng.standard_normal(rows.shape, dtype=np.float32)
+    grain -= np.float32(grain.mean())
+    grain /= np.float32(grain.std())
+    return grain
 
 
 def build_landscape(grid: TileGrid, preset: SynthPreset, seed: int) -> Landscape:
@@ -272,7 +292,7 @@ def build_landscape(grid: TileGrid, preset: SynthPreset, seed: int) -> Landscape
     landcover[river] = LandCover.WATER
 
     cropland = landcover == LandCover.CROPLAND
-    parcels, margin = _parcels(rng, n, preset.parcel_px, cropland)
+    parcels, margin = _parcels(rng, n, preset.parcel_px, cropland, grid.size)
     landcover[margin] = LandCover.GRASSLAND
     n_parcels = int(parcels.max())
     crop_of_parcel = np.zeros(n_parcels + 1, dtype=np.uint8)
@@ -292,7 +312,7 @@ def build_landscape(grid: TileGrid, preset: SynthPreset, seed: int) -> Landscape
     unit_profile += [CROP_PROFILE[int(c)] for c in crop_of_parcel[1:]]
     unit_profile += ["grassland", "water"]
 
-    grain = fbm(rng, (n, n), 3.0, octaves=2)
+    grain = _grain(rng, n)
     return Landscape(
         grid=grid,
         landcover=landcover,

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from earthloop.s2.bands import SPECTRAL_BANDS, resolve_bands
+from earthloop.synth.tiles import tile_grid
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,8 @@ class SynthPreset:
             raise ValueError("preset needs at least one tile")
         if len(set(self.tiles)) != len(self.tiles):
             raise ValueError(f"duplicate tiles in {self.tiles}")
+        for tile in self.tiles:
+            tile_grid(tile, self.size_px)
         if self.size_px < 32 or self.size_px % 2:
             raise ValueError(f"size_px must be an even number >= 32, got {self.size_px}")
         if not self.dates:
@@ -60,14 +63,19 @@ class SynthPreset:
         if len(set(self.dates)) != len(self.dates):
             raise ValueError(f"duplicate dates in {self.dates}")
         resolve_bands(list(self.bands))
-        if self.blocksize < 16 or self.blocksize % 16:
-            raise ValueError(f"blocksize must be a multiple of 16, got {self.blocksize}")
+        if self.blocksize < 128 or self.blocksize % 16:  # GDAL's COG driver minimum
+            raise ValueError(f"blocksize must be a multiple of 16 and >= 128, got {self.blocksize}")
         if not self.cloud_cover or not all(0.0 <= c <= 0.95 for c in self.cloud_cover):
             raise ValueError(f"cloud_cover entries must lie in [0, 0.95], got {self.cloud_cover}")
-        for name, scenes in (("legacy_baseline", self.legacy_baseline), ("nodata_edge", self.nodata_edge)):
-            for t, d in scenes:
-                if not (0 <= t < len(self.tiles) and 0 <= d < len(self.dates)):
-                    raise ValueError(f"{name} entry {(t, d)} is outside {len(self.tiles)} tiles × {len(self.dates)} dates")
+        for name, scenes in (
+            ("legacy_baseline", self.legacy_baseline),
+            ("nodata_edge", self.nodata_edge),
+        ):
+            for ti, di in scenes:
+                if not (0 <= ti < len(self.tiles) and 0 <= di < len(self.dates)):
+                    raise ValueError(
+                        f"{name} entry {(ti, di)} is outside {len(self.tiles)} tiles × {len(self.dates)} dates"
+                    )
         if self.region_px < 8 or self.parcel_px < 4:
             raise ValueError("region_px must be >= 8 and parcel_px >= 4")
         if self.overview_resampling not in {"average", "nearest", "bilinear", "cubic", "mode"}:
@@ -95,7 +103,7 @@ PRESETS: dict[str, SynthPreset] = {
         tiles=("33TWL", "34TCR"),
         size_px=128,
         dates=("01-15", "05-15", "07-15"),
-        blocksize=64,
+        blocksize=128,
         cloud_cover=(0.01, 0.2, 0.5),
         legacy_baseline=((0, 1),),
         nodata_edge=((1, 1),),
@@ -137,7 +145,9 @@ def resolve_preset(preset: str | SynthPreset, overrides: dict[str, Any]) -> Synt
         try:
             base = PRESETS[preset]
         except KeyError:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}") from None
+            raise ValueError(
+                f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}"
+            ) from None
     known = {f.name for f in dataclasses.fields(SynthPreset)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -155,5 +165,7 @@ def resolve_preset(preset: str | SynthPreset, overrides: dict[str, Any]) -> Synt
     n_dates = len(coerced.get("dates", base.dates))
     for key in ("legacy_baseline", "nodata_edge"):
         if key not in coerced:
-            coerced[key] = tuple((t, d) for t, d in getattr(base, key) if t < n_tiles and d < n_dates)
+            coerced[key] = tuple(
+                (t, d) for t, d in getattr(base, key) if t < n_tiles and d < n_dates
+            )
     return dataclasses.replace(base, **coerced).validate()

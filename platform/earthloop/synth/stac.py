@@ -114,7 +114,9 @@ def scl_asset(href: str, grid: TileGrid) -> dict[str, Any]:
     }
 
 
-def footprint(grid: TileGrid, ring_utm: Sequence[tuple[float, float]]) -> tuple[dict[str, Any], list[float]]:
+def footprint(
+    grid: TileGrid, ring_utm: Sequence[tuple[float, float]]
+) -> tuple[dict[str, Any], list[float]]:
     """WGS84 polygon and bbox of the valid-data ring (UTM metres), as Earth Search gives them."""
     ring = [list(p) for p in ring_utm]
     if ring[0] != ring[-1]:
@@ -226,16 +228,24 @@ def check_item(item: dict[str, Any]) -> pystac.Item:
         if key not in props:
             raise StacCheckError(f"item {item['id']} lacks {key}")
     if not 0.0 <= props["eo:cloud_cover"] <= 100.0:
-        raise StacCheckError(f"item {item['id']}: eo:cloud_cover {props['eo:cloud_cover']} out of range")
+        raise StacCheckError(
+            f"item {item['id']}: eo:cloud_cover {props['eo:cloud_cover']} out of range"
+        )
     for key, asset in item["assets"].items():
         href = asset["href"]
         if not os.path.isabs(href) or not os.path.exists(href):
-            raise StacCheckError(f"item {item['id']} asset {key}: href {href} is not an existing absolute path")
+            raise StacCheckError(
+                f"item {item['id']} asset {key}: href {href} is not an existing absolute path"
+            )
         rb = asset.get("raster:bands") or []
         if len(rb) != 1 or rb[0].get("nodata") != 0 or "data_type" not in rb[0]:
-            raise StacCheckError(f"item {item['id']} asset {key}: raster:bands must state nodata 0 and data_type")
+            raise StacCheckError(
+                f"item {item['id']} asset {key}: raster:bands must state nodata 0 and data_type"
+            )
         if len(asset.get("proj:shape", [])) != 2 or len(asset.get("proj:transform", [])) != 6:
-            raise StacCheckError(f"item {item['id']} asset {key}: needs proj:shape and proj:transform")
+            raise StacCheckError(
+                f"item {item['id']} asset {key}: needs proj:shape and proj:transform"
+            )
     return parsed
 
 
@@ -252,7 +262,11 @@ def collection_dict(items: Sequence[Mapping[str, Any]], *, description: str) -> 
     for item in items:
         for key, asset in item["assets"].items():
             if key not in item_assets:
-                template = {k: v for k, v in asset.items() if k not in {"href", "proj:shape", "proj:transform"}}
+                template = {
+                    k: v
+                    for k, v in asset.items()
+                    if k not in {"href", "proj:shape", "proj:transform"}
+                }
                 template["raster:bands"] = [
                     {k: v for k, v in asset["raster:bands"][0].items() if k not in {"offset"}}
                 ]
@@ -271,7 +285,9 @@ def collection_dict(items: Sequence[Mapping[str, Any]], *, description: str) -> 
         "description": description,
         "keywords": ["sentinel", "earth observation", "esa", "synthetic"],
         "license": "other",
-        "providers": [{"name": "earthloop sample-data", "roles": ["producer", "processor", "host"]}],
+        "providers": [
+            {"name": "earthloop sample-data", "roles": ["producer", "processor", "host"]}
+        ],
         "extent": {
             "spatial": {"bbox": [[west, south, east, north]]},
             "temporal": {"interval": [[times[0], times[-1]]]},
@@ -283,7 +299,9 @@ def collection_dict(items: Sequence[Mapping[str, Any]], *, description: str) -> 
             "gsd": sorted({a["gsd"] for a in item_assets.values()}),
             "eo:cloud_cover": {"minimum": min(clouds), "maximum": max(clouds)},
             "eo:bands": eo_bands,
-            "s2:processing_baseline": sorted({i["properties"]["s2:processing_baseline"] for i in items}),
+            "s2:processing_baseline": sorted(
+                {i["properties"]["s2:processing_baseline"] for i in items}
+            ),
         },
         "item_assets": item_assets,
         "links": [],
@@ -353,5 +371,7 @@ def write_static_catalog(
     catalog_path = write_json(catalog, catalog_dir / "catalog.json")
     walked = sum(1 for _ in pystac.Catalog.from_file(str(catalog_path)).get_items(recursive=True))
     if walked != len(items):
-        raise StacCheckError(f"static catalog at {catalog_path} yields {walked} items, expected {len(items)}")
+        raise StacCheckError(
+            f"static catalog at {catalog_path} yields {walked} items, expected {len(items)}"
+        )
     return catalog_path, item_paths

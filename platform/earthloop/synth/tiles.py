@@ -76,7 +76,9 @@ def parse_mgrs(tile_id: str) -> MgrsTile:
         _, lats = warp_transform(crs, "EPSG:4326", [easting + 50_000], [northing + 50_000])
         if lat_lo - 0.5 <= lats[0] <= lat_hi + 0.5:
             return MgrsTile(zone, band, col + row, epsg, easting, northing)
-    raise ValueError(f"MGRS square {col}{row} does not occur in latitude band {band} of zone {zone}")
+    raise ValueError(
+        f"MGRS square {col}{row} does not occur in latitude band {band} of zone {zone}"
+    )
 
 
 def square_letters(zone: int, easting: float, northing: float) -> str:
@@ -117,10 +119,7 @@ class TileGrid:
         10 m and 20 m grids cover exactly the tile; the 60 m grid is rounded up and therefore
         extends up to 50 m beyond the right/bottom edge when ``size`` is not a multiple of 6.
         """
-        if resolution_m == 60:
-            n = self.padded // 6
-        else:
-            n = self.size * 10 // resolution_m
+        n = self.padded // 6 if resolution_m == 60 else self.size * 10 // resolution_m
         return n, n
 
     def transform(self, resolution_m: int) -> Affine:

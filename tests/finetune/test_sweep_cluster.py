@@ -1,0 +1,199 @@
+"""Tiny sweeps on the real two-node Ray cluster: rows, report, PNGs, and restore after a kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from earthloop.config import load_config
+from earthloop.models import build_backbone, save_backbone
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+BANDS = ["B02", "B03", "B04", "B08"]
+
+
+def _backbone(path: Path) -> Path:
+    """A resnet_tiny export standing in for a pretraining run (plumbing, not quality)."""
+    return save_backbone(
+        path,
+        build_backbone("resnet_tiny", 4),
+        arch="resnet_tiny",
+        bands=BANDS,
+        mean=[0.07, 0.1, 0.1, 0.28],
+        std=[0.03, 0.03, 0.05, 0.09],
+        method="seco",
+    )
+
+
+def _rows(uri: str, sweep: str) -> list[dict[str, Any]]:
+    from earthloop.store.delta import read_table, table_exists
+
+    if not table_exists(uri):
+        return []
+    return [r for r in read_table(uri).to_pylist() if r["sweep"] == sweep]
+
+
+def _is_png(path: str) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 5000
+
+
+def test_tiny_sweep_writes_rows_report_and_pngs(
+    ray_cluster: str, tiny_data: Any, tmp_path: Path
+) -> None:
+    from earthloop.finetune.sweep import run_sweep
+
+    ckpt = _backbone(tmp_path / "seco.pt")
+    over = tiny_data.overrides(
+        tmp_path,
+        name="tiny",
+        fractions=[0.5, 1.0],
+        seeds=[0],
+        max_steps=6,
+        eval_every=3,
+        inits=[{"name": "random"}, {"name": "seco", "path": str(ckpt)}],
+    )
+    over.append("finetune.resources.max_concurrent_trials=2")
+    cfg = load_config(None, over)
+    t0 = time.monotonic()
+    res = run_sweep(cfg)
+    elapsed = time.monotonic() - t0
+    assert (res.trials, res.errors, res.restored) == (4, 0, False)
+    rows = _rows(cfg.table_uri("finetune_trials"), "tiny")
+    assert len(rows) == 4
+    by = {(r["init"], r["fraction"]): r for r in rows}
+    assert set(by) == {("random", 0.5), ("random", 1.0), ("seco", 0.5), ("seco", 1.0)}
+    for r in rows:
+        assert r["status"] == "finished" and r["steps"] == 6 and r["iterations"] == 2
+        assert r["chips_table_version"] == 0 and r["chips_table"].endswith("tables/chips")
+        assert 0.0 <= r["test_metric"] <= 1.0 and r["metric"] == "miou"
+        assert r["selected"]  # one sample per cell
+        assert os.path.isdir(r["checkpoint"]), r["checkpoint"]
+        assert json.loads(r["config"])["init"] == r["init"]
+        assert r["n_labelled"] == len(r["label_chip_ids"])
+    # same seed: the 50 % labels are inside the 100 % labels, for both inits
+    assert set(by[("random", 0.5)]["label_chip_ids"]) < set(by[("random", 1.0)]["label_chip_ids"])
+    assert by[("random", 0.5)]["label_set_id"] == by[("seco", 0.5)]["label_set_id"]
+    assert by[("seco", 0.5)]["init_path"] == str(ckpt)
+    text = Path(res.report).read_text()
+    assert "Gain over random initialisation" in text and "| seco |" in text
+    assert sorted(Path(p).name for p in res.plots) == [
+        "gain_over_random.png",
+        "metric_vs_fraction.png",
+    ]
+    assert all(_is_png(p) for p in res.plots)
+    print(f"tiny sweep: 4 trials in {elapsed:.0f}s")
+
+
+def _trial_lines(exp: Path) -> dict[str, int]:
+    """Lines of result.json per trial: a re-run trial would append to it."""
+    out = {}
+    for d in exp.iterdir():
+        f = d / "result.json"
+        if d.is_dir() and f.exists():
+            out[d.name.rsplit("-", 1)[-1]] = len(f.read_text().splitlines())
+    return out
+
+
+def _attempts(exp: Path) -> dict[str, list[dict[str, Any]]]:
+    d = exp / "attempts"
+    return (
+        {f.stem: [json.loads(x) for x in f.read_text().splitlines()] for f in d.glob("*.log")}
+        if d.is_dir()
+        else {}
+    )
+
+
+def test_restore_after_kill_finishes_only_the_remaining_trials(
+    ray_cluster: str, tiny_data: Any, tmp_path: Path
+) -> None:
+    ckpt = _backbone(tmp_path / "seco.pt")
+    over = tiny_data.overrides(
+        tmp_path,
+        name="killed",
+        fractions=[0.5, 1.0],
+        seeds=[0],
+        max_steps=16,
+        eval_every=2,
+        inits=[{"name": "random"}, {"name": "seco", "path": str(ckpt)}],
+    )
+    raw: dict[str, Any] = {}
+    for item in over:  # the same overrides as a YAML file, as a user would write it
+        key, _, value = item.partition("=")
+        node = raw
+        *parents, last = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = yaml.safe_load(value)
+    raw["finetune"]["resources"] = {"cpu": 1, "max_concurrent_trials": 1}
+    config = tmp_path / "sweep.yaml"
+    config.write_text(yaml.safe_dump(raw))
+    cfg = load_config(str(config))
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": ray_cluster,
+        "RAY_AUTH_MODE": "token",
+        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    cmd = [sys.executable, str(ROOT / "jobs" / "finetune.py"), "--config", str(config)]
+    uri = cfg.table_uri("finetune_trials")
+    exp = Path(cfg.path("ray_results", "killed"))
+
+    log1 = open(tmp_path / "run1.log", "wb")  # noqa: SIM115 - must outlive the kill below
+    proc = subprocess.Popen(
+        cmd, stdout=log1, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
+    deadline = time.monotonic() + 240
+    while len(_rows(uri, "killed")) < 2:
+        assert proc.poll() is None, (tmp_path / "run1.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "two trials did not finish in time"
+        time.sleep(0.5)
+    # kill while a third trial is mid-way: after its first checkpoint, before its end
+    done_ids = {r["trial_id"] for r in _rows(uri, "killed")}
+    while time.monotonic() < deadline and not any(
+        d.is_dir() and d.name.rsplit("-", 1)[-1] not in done_ids and any(d.glob("checkpoint_*"))
+        for d in exp.iterdir()
+    ):
+        time.sleep(0.2)
+    time.sleep(1.5)  # let the experiment state (saved every 1 s here) catch up
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and anything it started, nothing else
+    proc.wait(timeout=30)
+    done_before = {r["trial_id"]: r for r in _rows(uri, "killed")}
+    assert 2 <= len(done_before) < 4, "the kill came too late to leave work for the restore"
+    lines_before = _trial_lines(exp)
+
+    run2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert run2.returncode == 0, run2.stdout[-3000:] + run2.stderr[-3000:]
+    assert "(restored)" in run2.stdout
+
+    rows = {r["trial_id"]: r for r in _rows(uri, "killed")}
+    assert len(rows) == 4 and all(r["status"] == "finished" for r in rows.values())
+    assert set(done_before) < set(rows)  # the same trials, none replaced by new ones
+    attempts = _attempts(exp)
+    lines_after = _trial_lines(exp)
+    for tid in done_before:
+        # finished before the kill: never started again, no result appended
+        assert len(attempts[tid]) == 1, (tid, attempts[tid])
+        assert lines_after[tid] == lines_before[tid] == 8
+    remaining = set(rows) - set(done_before)
+    for tid in remaining:
+        assert rows[tid]["iterations"] == 8 and rows[tid]["steps"] == 16
+    # a trial interrupted mid-way resumes from a checkpoint (an evaluation boundary), never
+    # past its end; which step depends on when the kill landed
+    resumed = [a[-1]["resumed_step"] for tid in remaining for a in [attempts[tid]] if len(a) > 1]
+    assert all(s % 2 == 0 and 0 <= s < 16 for s in resumed), attempts
+    print(
+        f"restore: {len(done_before)} trials kept, {len(remaining)} finished after restore, "
+        f"resumed at steps {resumed}"
+    )
