@@ -81,11 +81,18 @@ def stac_server(rustac_bin: str, tmp_path: Path) -> Iterator[StacFactory]:
 
     def start(folder: Path) -> str:
         port = free_port()
-        log = open(tmp_path / f"rustac-{port}.log", "wb")
+        log = open(tmp_path / f"rustac-{port}.log", "wb")  # noqa: SIM115 (outlives this call)
         p = subprocess.Popen(
-            [rustac_bin, "serve", "--addr", f"127.0.0.1:{port}",
-             str(folder / "collection.json"), str(folder / "items.ndjson")],
-            stdout=log, stderr=subprocess.STDOUT,
+            [
+                rustac_bin,
+                "serve",
+                "--addr",
+                f"127.0.0.1:{port}",
+                str(folder / "collection.json"),
+                str(folder / "items.ndjson"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         procs.append(p)
         url = f"http://127.0.0.1:{port}"
@@ -118,7 +125,9 @@ def ray_cluster() -> Iterator[str]:
         script = ROOT / "infra" / "local" / "ray.sh"
         res = subprocess.run([str(script), "up"], capture_output=True, text=True, timeout=300)
         if res.returncode != 0:
-            missing(f"could not start the local Ray cluster: {res.stdout[-2000:]}{res.stderr[-2000:]}")
+            missing(
+                f"could not start the local Ray cluster: {res.stdout[-2000:]}{res.stderr[-2000:]}"
+            )
         started = True
         if not _ray_up():
             missing("the local Ray cluster started but refuses connections")

@@ -103,10 +103,10 @@ class EarthloopConfig(Section):
     name: str = "demo"
     workdir: str = "runs/demo"  # local path or s3:// URI; tables and checkpoints live below it
     data_dir: str = "data/synthetic"  # where `earthloop sample-data` writes
-    stac: StacConfig = Field(default_factory=StacConfig)
-    ingest: IngestConfig = Field(default_factory=IngestConfig)
-    stream: StreamConfig = Field(default_factory=StreamConfig)
-    ray: RayConfig = Field(default_factory=RayConfig)
+    stac: StacConfig = Field(default_factory=lambda: StacConfig())
+    ingest: IngestConfig = Field(default_factory=lambda: IngestConfig())
+    stream: StreamConfig = Field(default_factory=lambda: StreamConfig())
+    ray: RayConfig = Field(default_factory=lambda: RayConfig())
     # Stage sections owned by their packages; kept as raw mappings here and validated by the
     # stage (see earthloop.pretrain.config / earthloop.finetune.config) so this module stays light.
     pretrain: dict[str, Any] = Field(default_factory=dict)
@@ -198,9 +198,7 @@ def load_config(
         raise ConfigError(format_validation_error(exc, str(source))) from None
 
 
-def parse_job_args(
-    argv: list[str] | None, description: str
-) -> tuple[EarthloopConfig, Any]:
+def parse_job_args(argv: list[str] | None, description: str) -> tuple[EarthloopConfig, Any]:
     """Common ``--config FILE [section.key=value ...]`` handling for every job entry point.
 
     Returns the validated config and the argparse namespace (for job-specific flags added by

@@ -14,7 +14,9 @@ import pytest
 import requests
 
 
-def export_static_catalog(catalog: Path, out: Path, mutate: Callable[[dict], Any] | None = None) -> Path:
+def export_static_catalog(
+    catalog: Path, out: Path, mutate: Callable[[dict], Any] | None = None
+) -> Path:
     """Write collection.json + items.ndjson (absolute asset hrefs) for a STAC API server."""
     out.mkdir(parents=True, exist_ok=True)
     cat = pystac.read_file(str(catalog))
@@ -57,8 +59,9 @@ class FaultProxy:
 
             def _forward(self, method: str, body: bytes | None) -> None:
                 url = proxy.upstream + self.path
-                r = requests.request(method, url, data=body,
-                                     headers={"Content-Type": "application/json"}, timeout=10)
+                r = requests.request(
+                    method, url, data=body, headers={"Content-Type": "application/json"}, timeout=10
+                )
                 text = r.content.replace(proxy.upstream.encode(), proxy.url.encode())
                 self.send_response(r.status_code)
                 self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from earthloop.config import EarthloopConfig, load_config
 from earthloop.ingest.pipeline import run_ingest
 from earthloop.store.delta import read_table, table_version
@@ -42,8 +41,17 @@ def test_real_api_ingest_is_idempotent(tmp_path, real_static_catalog, stac_serve
     assert chips.num_rows == first.chips
     assert set(chips.column("bands")[0].as_py()) == {"B02", "B03", "B04", "B08"}
     # every chip has its own SCL verdict below the threshold
-    assert max(a + b for a, b in zip(chips.column("cloud_fraction").to_pylist(),
-                                     chips.column("shadow_fraction").to_pylist())) <= 0.5
+    assert (
+        max(
+            a + b
+            for a, b in zip(
+                chips.column("cloud_fraction").to_pylist(),
+                chips.column("shadow_fraction").to_pylist(),
+                strict=True,
+            )
+        )
+        <= 0.5
+    )
     version = table_version(cfg.table_uri("chips"))
 
     again = run_ingest(cfg)
@@ -54,18 +62,25 @@ def test_real_api_ingest_is_idempotent(tmp_path, real_static_catalog, stac_serve
     assert runs.num_rows == 2 and runs.column("chips_table_version").to_pylist() == [version] * 2
 
 
-def test_static_catalog_walk_matches_api(tmp_path, real_static_catalog, stac_server, export_catalog):
+def test_static_catalog_walk_matches_api(
+    tmp_path, real_static_catalog, stac_server, export_catalog
+):
     url = stac_server(export_catalog(real_static_catalog, tmp_path / "api"))
     via_api = run_ingest(_cfg(tmp_path / "a", url))
     via_walk = run_ingest(_cfg(tmp_path / "b", str(real_static_catalog)))
     assert via_walk.mode == "static"
-    ids_a = set(read_table(_cfg(tmp_path / "a", url).table_uri("chips")).column("chip_id").to_pylist())
-    ids_b = set(read_table(_cfg(tmp_path / "b", url).table_uri("chips")).column("chip_id").to_pylist())
+    ids_a = set(
+        read_table(_cfg(tmp_path / "a", url).table_uri("chips")).column("chip_id").to_pylist()
+    )
+    ids_b = set(
+        read_table(_cfg(tmp_path / "b", url).table_uri("chips")).column("chip_id").to_pylist()
+    )
     assert via_api.chips == via_walk.chips and ids_a == ids_b
 
 
-def test_scene_cloud_filter_is_enforced_client_side(tmp_path, real_static_catalog, stac_server,
-                                                    export_catalog):
+def test_scene_cloud_filter_is_enforced_client_side(
+    tmp_path, real_static_catalog, stac_server, export_catalog
+):
     url = stac_server(export_catalog(real_static_catalog, tmp_path / "api"))
     report = run_ingest(_cfg(tmp_path, url, "ingest.max_scene_cloud=1"))
     chips = read_table(_cfg(tmp_path, url).table_uri("chips"))

@@ -12,7 +12,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-
 from earthloop.models import load_backbone
 from earthloop.store.delta import read_table
 
@@ -48,11 +47,25 @@ def _run_row(demo: dict, run: str) -> dict:
 def test_ray_job_submit_pretrains_on_two_workers(ray_cluster: str, synthetic_demo: dict) -> None:
     run = f"t-{uuid.uuid4().hex[:8]}"
     cmd = [
-        str(ROOT / ".venv" / "bin" / "ray"), "job", "submit", "--address", JOBS,
-        "--working-dir", str(ROOT), "--runtime-env-json", _runtime_env(), "--",
-        "python", "jobs/pretrain.py",
-        *_overrides(synthetic_demo, run, "pretrain.max_steps=4", "pretrain.checkpoint_every=2",
-                    "pretrain.epochs=1"),
+        str(ROOT / ".venv" / "bin" / "ray"),
+        "job",
+        "submit",
+        "--address",
+        JOBS,
+        "--working-dir",
+        str(ROOT),
+        "--runtime-env-json",
+        _runtime_env(),
+        "--",
+        "python",
+        "jobs/pretrain.py",
+        *_overrides(
+            synthetic_demo,
+            run,
+            "pretrain.max_steps=4",
+            "pretrain.checkpoint_every=2",
+            "pretrain.epochs=1",
+        ),
     ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-4000:]
@@ -62,7 +75,9 @@ def test_ray_job_submit_pretrains_on_two_workers(ray_cluster: str, synthetic_dem
     assert row["status"] == "finished" and row["final_step"] == 4
     assert row["chips_table_version"] == 0 and row["chips_table"].endswith("tables/chips")
     assert Path(row["checkpoint"]).is_dir()
-    backbone, meta = load_backbone(row["backbone_path"], expected_bands=["blue", "green", "red", "nir"])
+    backbone, meta = load_backbone(
+        row["backbone_path"], expected_bands=["blue", "green", "red", "nir"]
+    )
     assert meta["method"] == "seco" and len(meta["mean"]) == 4
     metrics = read_table(str(synthetic_demo["workdir"] / "tables" / "pretrain_metrics")).to_pylist()
     mine = [m for m in metrics if m["run_name"] == run]
@@ -76,9 +91,19 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster: str, synthetic_demo:
     run = f"k-{uuid.uuid4().hex[:8]}"
     max_steps = 36
     client = JobSubmissionClient(JOBS)
-    entry = " ".join(["python jobs/pretrain.py", *_overrides(
-        synthetic_demo, run, f"pretrain.max_steps={max_steps}", "pretrain.checkpoint_every=4",
-        "pretrain.epochs=100", "pretrain.max_failures=2")])
+    entry = " ".join(
+        [
+            "python jobs/pretrain.py",
+            *_overrides(
+                synthetic_demo,
+                run,
+                f"pretrain.max_steps={max_steps}",
+                "pretrain.checkpoint_every=4",
+                "pretrain.epochs=100",
+                "pretrain.max_failures=2",
+            ),
+        ]
+    )
     job = client.submit_job(
         entrypoint=entry,
         runtime_env={"working_dir": str(ROOT), **json.loads(_runtime_env())},
@@ -96,18 +121,29 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster: str, synthetic_demo:
     assert info.driver_info is not None
     # only this job's workers: other sweeps may run Ray Train on the same cluster
     workers = list_actors(
-        filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE"),
-                 ("job_id", "=", info.driver_info.id)],
+        filters=[
+            ("class_name", "=", "RayTrainWorker"),
+            ("state", "=", "ALIVE"),
+            ("job_id", "=", info.driver_info.id),
+        ],
         detail=True,
     )
     # the state API can lag; trust the pids that are reporting results right now
-    reporting = {int(p) for p in re.findall(
-        r"RayTrainWorker pid=(\d+)[^\n]*Reporting training result", client.get_job_logs(job))}
+    reporting = {
+        int(p)
+        for p in re.findall(
+            r"RayTrainWorker pid=(\d+)[^\n]*Reporting training result", client.get_job_logs(job)
+        )
+    }
     alive = {w.pid for w in workers} & reporting
     assert alive, (workers, reporting)
     victim = max(alive)
     os.kill(victim, signal.SIGKILL)
-    while client.get_job_status(job) not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED}:
+    while client.get_job_status(job) not in {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    }:
         assert time.monotonic() < deadline + 300, "job did not finish after the kill"
         time.sleep(2)
     logs = client.get_job_logs(job)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from earthloop.config import load_config
 from earthloop.ingest.pipeline import run_ingest
 from earthloop.stream import chip_dataset, load_index, plan_groups, read_group, seco_dataset
@@ -17,12 +16,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
 @pytest.fixture(scope="module")
 def real_index(tmp_path_factory: pytest.TempPathFactory, shared_data: Path) -> str:
     work = tmp_path_factory.mktemp("stream")
-    cfg = load_config(None, [
-        f"workdir={work}",
-        f"stac.url={shared_data / 'sentinel2-l2a/earth-search-static/catalog.json'}",
-        "ingest.datetime=2023-08-01/2023-08-31", "ingest.dates_per_location=2",
-        "ingest.chip_size=16", "ingest.num_locations=12", "ingest.max_chip_cloud=0.6",
-    ])
+    cfg = load_config(
+        None,
+        [
+            f"workdir={work}",
+            f"stac.url={shared_data / 'sentinel2-l2a/earth-search-static/catalog.json'}",
+            "ingest.datetime=2023-08-01/2023-08-31",
+            "ingest.dates_per_location=2",
+            "ingest.chip_size=16",
+            "ingest.num_locations=12",
+            "ingest.max_chip_cloud=0.6",
+        ],
+    )
     report = run_ingest(cfg)
     assert report.chips >= 10
     return cfg.table_uri("chips")
@@ -62,8 +67,9 @@ def test_two_consumers_on_two_nodes_get_each_chip_once(ray_cluster: str, real_in
         Consumer.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n, soft=False)).remote()
         for n in nodes
     ]
-    results = ray.get([c.consume.remote(s) for c, s in zip(consumers, shards, strict=True)],
-                      timeout=300)
+    results = ray.get(
+        [c.consume.remote(s) for c, s in zip(consumers, shards, strict=True)], timeout=300
+    )
     assert {node for node, _ in results} == set(nodes)  # really two nodes
     a, b = results[0][1], results[1][1]
     rows, _ = load_index(real_index, version=ref.version, split=None)

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from earthloop.config import ConfigError, load_config
 from earthloop.pretrain.runner import plan_pretrain
 
@@ -48,9 +47,15 @@ def test_cscl_needs_labels_and_seco_three_dates(tmp_path: Path) -> None:
 def test_cli_exits_2_before_touching_ray(tmp_path: Path) -> None:
     """The job entry point reports the error and never connects to a cluster."""
     res = subprocess.run(
-        [sys.executable, str(ROOT / "jobs" / "pretrain.py"), f"workdir={tmp_path}",
-         "ray.address=127.0.0.1:1"],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            str(ROOT / "jobs" / "pretrain.py"),
+            f"workdir={tmp_path}",
+            "ray.address=127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert res.returncode == 2
     assert "no chip table" in res.stdout

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from earthloop.s2.radiometry import (
     Radiometry,
     baseline_radiometry,
@@ -80,7 +79,9 @@ def test_static_catalog_real_pixels_are_plausible_reflectance(shared_data: Path)
     """On real August vegetation the harmonised reflectance must be positive (not offset twice)."""
     import rasterio
 
-    item_dir = shared_data / "sentinel2-l2a/earth-search-static/sentinel-2-l2a/S2A_33TWL_20230815_0_L2A"
+    item_dir = (
+        shared_data / "sentinel2-l2a/earth-search-static/sentinel-2-l2a/S2A_33TWL_20230815_0_L2A"
+    )
     item = json.loads((item_dir / "S2A_33TWL_20230815_0_L2A.json").read_text())
     r = radiometry_for_asset(item["assets"]["nir"], item["properties"])
     with rasterio.open(item_dir / "B08.tif") as src:

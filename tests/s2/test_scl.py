@@ -1,5 +1,4 @@
 import numpy as np
-
 from earthloop.s2.scl import SCL, chip_quality, cloud_mask, scl_invalid_mask
 
 
@@ -8,7 +7,12 @@ def test_masks_follow_scl_semantics() -> None:
     assert np.flatnonzero(cloud_mask(scl)).tolist() == [8, 9, 10]
     assert np.flatnonzero(scl_invalid_mask(scl)).tolist() == [0, 1, 3, 8, 9, 10]
     assert np.flatnonzero(scl_invalid_mask(scl, snow=True)).tolist() == [0, 1, 3, 8, 9, 10, 11]
-    assert np.flatnonzero(scl_invalid_mask(scl, shadow=False, nodata=False)).tolist() == [1, 8, 9, 10]
+    assert np.flatnonzero(scl_invalid_mask(scl, shadow=False, nodata=False)).tolist() == [
+        1,
+        8,
+        9,
+        10,
+    ]
 
 
 def test_chip_quality_fractions() -> None:

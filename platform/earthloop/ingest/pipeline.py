@@ -126,7 +126,9 @@ def search_scenes(
 ) -> list[tuple[int, pystac.Item]]:
     """One search per season window; returns (season index, item) pairs, deduplicated."""
     ing = cfg.ingest
-    geojson = json.loads(Path(resolve_path(ing.aoi_geojson)).read_text()) if ing.aoi_geojson else None
+    geojson = (
+        json.loads(Path(resolve_path(ing.aoi_geojson)).read_text()) if ing.aoi_geojson else None
+    )
     intersects = None
     if geojson is not None:
         intersects = aoi_from(None, geojson, []).__geo_interface__
@@ -189,7 +191,13 @@ def _plan_location(
 
 
 def _chip_row(
-    loc: Location, season: int, sc: Scene, bounds: Any, off: Any, size: int, q: dict[str, float],
+    loc: Location,
+    season: int,
+    sc: Scene,
+    bounds: Any,
+    off: Any,
+    size: int,
+    q: dict[str, float],
     split: str,
 ) -> dict[str, Any]:
     chip_id = f"{loc.location_id}-{sc.item_id}-{off[0]}-{off[1]}-{size}"
@@ -275,12 +283,18 @@ def run_ingest(
     if scenes:
         aoi = aoi_from(
             ing.bbox,
-            json.loads(Path(resolve_path(ing.aoi_geojson)).read_text()) if ing.aoi_geojson else None,
+            json.loads(Path(resolve_path(ing.aoi_geojson)).read_text())
+            if ing.aoi_geojson
+            else None,
             [sc.geometry for _, sc in scenes if sc.geometry],
         )
         locations = sample_locations(
-            aoi, ing.num_locations, method=ing.sampling, centers=ing.centers,
-            sigma_m=ing.sigma_m, seed=ing.seed,
+            aoi,
+            ing.num_locations,
+            method=ing.sampling,
+            centers=ing.centers,
+            sigma_m=ing.sigma_m,
+            seed=ing.seed,
         )
         report.locations = len(locations)
         progress = _Progress("ingest locations", len(locations))
@@ -327,7 +341,9 @@ def run_ingest(
     table = pa.Table.from_pylist(rows, schema=CHIP_SCHEMA)
     res = merge_rows(cfg.table_uri("chips"), table, ["chip_id"])
     report.inserted, report.updated, report.table_version = (
-        res["inserted"], res["updated"], res["version"],
+        res["inserted"],
+        res["updated"],
+        res["version"],
     )
     run_row = {
         "run_id": report.run_id,

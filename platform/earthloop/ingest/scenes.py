@@ -12,7 +12,6 @@ from datetime import datetime
 from typing import Any
 
 import pystac
-import rasterio
 
 from earthloop.ingest.stac import item_datetime
 from earthloop.raster.read import ChipReadError, map_href, open_raster
@@ -90,7 +89,9 @@ def _item_epsgs(item: pystac.Item) -> set[int]:
 def _tile_of(item: pystac.Item) -> str:
     p = item.properties
     if p.get("mgrs:utm_zone") is not None:
-        return f"{p['mgrs:utm_zone']}{p.get('mgrs:latitude_band', '')}{p.get('mgrs:grid_square', '')}"
+        return (
+            f"{p['mgrs:utm_zone']}{p.get('mgrs:latitude_band', '')}{p.get('mgrs:grid_square', '')}"
+        )
     return str(p.get("s2:mgrs_tile") or p.get("grid:code") or item.id)
 
 

@@ -45,7 +45,7 @@ class PretrainConfig(Section):
     storage_path: str | None = None  # default: <workdir>/ray_results
     seed: int = 0
     log_every_s: float = Field(10.0, gt=0)
-    probe: ProbeConfig = Field(default_factory=ProbeConfig)
+    probe: ProbeConfig = Field(default_factory=lambda: ProbeConfig())
     amp: bool = True  # bf16 autocast + channels-last when on GPU; ignored on CPU
 
     @model_validator(mode="after")

@@ -62,7 +62,9 @@ def build_probe(
         by_loc.setdefault(r["location_id"], r)
     candidates = list(by_loc.values())
     rng.shuffle(candidates)
-    images, valids, ys = [], [], []
+    images: list[np.ndarray] = []
+    valids: list[np.ndarray] = []
+    ys: list[int] = []
     for group in plan_groups(candidates[: n * 2], 1024):
         for out in read_group(group, bands, labels=labels.rasters):
             if out["error"] or len(ys) >= n:

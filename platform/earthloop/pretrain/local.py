@@ -81,7 +81,12 @@ def pretrain_in_memory(
         opt.step()
         if probe_every and step % probe_every == 0 or step == steps:
             record(step, float(out["loss"].detach()))
-            log.info("step %d/%d loss %.3f %s (%.1f steps/s)", step, steps, history[-1]["loss"],
-                     {k_: round(v, 3) for k_, v in history[-1].items() if k_ not in {"step", "loss"}},
-                     step / (time.perf_counter() - t0))
+            log.info(
+                "step %d/%d loss %.3f %s (%.1f steps/s)",
+                step,
+                steps,
+                history[-1]["loss"],
+                {k_: round(v, 3) for k_, v in history[-1].items() if k_ not in {"step", "loss"}},
+                step / (time.perf_counter() - t0),
+            )
     return model, history

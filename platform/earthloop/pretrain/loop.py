@@ -33,12 +33,17 @@ log = logging.getLogger("earthloop.pretrain")
 STATE_FILE = "state.pt"
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def _unwrap(model: nn.Module) -> Any:
+    """The method module inside a DDP wrapper (typed loosely: methods differ in attributes)."""
     return model.module if hasattr(model, "module") else model
 
 
 def probe_accuracy(
-    backbone: nn.Module, probe: dict[str, np.ndarray], mean: Tensor, std: Tensor, k: int,
+    backbone: nn.Module,
+    probe: dict[str, np.ndarray],
+    mean: Tensor,
+    std: Tensor,
+    k: int,
     device: torch.device,
 ) -> tuple[float, float, float]:
     """kNN accuracy of pooled features on the probe set (half reference, half query).
@@ -61,11 +66,16 @@ def probe_accuracy(
     return float(acc), float(embedding_std(z)), float(uniformity(z))
 
 
-def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int,
-                epoch: int) -> None:
+def _save_state(
+    path: Path, model: nn.Module, opt: torch.optim.Optimizer, step: int, epoch: int
+) -> None:
     torch.save(
-        {"model": _unwrap(model).state_dict(), "optimizer": opt.state_dict(), "step": step,
-         "epoch": epoch},
+        {
+            "model": _unwrap(model).state_dict(),
+            "optimizer": opt.state_dict(),
+            "step": step,
+            "epoch": epoch,
+        },
         path / STATE_FILE,
     )
 
@@ -132,8 +142,9 @@ def train_loop(config: dict[str, Any]) -> None:
         for batch in shard.iter_torch_batches(batch_size=per_worker, drop_last=True):
             t_got = time.perf_counter()
             wait_s += t_got - t_prev
-            inputs = {k: v.to(device) for k, v in method_inputs(
-                pc["method"], batch, mean, std).items()}
+            inputs = {
+                k: v.to(device) for k, v in method_inputs(pc["method"], batch, mean, std).items()
+            }
             with autocast:
                 out = model(inputs)
             opt.zero_grad(set_to_none=True)
@@ -159,14 +170,30 @@ def train_loop(config: dict[str, Any]) -> None:
                 eta = ((total - step) * (t_prev - t_start) / steps_done_here) if total else None
                 log.info(
                     "step %d epoch %d loss %.4f %.1f samples/s data-wait %.0f%% ETA %s",
-                    step, epoch, terms.get("loss", float("nan")), rate,
+                    step,
+                    epoch,
+                    terms.get("loss", float("nan")),
+                    rate,
                     100 * wait_s / max(wait_s + compute_s, 1e-9),
                     f"{eta:.0f}s" if eta is not None else "?",
                 )
             if step % pc["checkpoint_every"] == 0:
-                _report(ray.train, Checkpoint, model, opt, step, epoch, rank,
-                        {"step": step, "epoch": epoch, "loss": terms.get("loss", float("nan")),
-                         "resumed_from_step": resumed_from, "kind": "step"})
+                _report(
+                    ray.train,
+                    Checkpoint,
+                    model,
+                    opt,
+                    step,
+                    epoch,
+                    rank,
+                    {
+                        "step": step,
+                        "epoch": epoch,
+                        "loss": terms.get("loss", float("nan")),
+                        "resumed_from_step": resumed_from,
+                        "kind": "step",
+                    },
+                )
                 if rank == 0:
                     metrics.checkpoint_saved()
             if step >= max_steps:
@@ -174,7 +201,10 @@ def train_loop(config: dict[str, Any]) -> None:
         # ---- end of epoch: collapse watch and a checkpoint at the epoch boundary ----
         mean_losses = {k: v / max(n_batches, 1) for k, v in losses_sum.items()}
         epoch_metrics: dict[str, Any] = {
-            "step": step, "epoch": epoch + 1, "kind": "epoch", "resumed_from_step": resumed_from,
+            "step": step,
+            "epoch": epoch + 1,
+            "kind": "epoch",
+            "resumed_from_step": resumed_from,
             "world_size": world,
             "batches": n_batches,
             "data_wait_fraction": wait_s / max(wait_s + compute_s, 1e-9),
@@ -183,11 +213,13 @@ def train_loop(config: dict[str, Any]) -> None:
         }
         if probe is not None and rank == 0:
             acc, estd, unif = probe_accuracy(
-                _unwrap(model).backbone, probe, mean, std, config["probe_k"], device)
+                _unwrap(model).backbone, probe, mean, std, config["probe_k"], device
+            )
             dim = int(_unwrap(model).backbone.num_features)
             collapsed = is_collapsed(estd, dim)
-            epoch_metrics.update(knn_accuracy=acc, embedding_std=estd, uniformity=unif,
-                                 collapsed=collapsed)
+            epoch_metrics.update(
+                knn_accuracy=acc, embedding_std=estd, uniformity=unif, collapsed=collapsed
+            )
             metrics.knn_accuracy(acc)
             metrics.embedding_std(estd)
             metrics.collapsed(collapsed)
@@ -195,8 +227,11 @@ def train_loop(config: dict[str, Any]) -> None:
                 log.warning("embedding collapse: std %.4f (≈0 means every chip maps alike)", estd)
         metrics.epoch(epoch + 1)
         if rank == 0:
-            log.info("epoch %d done: %s", epoch + 1,
-                     {k: round(v, 4) if isinstance(v, float) else v for k, v in epoch_metrics.items()})
+            log.info(
+                "epoch %d done: %s",
+                epoch + 1,
+                {k: round(v, 4) if isinstance(v, float) else v for k, v in epoch_metrics.items()},
+            )
             if config.get("metrics_table"):
                 _record_epoch(config["metrics_table"], config["run_name"], epoch_metrics)
         _report(ray.train, Checkpoint, model, opt, step, epoch + 1, rank, epoch_metrics)
@@ -204,8 +239,16 @@ def train_loop(config: dict[str, Any]) -> None:
             metrics.checkpoint_saved()
 
 
-def _report(train: Any, checkpoint_cls: Any, model: nn.Module, opt: torch.optim.Optimizer,
-            step: int, epoch: int, rank: int, metrics: dict[str, Any]) -> None:
+def _report(
+    train: Any,
+    checkpoint_cls: Any,
+    model: nn.Module,
+    opt: torch.optim.Optimizer,
+    step: int,
+    epoch: int,
+    rank: int,
+    metrics: dict[str, Any],
+) -> None:
     clean = {k: (float(v) if isinstance(v, (bool, np.floating)) else v) for k, v in metrics.items()}
     if rank == 0:
         with tempfile.TemporaryDirectory() as d:
@@ -243,5 +286,6 @@ def _record_epoch(uri: str, run_name: str, m: dict[str, Any]) -> None:
 
 def load_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """The saved training state of a checkpoint directory."""
-    return dict(torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu",
-                           weights_only=False))
+    return dict(
+        torch.load(Path(checkpoint_dir) / STATE_FILE, map_location="cpu", weights_only=False)
+    )

@@ -24,9 +24,7 @@ def build_method(pc: dict[str, Any], in_channels: int) -> nn.Module:
             seed=pc["seed"],
         )
     if method == "dense":
-        return DenseContrastive(
-            UNet(backbone), num_pixels=pc["pixels_per_image"], seed=pc["seed"]
-        )
+        return DenseContrastive(UNet(backbone), num_pixels=pc["pixels_per_image"], seed=pc["seed"])
     if method == "cscl":
         return CSCL(
             UNet(backbone),

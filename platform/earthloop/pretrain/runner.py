@@ -113,15 +113,24 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
     if pc.method in {"seco", "dense"}:
         dates = pc.dates if pc.method == "seco" else 2
         ds, ref, n_loc = seco_dataset(
-            plan.chips_uri, version=ref.version, split=split, bands=plan.bands, dates=dates,
-            max_cloud=cfg.stream.max_cloud, cachemax_mb=cfg.stream.gdal_cachemax_mb,
+            plan.chips_uri,
+            version=ref.version,
+            split=split,
+            bands=plan.bands,
+            dates=dates,
+            max_cloud=cfg.stream.max_cloud,
+            cachemax_mb=cfg.stream.gdal_cachemax_mb,
         )
         n_samples = n_loc
     else:
         assert plan.labels is not None
         ds, ref = chip_dataset(
-            plan.chips_uri, version=ref.version, split=split, bands=plan.bands,
-            max_cloud=cfg.stream.max_cloud, labels=plan.labels.rasters,
+            plan.chips_uri,
+            version=ref.version,
+            split=split,
+            bands=plan.bands,
+            max_cloud=cfg.stream.max_cloud,
+            labels=plan.labels.rasters,
             cachemax_mb=cfg.stream.gdal_cachemax_mb,
         )
         n_samples = len(rows)
@@ -155,7 +164,13 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
     }
     log.info(
         "pretraining %s (%s, %s) on %d %s samples from %s@v%d; %d workers",
-        plan.run_name, pc.method, pc.backbone, n_samples, split, plan.chips_uri, ref.version,
+        plan.run_name,
+        pc.method,
+        pc.backbone,
+        n_samples,
+        split,
+        plan.chips_uri,
+        ref.version,
         cfg.ray.num_workers,
     )
     trainer = TorchTrainer(
@@ -181,7 +196,10 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
     backbone_path = None
     if result.checkpoint is not None:
         backbone_path = export_backbone(
-            result.checkpoint.path, plan, mean, std,
+            result.checkpoint.path,
+            plan,
+            mean,
+            std,
             Path(cfg.path("models", plan.run_name, "backbone.pt")),
         )
     final = dict(result.metrics or {})
@@ -205,8 +223,9 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
         "status": "error" if result.error else "finished",
     }
     merge_rows(runs_table, pa.Table.from_pylist([row]), ["run_name"])
-    return PretrainResult(plan.run_name, checkpoint, backbone_path, ref, final, runs_table,
-                          metrics_table)
+    return PretrainResult(
+        plan.run_name, checkpoint, backbone_path, ref, final, runs_table, metrics_table
+    )
 
 
 def export_backbone(
@@ -217,13 +236,21 @@ def export_backbone(
     from earthloop.pretrain.loop import load_state
     from earthloop.pretrain.methods import build_method
 
-    model = build_method(plan.pc.model_dump(), len(plan.bands))
+    model: Any = build_method(plan.pc.model_dump(), len(plan.bands))
     state = load_state(checkpoint_dir)
     model.load_state_dict(state["model"])
     save_backbone(
-        out, model.backbone, arch=plan.pc.backbone, bands=plan.bands, mean=mean, std=std,  # type: ignore[arg-type]
+        out,
+        model.backbone,
+        arch=plan.pc.backbone,
+        bands=plan.bands,
+        mean=mean,
+        std=std,
         method=plan.pc.method,
-        extra={"run_name": plan.run_name, "step": int(state["step"]),
-               "checkpoint": str(checkpoint_dir)},
+        extra={
+            "run_name": plan.run_name,
+            "step": int(state["step"]),
+            "checkpoint": str(checkpoint_dir),
+        },
     )
     return str(out)

@@ -62,9 +62,7 @@ def table_version(uri: str) -> int:
     return int(_open(uri).version())
 
 
-def read_table(
-    uri: str, version: int | None = None, columns: list[str] | None = None
-) -> pa.Table:
+def read_table(uri: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
     """Read a whole table (optionally at a pinned version); fine for index-sized tables."""
     return _open(uri, version).to_pyarrow_table(columns=columns)
 

@@ -89,8 +89,10 @@ class _ReadLocation:
     def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
         rows = json.loads(item["rows"])
         # seed None: fresh dates every epoch (SeCo's augmentation); else reproducible per location
-        key = int(rows[0]["location_id"][:8], 16) if self.seed is not None else None
-        rng = np.random.default_rng(None if key is None else [self.seed, key])
+        if self.seed is None:
+            rng = np.random.default_rng()
+        else:
+            rng = np.random.default_rng([self.seed, int(rows[0]["location_id"][:8], 16)])
         sample = read_location(rows, self.bands, self.dates, rng=rng, cachemax_mb=self.cachemax_mb)
         if sample is None:
             _count([{"error": "too_few_dates"}])
@@ -136,12 +138,17 @@ def chip_dataset(
         raise ValueError(f"no chips in {uri}@v{ref.version} (split={split}, max_cloud={max_cloud})")
     groups = plan_groups(rows, group_px, max_chips_per_group)
     items = [{"group": json.dumps(g)} for g in groups]
-    ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
+    ds: Any = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
     ds = ds.flat_map(_ReadChips(bands, cachemax_mb, resampling, labels))
     if not keep_errors:
         ds = ds.filter(lambda r: not r["error"])
-    log.info("chip stream: %d chips in %d read groups from %s@v%d", len(rows), len(groups),
-             uri, ref.version)
+    log.info(
+        "chip stream: %d chips in %d read groups from %s@v%d",
+        len(rows),
+        len(groups),
+        uri,
+        ref.version,
+    )
     return ds, ref
 
 
@@ -173,6 +180,6 @@ def seco_dataset(
             f"({len(by_loc)} locations); ingest more dates per location"
         )
     items = [{"rows": json.dumps(v)} for _, v in sorted(usable.items())]
-    ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
+    ds: Any = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
     ds = ds.flat_map(_ReadLocation(bands, dates, seed, cachemax_mb))
     return ds, ref, len(usable)

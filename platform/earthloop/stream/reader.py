@@ -74,7 +74,10 @@ def read_group(
             valid = np.ones((height, width), dtype=bool)
             for out_i, band_i in enumerate(idx):
                 dn = read_window(
-                    first["hrefs"][band_i], first["crs"], ub, (height, width),
+                    first["hrefs"][band_i],
+                    first["crs"],
+                    ub,
+                    (height, width),
                     resampling=resampling,
                 )
                 valid &= dn != first["nodata"]
@@ -114,7 +117,8 @@ def _meta(r: Row) -> Row:
         "item_id": r["item_id"],
         "tile": r.get("tile", ""),
         "season": int(r["season"]),
-        "timestamp": float(r["datetime"].timestamp()) if hasattr(r["datetime"], "timestamp")
+        "timestamp": float(r["datetime"].timestamp())
+        if hasattr(r["datetime"], "timestamp")
         else float(r["datetime"]),
     }
 
