@@ -311,6 +311,7 @@ def build_landscape(grid: TileGrid, preset: SynthPreset, seed: int) -> Landscape
     unit_profile = [LANDCOVER_PROFILE[int(c)] if c else "grassland" for c in region_class]
     unit_profile += [CROP_PROFILE[int(c)] for c in crop_of_parcel[1:]]
     unit_profile += ["grassland", "water"]
+    del region, river, margin, cropland, in_parcel  # before the last tile-sized draw
 
     grain = _grain(rng, n)
     return Landscape(
