@@ -159,6 +159,7 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
         "probe_ref": probe_ref,
         "probe_k": pc.probe.k,
         "job_name": "pretrain",
+        "cpus_per_worker": cfg.ray.cpus_per_worker,
         "run_name": plan.run_name,
         "metrics_table": metrics_table,
     }

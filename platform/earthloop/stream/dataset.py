@@ -180,6 +180,7 @@ def seco_dataset(
             f"({len(by_loc)} locations); ingest more dates per location"
         )
     items = [{"rows": json.dumps(v)} for _, v in sorted(usable.items())]
-    ds: Any = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
+    # a few locations per read task: one task per location spends more on scheduling than reading
+    ds: Any = ray.data.from_items(items, override_num_blocks=_blocks(-(-len(items) // 4)))
     ds = ds.flat_map(_ReadLocation(bands, dates, seed, cachemax_mb))
     return ds, ref, len(usable)

@@ -117,7 +117,8 @@ def make_clouds(
     np.clip(shadow_c * np.float32(1.3), 0.0, 1.0, out=shadow_c)
 
     def to_10m(a: Array) -> Array:
-        return np.ascontiguousarray(resize_bilinear(a, (n * factor, n * factor))[:padded, :padded])
+        # A view: the coarse grid overshoots by < factor pixels, not worth a tile-sized copy.
+        return resize_bilinear(a, (n * factor, n * factor))[:padded, :padded]
 
     cloud = to_10m(cloud_c[inner])
     shadow = to_10m(shadow_c)

@@ -164,21 +164,26 @@ def resize_bilinear(a: Array, shape: tuple[int, int]) -> Array:
     Used to draw smooth fields (clouds) on a coarse grid and bring them to 10 m, which keeps the
     memory of a 4096 px tile's cloud generation to two full-size arrays.
     """
+    if a.shape == shape:
+        return a.astype(np.float32, copy=True)
 
-    def axis_weights(n_out: int, n_in: int) -> tuple[Array, Array, Array]:
+    def axis_weights(n_out: int, n_in: int) -> tuple[Array, Array]:
         pos = (np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5
         pos = np.clip(pos, 0.0, n_in - 1.0)
         i0 = np.minimum(np.floor(pos).astype(np.intp), n_in - 1)
-        i1 = np.minimum(i0 + 1, n_in - 1)
-        return i0, i1, (pos - i0).astype(np.float32)
+        return i0, (pos - i0).astype(np.float32)
 
-    if a.shape == shape:
-        return a.astype(np.float32, copy=True)
-    y0, y1, ty = axis_weights(shape[0], a.shape[0])
-    x0, x1, tx = axis_weights(shape[1], a.shape[1])
-    rows = a[y0] * (1.0 - ty)[:, None] + a[y1] * ty[:, None]
-    out: Array = rows[:, x0] * (1.0 - tx)[None, :] + rows[:, x1] * tx[None, :]
-    return out.astype(np.float32, copy=False)
+    y0, ty = axis_weights(shape[0], a.shape[0])
+    x0, tx = axis_weights(shape[1], a.shape[1])
+    y1 = np.minimum(y0 + 1, a.shape[0] - 1)
+    rows = (a[y0] * (1.0 - ty)[:, None] + a[y1] * ty[:, None]).astype(np.float32)
+    rows = np.concatenate([rows, rows[:, -1:]], axis=1)  # column n_in repeats the edge
+    counts = np.bincount(x0, minlength=a.shape[1])  # x0 is non-decreasing: gathers are repeats
+    out: Array = np.repeat(rows[:, :-1], counts, axis=1)
+    step = np.repeat(np.diff(rows, axis=1), counts, axis=1)
+    step *= tx
+    out += step
+    return out
 
 
 def block_mean(a: Array, factor: int) -> Array:

@@ -216,7 +216,7 @@ def encode_dn(refl: Array, offset_dn: int) -> Array:
     return dn.astype(np.uint16)
 
 
-_STRIP_ROWS = 1536  # rows rendered at once (a multiple of 6 so every grid splits evenly)
+_STRIP_ROWS = 768  # rows rendered at once (a multiple of 6 so every grid splits evenly)
 _HALO = 2  # extra rows so the PSF blur is seamless across strips
 
 
