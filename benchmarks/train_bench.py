@@ -53,16 +53,30 @@ def plain_loop(pc: dict[str, Any], data: dict[str, np.ndarray], steps: int, batc
     return steps * batch / (time.perf_counter() - t0)
 
 
-def ray_loop(pc: dict[str, Any], ds: Any, steps: int, batch: int, channels: int,
-             mean: list[float], std: list[float], cpus: float, storage: str) -> dict[str, Any]:
+def ray_loop(
+    pc: dict[str, Any],
+    ds: Any,
+    steps: int,
+    batch: int,
+    channels: int,
+    mean: list[float],
+    std: list[float],
+    cpus: float,
+    storage: str,
+) -> dict[str, Any]:
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from earthloop.pretrain.loop import train_loop
 
     cfg = {
-        "pretrain": {**pc, "batch_size": 2 * batch, "max_steps": steps, "epochs": 1000,
-                     "checkpoint_every": 10**6},
+        "pretrain": {
+            **pc,
+            "batch_size": 2 * batch,
+            "max_steps": steps,
+            "epochs": 1000,
+            "checkpoint_every": 10**6,
+        },
         "mean": mean or [0.0] * channels,
         "std": std or [1.0] * channels,
         "probe_ref": None,
@@ -102,13 +116,20 @@ def main() -> None:
         "images": rng.normal(size=(n, t, c, s, s)).astype(np.float32),
         "valid": np.ones((n, t, s, s), dtype=bool),
     }
-    print(f"load: {os.getloadavg()[0]:.2f} (1-min) on {os.cpu_count()} cores; "
-          f"SeCo {args.backbone}, batch {args.batch}/worker, {args.steps} steps")
+    print(
+        f"load: {os.getloadavg()[0]:.2f} (1-min) on {os.cpu_count()} cores; "
+        f"SeCo {args.backbone}, batch {args.batch}/worker, {args.steps} steps"
+    )
     plain = plain_loop(pc, data, args.steps, args.batch)
     print(f"plain PyTorch, 1 process × 1 thread: {plain:8.2f} samples/s")
 
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=tempfile.mkdtemp(prefix="rb"),
-             logging_level="ERROR", log_to_driver=False)
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        _temp_dir=tempfile.mkdtemp(prefix="rb"),
+        logging_level="ERROR",
+        log_to_driver=False,
+    )
     ray.data.DataContext.get_current().enable_progress_bars = False
     storage = tempfile.mkdtemp(prefix="earthloop-bench-")
     ds = ray.data.from_items(
@@ -117,8 +138,10 @@ def main() -> None:
     m = ray_loop(pc, ds, args.steps, args.batch, c, [], [], 1.0, storage)
     ray_rate = float(m["samples_per_s"])
     overhead = 1 - ray_rate / (2 * plain)
-    print(f"earthloop Ray Train, 2 workers × 1 CPU: {ray_rate:8.2f} samples/s "
-          f"(ideal {2 * plain:.2f}); overhead {100 * overhead:.1f} % (target ≤ 10 %)")
+    print(
+        f"earthloop Ray Train, 2 workers × 1 CPU: {ray_rate:8.2f} samples/s "
+        f"(ideal {2 * plain:.2f}); overhead {100 * overhead:.1f} % (target ≤ 10 %)"
+    )
 
     # ---- part 2: fed by the stream from COGs ----
     from earthloop.config import load_config
@@ -128,11 +151,15 @@ def main() -> None:
 
     manifest = Path(args.data) / "manifest.json"
     if not manifest.exists():
-        print(f"skipping the stream part: no synthetic data at {args.data} "
-              "(run `earthloop sample-data --preset demo`)")
+        print(
+            f"skipping the stream part: no synthetic data at {args.data} "
+            "(run `earthloop sample-data --preset demo`)"
+        )
         return
     work = tempfile.mkdtemp(prefix="earthloop-bench-work-")
-    cfg = load_config(None, [f"workdir={work}", f"stac.url={Path(args.data) / 'catalog' / 'catalog.json'}"])
+    cfg = load_config(
+        None, [f"workdir={work}", f"stac.url={Path(args.data) / 'catalog' / 'catalog.json'}"]
+    )
     run_ingest(cfg)
     uri = cfg.table_uri("chips")
     rows, _ = load_index(uri, split=None)
@@ -141,11 +168,13 @@ def main() -> None:
     stream = stream.select_columns(["images", "valid"])
     steps = min(args.steps, n_loc // (2 * args.batch) * 3)
     m2 = ray_loop(pc, stream, steps, args.batch, c, mean, std, 0.5, storage)
-    print(f"stream from COGs ({n_loc} locations, 2 workers × 0.5 CPU + readers): "
-          f"{float(m2['samples_per_s']):.2f} samples/s, data wait "
-          f"{100 * float(m2['data_wait_fraction']):.1f} % of step time "
-          f"({100 * float(m2['data_wait_steady_fraction']):.1f} % after each epoch's first batch; "
-          "target ≤ 5 %)")
+    print(
+        f"stream from COGs ({n_loc} locations, 2 workers × 0.5 CPU + readers): "
+        f"{float(m2['samples_per_s']):.2f} samples/s, data wait "
+        f"{100 * float(m2['data_wait_fraction']):.1f} % of step time "
+        f"({100 * float(m2['data_wait_steady_fraction']):.1f} % after each epoch's first batch; "
+        "target ≤ 5 %)"
+    )
     ray.shutdown()
 
 
