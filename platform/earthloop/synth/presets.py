@@ -123,7 +123,9 @@ PRESETS: dict[str, SynthPreset] = {
     ),
     "bench": SynthPreset(
         tiles=("33TWL",),
-        size_px=4392,  # 0.4 × a real 10980 px tile: partial edge blocks, as in Earth Search
+        # 0.4 × a real 10980 px tile: partial edge blocks as in Earth Search, and no overview
+        # level exactly one 1024 px block wide (rio-cogeo would flag that level as untiled).
+        size_px=4392,
         dates=("03-15", "07-13"),
         bands=("blue", "green", "red", "nir"),
         blocksize=1024,
@@ -134,7 +136,7 @@ PRESETS: dict[str, SynthPreset] = {
     ),
 }
 """Named presets: ``tiny`` for unit tests, ``demo`` for the embedded demo, ``bench`` for
-Earth-Search-like I/O benchmarks (4096 px tiles, 1024 px internal tiles, 4 bands)."""
+Earth-Search-like I/O benchmarks (4392 px tiles, 1024 px internal tiles, 4 bands + SCL)."""
 
 
 def resolve_preset(preset: str | SynthPreset, overrides: dict[str, Any]) -> SynthPreset:
