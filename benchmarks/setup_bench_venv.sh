@@ -30,8 +30,8 @@ fi
 if ! have 'import torchgeo'; then
   "${PIP[@]}" torchgeo "torch==2.14.1" "torchvision==0.29.1"
 fi
-if ! have 'import rasterio, pyarrow, deltalake, ray.data, pystac, pydantic, yaml, shapely, psutil'; then
-  "${PIP[@]}" rasterio pyarrow deltalake "ray[data]==2.60.0" pystac pydantic pyyaml shapely psutil \
+if ! have 'import rasterio, pyarrow, deltalake, ray.data, pystac, pydantic, yaml, shapely'; then
+  "${PIP[@]}" rasterio pyarrow deltalake "ray[data]==2.60.0" pystac pydantic pyyaml shapely \
     "torch==2.14.1" "torchvision==0.29.1"
 fi
 if ! have 'import earthloop.stream'; then

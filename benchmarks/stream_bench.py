@@ -46,6 +46,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -126,11 +127,12 @@ def tree_memory() -> tuple[float, float]:
 
 @dataclass
 class Timing:
-    """Chips, wall seconds and CPU seconds of one timed run."""
+    """Chips, wall seconds, CPU seconds of the process tree and of this process alone."""
 
     chips: int
     wall: float
     cpu: float
+    cpu_self: float = 0.0
 
     @property
     def rate(self) -> float:
@@ -152,10 +154,10 @@ class Run:
 def timed(out: list[Timing]) -> Iterator[Run]:
     """Append a :class:`Timing` (wall and whole-tree CPU) for the block to ``out``."""
     run = Run()
-    c0, t0 = tree_cpu(), time.perf_counter()
+    c0, s0, t0 = tree_cpu(), time.process_time(), time.perf_counter()
     yield run
     wall = time.perf_counter() - t0
-    out.append(Timing(run.chips, wall, tree_cpu() - c0))
+    out.append(Timing(run.chips, wall, tree_cpu() - c0, time.process_time() - s0))
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,24 +261,46 @@ def scene_rows(folder: Path, bands: Sequence[str], chip: int, scl: bool = True) 
     return rows
 
 
-def chip_list(case: Case, n: int | None = None, scl: bool = True) -> list[Row]:
-    """``n`` chips: the scenes' chip grids, cycled. Each cycle gets its own item id so that
-    earthloop plans new read groups and the raw loop reopens the files: every cycle is decoded
-    again, never served from a block cache filled by the previous one."""
-    base = [r for f in case.folders for r in scene_rows(Path(f), case.bands, case.chip, scl)]
+def cycle_folder(folder: Path, cycle: str, files: Sequence[str]) -> Path:
+    """A folder of symlinks to ``files`` of ``folder``, one per cycle of the chip list.
+
+    Every cycle then reads *different paths*: GDAL caches blocks per open dataset, so a reader
+    that keeps files open (TorchGeo, or earthloop with fix 5) cannot serve cycle k+1 from blocks
+    that cycle k decoded. Each cycle is decoded again, like a larger archive would be.
+    """
+    link_dir = WORK / "links" / f"{folder.name}#{cycle}"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    for name in files:
+        link = link_dir / name
+        if not link.exists():
+            link.symlink_to(folder / name)
+    return link_dir
+
+
+def chip_list(case: Case, n: int | None = None, scl: bool = True, salt: str = "") -> list[Row]:
+    """``n`` chips: the scenes' chip grids, cycled; each cycle has its own item id (so new read
+    groups) and its own file paths (see :func:`cycle_folder`); a ``salt`` gives a repeat its
+    own paths too."""
+    per_scene = {f: scene_rows(Path(f), case.bands, case.chip, scl) for f in case.folders}
+    files = [f"{b}.tif" for b in case.bands] + ["SCL.tif"]
     n = case.n_chips if n is None else n
     out: list[Row] = []
     cycle = 0
     while len(out) < n:
-        for r in base[: n - len(out)]:
-            out.append(
-                r
-                | {
-                    "chip_id": f"{r['chip_id']}#{cycle}",
-                    "item_id": f"{r['item_id']}#{cycle}",
-                    "location_id": f"{r['location_id']}{cycle:04d}",
-                }
-            )
+        for folder, rows in per_scene.items():
+            src = Path(folder)
+            links = cycle_folder(src, f"{salt}{cycle}", [f for f in files if (src / f).exists()])
+            for r in rows[: n - len(out)]:
+                out.append(
+                    r
+                    | {
+                        "chip_id": f"{r['chip_id']}#{cycle}",
+                        "item_id": f"{r['item_id']}#{cycle}",
+                        "location_id": f"{r['location_id']}{cycle:04d}",
+                        "hrefs": [str(links / Path(h).name) for h in r["hrefs"]],
+                        "scl_href": str(links / "SCL.tif") if r["scl_href"] else None,
+                    }
+                )
         cycle += 1
     return out
 
@@ -380,7 +404,7 @@ def _split(units: Sequence[_Unit], parts: int) -> list[list[_Unit]]:
 def measure_raw(case: Case, repeats: int, procs: int) -> list[Timing]:
     """Tile-aligned raw loop on ``procs`` processes (1 = per core); a warm-up pass first."""
     units = raw_units(chip_list(case))
-    warm = raw_units(chip_list(case, min(case.n_chips, 64)))
+    warm = raw_units(chip_list(case, min(case.n_chips, 64), salt="w"))
     out: list[Timing] = []
     if procs == 1:
         raw_read(warm)
@@ -401,23 +425,34 @@ def measure_raw(case: Case, repeats: int, procs: int) -> list[Timing]:
     return out
 
 
-def measure_read_group(case: Case, repeats: int, cachemax: int, fixes: bool) -> list[Timing]:
-    """earthloop's ``read_group`` in this process, no Ray: separates reader cost from Ray's."""
+READ_LEVELS = {
+    "lib": "read_group as is",
+    "1,2": "read_group +fix 1,2",
+    "1,2,3": "read_group +fix 1,2,3",
+    "1,2,3,5": "read_group +fix 1,2,3,5",
+}
+
+
+def measure_read_group(case: Case, repeats: int, cachemax: int, level: str) -> list[Timing]:
+    """earthloop's ``read_group`` in this process, no Ray, no SCL: the reader's own cost,
+    separated from Ray's, with the fixes switched on one at a time (see ``READ_LEVELS``)."""
     from earthloop.stream import plan_groups, read_group
 
     block = block_size(case.folders[0], case.bands[0])
-    gpx, mc = (block, (block // case.chip) ** 2) if fixes else (1024, 64)
+    gpx, mc = (block, (block // case.chip) ** 2) if "3" in level else (1024, 64)
     groups = plan_groups(chip_list(case, scl=False), gpx, mc)
-    warm = plan_groups(chip_list(case, min(case.n_chips, 64), scl=False), gpx, mc)
+    warm = plan_groups(chip_list(case, min(case.n_chips, 64), scl=False, salt="w"), gpx, mc)
     out: list[Timing] = []
-    with read_fixes() if fixes else nullcontext():
+    bands = list(case.bands)
+    with read_fixes(keep_open="5" in level) if level != "lib" else nullcontext():
         for g in warm:
-            list(read_group(g, list(case.bands), cachemax_mb=cachemax))
+            list(read_group(g, bands, cachemax_mb=cachemax))
         for _ in range(repeats):
             with timed(out) as run:
                 run.chips = sum(
-                    1 for g in groups for _ in read_group(g, list(case.bands), cachemax_mb=cachemax)
+                    1 for g in groups for _ in read_group(g, bands, cachemax_mb=cachemax)
                 )
+    _close_kept()
     return out
 
 
@@ -445,6 +480,7 @@ def _read_window_snapped(
     shape: tuple[int, int],
     *,
     resampling: Any = None,
+    keep_open: bool = False,
 ) -> Any:
     """Fix 2 for ``earthloop.raster.read.read_window``: snap a window that is integral up to
     float noise (``from_bounds`` gives e.g. width 1024.0000000000002) to whole pixels, so GDAL
@@ -454,10 +490,10 @@ def _read_window_snapped(
     from rasterio.windows import Window, from_bounds
 
     try:
-        src = open_raster(href)
+        src = _open_kept(href) if keep_open else open_raster(href)
     except Exception as exc:
         raise ChipReadError("read_error", f"cannot open {href}: {exc}") from exc
-    with src:
+    with nullcontext(src) if keep_open else src:
         if not _same_crs(crs, src.crs):
             raise ChipReadError("crs", f"{href} is in {src.crs}, chip expects {crs}")
         win = from_bounds(*bounds, transform=src.transform)
@@ -480,19 +516,63 @@ def _read_window_snapped(
             raise ChipReadError("read_error", f"cannot read {href} window: {exc}") from exc
 
 
+def _read_window_kept(
+    href: str,
+    crs: str,
+    bounds: tuple[float, float, float, float],
+    shape: tuple[int, int],
+    *,
+    resampling: Any = None,
+) -> Any:
+    """:func:`_read_window_snapped` on a dataset from the per-process LRU (fix 5)."""
+    return _read_window_snapped(href, crs, bounds, shape, resampling=resampling, keep_open=True)
+
+
+def _lru() -> OrderedDict[str, Any]:
+    """The per-process LRU of open datasets, kept on an imported module: this script's own
+    globals are shipped to Ray workers by value and would not survive from task to task."""
+    import earthloop.raster.read as rr
+
+    cache: OrderedDict[str, Any] = rr.__dict__.setdefault("_bench_open_lru", OrderedDict())
+    return cache
+
+
+def _close_kept() -> None:
+    cache = _lru()
+    while cache:
+        cache.popitem()[1].close()
+
+
+def _open_kept(href: str, keep: int = 32) -> Any:
+    """Fix 5: a per-process LRU of open datasets (as TorchGeo keeps), so a read group does not
+    pay ``rasterio.open`` (header and overview IFDs parsed, sidecars probed) for every band."""
+    from earthloop.raster.read import open_raster
+
+    cache = _lru()
+    if href in cache:
+        cache.move_to_end(href)
+        return cache[href]
+    src = open_raster(href)
+    cache[href] = src
+    while len(cache) > keep:
+        cache.popitem(last=False)[1].close()
+    return src
+
+
 @contextmanager
-def read_fixes() -> Iterator[None]:
-    """Swap the two fixed functions into ``earthloop.stream.reader`` for the block, then put the
-    library's back (Ray reuses worker processes across datasets: no run may leak into another)."""
+def read_fixes(keep_open: bool = True) -> Iterator[None]:
+    """Swap the fixed functions into ``earthloop.stream.reader`` for the block (fixes 1, 2 and,
+    with ``keep_open``, 5), then put the library's back: Ray reuses worker processes across
+    datasets, so no run may leak into another."""
     import earthloop.stream.reader as reader
 
     saved = reader.gdal_env, reader.read_window
-    reader.gdal_env = _gdal_env_bytes  # type: ignore[assignment]
-    reader.read_window = _read_window_snapped
+    reader.gdal_env = _gdal_env_bytes
+    reader.read_window = _read_window_kept if keep_open else _read_window_snapped
     try:
         yield
     finally:
-        reader.gdal_env, reader.read_window = saved  # type: ignore[assignment]
+        reader.gdal_env, reader.read_window = saved
 
 
 class _FixedReadChips:
@@ -569,7 +649,7 @@ def start_ray() -> None:
             num_cpus=2,
             include_dashboard=False,
             _temp_dir=RAY_TMP,
-            logging_level="ERROR",
+            logging_level=logging.ERROR,
             log_to_driver=False,
         )
     finally:
@@ -619,8 +699,12 @@ def measure_stream(
 
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
     tag = f"{case.name}-{'scl' if scl else 'noscl'}-{'proto' if proto else 'lib'}"
-    warm_uri = write_index(chip_list(case, min(case.n_chips, 128), scl), WORK / f"{tag}-warm")
-    uri = write_index(chip_list(case, scl=scl), WORK / tag)
+    warm = chip_list(case, min(case.n_chips, 128), scl, salt="w")
+    warm_uri = write_index(warm, WORK / f"{tag}-warm")
+    uris = [
+        write_index(chip_list(case, scl=scl, salt=f"r{i}"), WORK / f"{tag}-{i}")
+        for i in range(repeats)
+    ]
 
     def build(u: str) -> Any:
         if proto:
@@ -629,7 +713,7 @@ def measure_stream(
 
     iterate_stream(build(warm_uri), case.batch)
     out: list[Timing] = []
-    for _ in range(repeats):
+    for uri in uris:  # own file paths per repeat: no reader can reuse a previous run's blocks
         ds = build(uri)
         with timed(out) as run:
             run.chips = iterate_stream(ds, case.batch)
@@ -650,7 +734,7 @@ def measure_stream(
 
 
 def torchgeo_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """Time RasterDataset + RandomGeoSampler + DataLoader(num_workers=2); epoch 0 is warm-up.
+    """Time RasterDataset + RandomGeoSampler + DataLoader(num_workers=2); a short epoch 0 warms up.
 
     Per-band COGs: ``separate_files`` with a glob that matches one band per scene and a
     ``band`` group, so each query opens only the requested band files. Workers are persistent
@@ -664,7 +748,7 @@ def torchgeo_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     bands = tuple(spec["bands"])
 
-    class PerBandCOG(RasterDataset):  # type: ignore[misc]
+    class PerBandCOG(RasterDataset):
         filename_glob = f"{bands[0]}.tif"
         filename_regex = r"^(?P<band>B[0-9][0-9A])\.tif$"
         separate_files = True
@@ -673,7 +757,7 @@ def torchgeo_worker(spec: dict[str, Any]) -> dict[str, Any]:
 
     ds = PerBandCOG(paths=spec["folders"], bands=bands)
     sampler = RandomGeoSampler(ds, size=spec["chip"], length=spec["n_chips"])
-    loader = DataLoader(
+    loader: DataLoader[dict[str, Any]] = DataLoader(
         ds,
         sampler=sampler,
         batch_size=spec["batch"],
@@ -683,7 +767,9 @@ def torchgeo_worker(spec: dict[str, Any]) -> dict[str, Any]:
     )
     timings: list[Timing] = []
     shape: list[int] = []
+    warm_n = max(2 * spec["batch"], spec["n_chips"] // 10)
     for epoch in range(spec["repeats"] + 1):
+        sampler.length = warm_n if epoch == 0 else spec["n_chips"]
         epoch_timing: list[Timing] = []
         with timed(epoch_timing) as run:
             for batch in loader:
@@ -691,7 +777,7 @@ def torchgeo_worker(spec: dict[str, Any]) -> dict[str, Any]:
                 assert img.dtype == torch.float32
                 shape = list(img.shape[1:])
                 run.chips += int(img.shape[0])
-        if epoch:  # epoch 0: workers start, open files, fill page cache
+        if epoch:  # epoch 0 (a tenth): workers start, open files, fill the page cache
             timings += epoch_timing
     return {
         "timings": [asdict(t) for t in timings],
@@ -760,13 +846,13 @@ def measure_rss(case: Case, target_gb: float, cachemax: int, proto: bool) -> dic
 
     chip_bytes = len(case.bands) * case.chip * case.chip * 4
     n = int(target_gb * 1e9 / chip_bytes) + 1
-    uri = write_index(chip_list(case, n), WORK / f"{case.name}-rss")
+    uri = write_index(chip_list(case, n, salt="rss"), WORK / f"{case.name}-rss")
     idle = tree_memory()
     if proto:
         ds = proto_dataset(case, uri, cachemax)
     else:
         ds = chip_dataset(uri, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
-    with MemSampler(1.0) as mem:
+    with MemSampler(2.0) as mem:
         t0 = time.perf_counter()
 
         def tick(k: int) -> None:
@@ -853,13 +939,16 @@ def print_table(results: Sequence[Result]) -> None:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer chips, 1 repeat, 1 GB RSS stream")
-    p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 3)")
+    p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 2)")
     p.add_argument("--cachemax", type=int, default=16, help="GDAL_CACHEMAX in MB, every process")
     p.add_argument("--rss-gb", type=float, default=None, help="GB streamed in the RSS run")
     p.add_argument("--synth-dir", type=Path, default=SYNTH_DIR)
     p.add_argument("--bench-python", type=Path, default=BENCH_PYTHON)
     p.add_argument("--skip-torchgeo", action="store_true")
     p.add_argument("--no-proto", action="store_true", help="skip the prototype-fix rows")
+    p.add_argument(
+        "--rss-lib", action="store_true", help="RSS run on chip_dataset as is (slower) not proto"
+    )
     p.add_argument("--only", choices=["real-64", "synth-256"], default=None)
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
     p.add_argument("--torchgeo-worker", default=None, help=argparse.SUPPRESS)
@@ -880,10 +969,15 @@ def cases(args: argparse.Namespace) -> list[Case]:
     return [c for c in out if args.only in (None, c.name)]
 
 
-def _say(case: Case, method: str, timings: Sequence[Timing]) -> None:
+def _say(case: Case, method: str, timings: Sequence[Timing], driver: bool = False) -> None:
+    """One progress line per method; for streams also the driver's share of the CPU."""
     walls = ", ".join(f"{t.rate:.1f}" for t in timings)
     cpus = ", ".join(f"{t.cpu_rate:.1f}" for t in timings)
-    print(f"  {case.name} {method}: {walls} chips/s; {cpus} chips/CPU-s  [load {_load()}]")
+    share = ""
+    if driver:
+        share = " (driver: " + ", ".join(f"{t.cpu_self:.2f}/{t.cpu:.2f}" for t in timings)
+        share += " CPU-s)"
+    print(f"  {case.name} {method}: {walls} chips/s; {cpus} chips/CPU-s{share}  [load {_load()}]")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -895,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.torchgeo_worker:
         print(TG_MARK + json.dumps(torchgeo_worker(json.loads(args.torchgeo_worker))))
         return 0
-    repeats = args.repeats or (1 if args.quick else 3)
+    repeats = args.repeats or (1 if args.quick else 2)
     rss_gb = args.rss_gb if args.rss_gb is not None else (1.0 if args.quick else 30.0)
     t_start = time.perf_counter()
     print(
@@ -912,10 +1006,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             tm = measure_raw(case, repeats, procs)
             results.append(Result(case.name, f"raw {procs} proc", procs, tm, load, "tile-aligned"))
             _say(case, f"raw {procs} proc", tm)
-        for fixes in (False, True) if not args.no_proto else (False,):
+        for level, name in READ_LEVELS.items():
+            if args.no_proto and level != "lib":
+                continue
             load = _load()
-            tm = measure_read_group(case, repeats, args.cachemax, fixes)
-            name = "read_group" + (" +fixes" if fixes else "")
+            tm = measure_read_group(case, repeats, args.cachemax, level)
             results.append(Result(case.name, name, 1, tm, load, "in-process, no Ray, no SCL"))
             _say(case, name, tm)
         if not args.skip_torchgeo:
@@ -937,19 +1032,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 load = _load()
                 tm, note = measure_stream(case, repeats, args.cachemax, scl=scl, proto=proto)
                 results.append(Result(case.name, name, 2, tm, load, note))
-                _say(case, name, tm)
+                _say(case, name, tm, driver=True)
         print()
         print_table(results)
         if rss_gb > 0:
             rss_case = Case("rss-256", (str(REAL_SCENE),), 256, 0, 16)
             load = _load()
-            mem = measure_rss(rss_case, rss_gb, args.cachemax, proto=not args.no_proto)
-            extra["rss"] = mem | {"load": load, "proto": not args.no_proto}
+            proto = not (args.no_proto or args.rss_lib)
+            mem = measure_rss(rss_case, rss_gb, args.cachemax, proto=proto)
+            extra["rss"] = mem | {"load": load, "proto": proto}
             print()
             print(
                 f"memory while streaming {mem['chips']} 256-px chips of the 29RKH COGs = "
                 f"{mem['logical_gb']:.1f} GB of float32 in one pass "
-                f"({'proto' if not args.no_proto else 'earthloop'} +SCL, "
+                f"({'proto' if proto else 'earthloop as is'} +SCL, "
                 f"{mem['chips_per_s']:.0f} chips/s, {mem['wall_s']:.0f} s, load {load});"
                 f" driver + every Ray process (PSS counts shared object-store pages once):"
             )

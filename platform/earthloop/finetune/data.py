@@ -206,6 +206,9 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
     splits = [assign_split(r["lon"], r["lat"], r.get("split"), fc.split) for r in kept]
     drop = overlapping_eval(kept, splits) if fc.split.drop_overlapping else [False] * len(kept)
     strata = _strata(counts_list, fc.task)
+    if fc.task == "classification":
+        # a scene label is one example of its class, whatever minority pixels the chip holds
+        counts_list = [{st: 1} for st in strata]
     samples = [
         Sample(r["chip_id"], s, st, c, r)
         for r, s, st, c, d in zip(kept, splits, strata, counts_list, drop, strict=True)

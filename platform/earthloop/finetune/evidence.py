@@ -39,6 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.1])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--mults", type=float, nargs="+", default=[0.1, 1.0])
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--mode", choices=["full", "linear"], default="full")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("overrides", nargs="*")
     ns = ap.parse_args(argv)
@@ -101,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
         name, _, path = item.partition("=")
         inits.append({"name": name, "path": path})
     cfg = load_config(
-        ns.config, [*base[:-1], f"finetune.inits={json.dumps(inits)}", "finetune.search.lr=1e-3"]
+        ns.config,
+        [
+            *base[:-1],
+            f"finetune.inits={json.dumps(inits)}",
+            f"finetune.search.lr={ns.lr}",
+            f"finetune.search.modes=[{ns.mode}]",
+        ],
     )
     plan = plan_sweep(cfg)
     rc = row_context(plan)
@@ -111,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             "fraction": f,
             "init": i,
             "seed": seed,
-            "mode": s.modes[0],
-            "lr": 1e-3,
+            "mode": ns.mode,
+            "lr": ns.lr,
             "weight_decay": s.weight_decay
             if not isinstance(s.weight_decay, tuple)
             else s.weight_decay[0],
@@ -133,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         rows_out.append(trial_row(rc, tid, res["config"], cell, None, None))
     rows_out = mark_selected(rows_out)
     summary = plan_summary(plan)
-    summary["sweep"] = f"evidence ({ns.arch}, SeCo {ns.pretrain_steps} steps)"
+    summary["sweep"] = f"evidence ({ns.arch}, SeCo {ns.pretrain_steps} steps, {ns.mode})"
     paths = write_report(rows_out, str(out), summary)
     g = gains(rows_out)
     (out / "evidence.json").write_text(

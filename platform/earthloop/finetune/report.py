@@ -184,8 +184,8 @@ def write_report(
         f"`{summary.get('backbone')}`, bands {summary.get('bands')}",
         f"- labels: `{summary.get('labels')}`; chip index `{chips.get('uri', '–')}` at version "
         f"{chips.get('version', '–')}",
-        f"- spatial split ({summary.get('split', {}).get('mode')} blocks, "
-        f"{summary.get('split', {}).get('block_deg')}°): labelled locations "
+        f"- spatial split (mode {summary.get('split', {}).get('mode')}, "
+        f"{summary.get('split', {}).get('block_deg')}° blocks): labelled locations "
         f"{summary.get('pool')}; {summary.get('dropped_overlap', 0)} val/test chips dropped "
         "for touching a train chip",
         f"- train-split classes (labelled pixels or samples): {summary.get('classes')}",

@@ -749,7 +749,7 @@ def run_sweep(
                     *extra_callbacks,
                 ],
                 failure_config=FailureConfig(max_failures=fc.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=1),
+                checkpoint_config=CheckpointConfig(num_to_keep=2),
                 verbose=fc.verbose,
             ),
         )

@@ -56,7 +56,9 @@ class _ReadChips:
         cachemax_mb: int,
         resampling: str,
         labels: dict[str, str] | None = None,
+        keep_errors: bool = False,
     ) -> None:
+        self.keep_errors = keep_errors
         self.bands = list(bands) if bands else None
         self.cachemax_mb = cachemax_mb
         self.resampling = Resampling[resampling]
@@ -74,7 +76,8 @@ class _ReadChips:
             )
         )
         _count(out)
-        return out
+        # errors are counted above and dropped here: a row-wise Dataset.filter costs a pass
+        return out if self.keep_errors else [r for r in out if not r["error"]]
 
 
 class _ReadLocation:
@@ -112,6 +115,16 @@ def _count(rows: list[dict[str, Any]]) -> None:
         pass
 
 
+def _internal_tile(href: str) -> int:
+    """Block size of the COG: a read group is one internal tile, so no tile is decoded twice."""
+    from earthloop.raster.read import cached_raster
+
+    try:
+        return int(cached_raster(href).block_shapes[0][0])
+    except Exception:
+        return 1024
+
+
 def _blocks(n: int) -> int:
     return max(1, min(n, 512))
 
@@ -123,8 +136,8 @@ def chip_dataset(
     split: str | None = "train",
     bands: Sequence[str] | None = None,
     max_cloud: float = 1.0,
-    group_px: int = 1024,
-    max_chips_per_group: int = 64,
+    group_px: int | None = None,
+    max_chips_per_group: int | None = None,
     cachemax_mb: int = 64,
     keep_errors: bool = False,
     resampling: str = "bilinear",
@@ -136,12 +149,14 @@ def chip_dataset(
     rows, ref = load_index(uri, version=version, split=split, max_cloud=max_cloud)
     if not rows:
         raise ValueError(f"no chips in {uri}@v{ref.version} (split={split}, max_cloud={max_cloud})")
+    if group_px is None:
+        group_px = _internal_tile(rows[0]["hrefs"][0])
+    if max_chips_per_group is None:
+        max_chips_per_group = max(1, group_px // int(rows[0]["chip_size"])) ** 2
     groups = plan_groups(rows, group_px, max_chips_per_group)
     items = [{"group": json.dumps(g)} for g in groups]
     ds: Any = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
-    ds = ds.flat_map(_ReadChips(bands, cachemax_mb, resampling, labels))
-    if not keep_errors:
-        ds = ds.filter(lambda r: not r["error"])
+    ds = ds.flat_map(_ReadChips(bands, cachemax_mb, resampling, labels, keep_errors))
     log.info(
         "chip stream: %d chips in %d read groups from %s@v%d",
         len(rows),
