@@ -16,8 +16,10 @@ Methods, all producing 4-band float32 (C, H, W) chips:
   production default: cloud mask read too) and without (like-for-like with raw and TorchGeo).
 * ``torchgeo``: ``RasterDataset`` + ``RandomGeoSampler`` + ``DataLoader(num_workers=2)``, run in
   the benchmark-only venv ``.venv-bench`` (TorchGeo needs another torch) as a subprocess.
-* ``proto``: earthloop's own reader and Ray Data pipeline with the library fixes this benchmark
-  recommends, patched in at run time (see :func:`read_fixes`), to prove their effect.
+* ``read_group``: earthloop's reader in this process, no Ray: what the reader costs by itself.
+
+The first version of this script (commit 2da6768) also patched prototype fixes into the reader;
+they are in the library since then (see docs/benchmarks.md for the before/after figures).
 
 Two rates per run: chips per wall-clock second (what training sees) and chips per CPU-second
 of every process involved (this one, its pool / Ray / DataLoader children). The machine is
@@ -46,9 +48,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -425,182 +426,24 @@ def measure_raw(case: Case, repeats: int, procs: int) -> list[Timing]:
     return out
 
 
-READ_LEVELS = {
-    "lib": "read_group as is",
-    "1,2": "read_group +fix 1,2",
-    "1,2,3": "read_group +fix 1,2,3",
-    "1,2,3,5": "read_group +fix 1,2,3,5",
-}
-
-
-def measure_read_group(case: Case, repeats: int, cachemax: int, level: str) -> list[Timing]:
-    """earthloop's ``read_group`` in this process, no Ray, no SCL: the reader's own cost,
-    separated from Ray's, with the fixes switched on one at a time (see ``READ_LEVELS``)."""
+def measure_read_group(case: Case, repeats: int, cachemax: int) -> list[Timing]:
+    """earthloop's ``read_group`` in this process, no Ray, no SCL: the reader's own cost, to
+    separate it from Ray's. Groups are planned as ``chip_dataset`` plans them (one internal
+    tile of the COG per group)."""
     from earthloop.stream import plan_groups, read_group
 
     block = block_size(case.folders[0], case.bands[0])
-    gpx, mc = (block, (block // case.chip) ** 2) if "3" in level else (1024, 64)
-    groups = plan_groups(chip_list(case, scl=False), gpx, mc)
+    gpx, mc = block, max(1, block // case.chip) ** 2
     warm = plan_groups(chip_list(case, min(case.n_chips, 64), scl=False, salt="w"), gpx, mc)
     out: list[Timing] = []
     bands = list(case.bands)
-    with read_fixes(keep_open="5" in level) if level != "lib" else nullcontext():
-        for g in warm:
-            list(read_group(g, bands, cachemax_mb=cachemax))
-        for _ in range(repeats):
-            with timed(out) as run:
-                run.chips = sum(
-                    1 for g in groups for _ in read_group(g, bands, cachemax_mb=cachemax)
-                )
-    _close_kept()
+    for g in warm:
+        list(read_group(g, bands, cachemax_mb=cachemax))
+    for i in range(repeats):  # own file paths per repeat: the reader keeps files open
+        groups = plan_groups(chip_list(case, scl=False, salt=f"g{i}"), gpx, mc)
+        with timed(out) as run:
+            run.chips = sum(1 for g in groups for _ in read_group(g, bands, cachemax_mb=cachemax))
     return out
-
-
-# --------------------------------------------------------------------------------------------
-# prototype of the recommended library fixes (patched in at run time, library files untouched)
-
-
-@contextmanager
-def _gdal_env_bytes(cachemax_mb: int = 64) -> Iterator[None]:
-    """Fix 1 for ``earthloop.raster.read.gdal_env``: ``rasterio.Env(GDAL_CACHEMAX=<int>)`` takes
-    *bytes* (rasterio calls ``GDALSetCacheMax64``), so passing megabytes gives a block cache of
-    a few dozen bytes and GDAL re-decodes a tile for every scanline it resamples."""
-    import rasterio
-    from earthloop.raster.read import _COG_OPTIONS
-
-    os.environ.setdefault("GDAL_CACHEMAX", str(cachemax_mb))
-    with rasterio.Env(GDAL_CACHEMAX=cachemax_mb * 1024 * 1024, **_COG_OPTIONS):
-        yield
-
-
-def _read_window_snapped(
-    href: str,
-    crs: str,
-    bounds: tuple[float, float, float, float],
-    shape: tuple[int, int],
-    *,
-    resampling: Any = None,
-    keep_open: bool = False,
-) -> Any:
-    """Fix 2 for ``earthloop.raster.read.read_window``: snap a window that is integral up to
-    float noise (``from_bounds`` gives e.g. width 1024.0000000000002) to whole pixels, so GDAL
-    copies decoded tiles instead of taking its resampling path. Same checks and errors."""
-    from earthloop.raster.read import ChipReadError, _same_crs, open_raster
-    from rasterio.enums import Resampling
-    from rasterio.windows import Window, from_bounds
-
-    try:
-        src = _open_kept(href) if keep_open else open_raster(href)
-    except Exception as exc:
-        raise ChipReadError("read_error", f"cannot open {href}: {exc}") from exc
-    with nullcontext(src) if keep_open else src:
-        if not _same_crs(crs, src.crs):
-            raise ChipReadError("crs", f"{href} is in {src.crs}, chip expects {crs}")
-        win = from_bounds(*bounds, transform=src.transform)
-        vals = [float(v) for v in (win.col_off, win.row_off, win.width, win.height)]
-        if all(abs(v - round(v)) < 1e-6 for v in vals):
-            win = Window(*(round(v) for v in vals))
-        eps = 1e-6
-        if (
-            win.col_off < -eps
-            or win.row_off < -eps
-            or win.col_off + win.width > src.width + eps
-            or win.row_off + win.height > src.height + eps
-        ):
-            raise ChipReadError("out_of_bounds", f"window {bounds} lies outside {href}")
-        try:
-            return src.read(
-                1, window=win, out_shape=shape, resampling=resampling or Resampling.nearest
-            )
-        except Exception as exc:
-            raise ChipReadError("read_error", f"cannot read {href} window: {exc}") from exc
-
-
-def _read_window_kept(
-    href: str,
-    crs: str,
-    bounds: tuple[float, float, float, float],
-    shape: tuple[int, int],
-    *,
-    resampling: Any = None,
-) -> Any:
-    """:func:`_read_window_snapped` on a dataset from the per-process LRU (fix 5)."""
-    return _read_window_snapped(href, crs, bounds, shape, resampling=resampling, keep_open=True)
-
-
-def _lru() -> OrderedDict[str, Any]:
-    """The per-process LRU of open datasets, kept on an imported module: this script's own
-    globals are shipped to Ray workers by value and would not survive from task to task."""
-    import earthloop.raster.read as rr
-
-    cache: OrderedDict[str, Any] = rr.__dict__.setdefault("_bench_open_lru", OrderedDict())
-    return cache
-
-
-def _close_kept() -> None:
-    cache = _lru()
-    while cache:
-        cache.popitem()[1].close()
-
-
-def _open_kept(href: str, keep: int = 32) -> Any:
-    """Fix 5: a per-process LRU of open datasets (as TorchGeo keeps), so a read group does not
-    pay ``rasterio.open`` (header and overview IFDs parsed, sidecars probed) for every band."""
-    from earthloop.raster.read import open_raster
-
-    cache = _lru()
-    if href in cache:
-        cache.move_to_end(href)
-        return cache[href]
-    src = open_raster(href)
-    cache[href] = src
-    while len(cache) > keep:
-        cache.popitem(last=False)[1].close()
-    return src
-
-
-@contextmanager
-def read_fixes(keep_open: bool = True) -> Iterator[None]:
-    """Swap the fixed functions into ``earthloop.stream.reader`` for the block (fixes 1, 2 and,
-    with ``keep_open``, 5), then put the library's back: Ray reuses worker processes across
-    datasets, so no run may leak into another."""
-    import earthloop.stream.reader as reader
-
-    saved = reader.gdal_env, reader.read_window
-    reader.gdal_env = _gdal_env_bytes
-    reader.read_window = _read_window_kept if keep_open else _read_window_snapped
-    try:
-        yield
-    finally:
-        reader.gdal_env, reader.read_window = saved
-
-
-class _FixedReadChips:
-    """Ray Data callable: runs earthloop's own ``_ReadChips`` with the read fixes, inside the
-    Ray worker; also drops error rows itself (fix 4) so no row-wise ``filter`` follows."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
-        with read_fixes():
-            return [r for r in self.inner(item) if not r["error"]]
-
-
-def proto_dataset(case: Case, uri: str, cachemax: int) -> Any:
-    """``chip_dataset`` with the recommended changes: fixed reads, read groups that are whole
-    internal tiles of the COGs (fix 3: ``group_px`` = tile edge, all its chips in one group),
-    errors dropped in the read task instead of a row-wise ``filter`` (fix 4)."""
-    import ray.data
-    from earthloop.stream import load_index, plan_groups
-    from earthloop.stream.dataset import _blocks, _ReadChips
-
-    block = block_size(case.folders[0], case.bands[0])
-    rows, _ = load_index(uri, split=None)
-    groups = plan_groups(rows, block, (block // case.chip) ** 2)
-    items = [{"group": json.dumps(g)} for g in groups]
-    ds = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
-    return ds.flat_map(_FixedReadChips(_ReadChips(list(case.bands), cachemax, "bilinear")))
 
 
 # --------------------------------------------------------------------------------------------
@@ -689,7 +532,7 @@ def iterate_stream(ds: Any, batch: int, on_batch: Callable[[int], None] | None =
 
 
 def measure_stream(
-    case: Case, repeats: int, cachemax: int, *, scl: bool, proto: bool
+    case: Case, repeats: int, cachemax: int, *, scl: bool
 ) -> tuple[list[Timing], str]:
     """Chips/s of the stream's ``iter_batches`` (the dataset build is not timed: it reads the
     index and plans groups once per epoch, under a second here). A small warm-up run first."""
@@ -698,7 +541,7 @@ def measure_stream(
     from earthloop.stream import chip_dataset
 
     warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
-    tag = f"{case.name}-{'scl' if scl else 'noscl'}-{'proto' if proto else 'lib'}"
+    tag = f"{case.name}-{'scl' if scl else 'noscl'}"
     warm = chip_list(case, min(case.n_chips, 128), scl, salt="w")
     warm_uri = write_index(warm, WORK / f"{tag}-warm")
     uris = [
@@ -707,8 +550,6 @@ def measure_stream(
     ]
 
     def build(u: str) -> Any:
-        if proto:
-            return proto_dataset(case, u, cachemax)
         return chip_dataset(u, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
 
     iterate_stream(build(warm_uri), case.batch)
@@ -718,14 +559,11 @@ def measure_stream(
         with timed(out) as run:
             run.chips = iterate_stream(ds, case.batch)
         assert run.chips == case.n_chips, (run.chips, case.n_chips)
-    if proto:
-        block = block_size(case.folders[0], case.bands[0])
-        note = f"groups = whole {block}-px tiles"
-    else:
-        from earthloop.stream import plan_groups
+    from earthloop.stream import plan_groups
 
-        ng = len(plan_groups(chip_list(case, scl=scl), 1024, 64))
-        note = f"{ng} groups of ~{case.n_chips / ng:.0f} chips"
+    block = block_size(case.folders[0], case.bands[0])  # chip_dataset's default group
+    ng = len(plan_groups(chip_list(case, scl=scl), block, max(1, block // case.chip) ** 2))
+    note = f"{ng} groups of ~{case.n_chips / ng:.0f} chips"
     return out, note + (", SCL mask" if scl else ", no SCL")
 
 
@@ -839,7 +677,7 @@ class MemSampler:
         self._sample()
 
 
-def measure_rss(case: Case, target_gb: float, cachemax: int, proto: bool) -> dict[str, Any]:
+def measure_rss(case: Case, target_gb: float, cachemax: int) -> dict[str, Any]:
     """Stream chips whose float32 images add up to ``target_gb`` GB in one pass of one dataset,
     sampling memory: flat means the stream holds a bounded window of chips, not the data set."""
     from earthloop.stream import chip_dataset
@@ -848,10 +686,7 @@ def measure_rss(case: Case, target_gb: float, cachemax: int, proto: bool) -> dic
     n = int(target_gb * 1e9 / chip_bytes) + 1
     uri = write_index(chip_list(case, n, salt="rss"), WORK / f"{case.name}-rss")
     idle = tree_memory()
-    if proto:
-        ds = proto_dataset(case, uri, cachemax)
-    else:
-        ds = chip_dataset(uri, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
+    ds = chip_dataset(uri, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
     with MemSampler(2.0) as mem:
         t0 = time.perf_counter()
 
@@ -945,10 +780,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synth-dir", type=Path, default=SYNTH_DIR)
     p.add_argument("--bench-python", type=Path, default=BENCH_PYTHON)
     p.add_argument("--skip-torchgeo", action="store_true")
-    p.add_argument("--no-proto", action="store_true", help="skip the prototype-fix rows")
-    p.add_argument(
-        "--rss-lib", action="store_true", help="RSS run on chip_dataset as is (slower) not proto"
-    )
     p.add_argument("--only", choices=["real-64", "synth-256"], default=None)
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
     p.add_argument("--torchgeo-worker", default=None, help=argparse.SUPPRESS)
@@ -1006,13 +837,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             tm = measure_raw(case, repeats, procs)
             results.append(Result(case.name, f"raw {procs} proc", procs, tm, load, "tile-aligned"))
             _say(case, f"raw {procs} proc", tm)
-        for level, name in READ_LEVELS.items():
-            if args.no_proto and level != "lib":
-                continue
-            load = _load()
-            tm = measure_read_group(case, repeats, args.cachemax, level)
-            results.append(Result(case.name, name, 1, tm, load, "in-process, no Ray, no SCL"))
-            _say(case, name, tm)
+        load = _load()
+        tm = measure_read_group(case, repeats, args.cachemax)
+        results.append(Result(case.name, "read_group", 1, tm, load, "in-process, no Ray, no SCL"))
+        _say(case, "read_group", tm)
         if not args.skip_torchgeo:
             if not args.bench_python.exists():
                 print(f"  {args.bench_python} missing: run benchmarks/setup_bench_venv.sh")
@@ -1023,14 +851,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say(case, "torchgeo", tm)
     start_ray()
     try:
-        variants = [("earthloop", True, False), ("earthloop", False, False)]
-        if not args.no_proto:
-            variants += [("proto", False, True), ("proto", True, True)]
         for case in todo:
-            for label, scl, proto in variants:
-                name = f"{label} {'+SCL' if scl else 'no SCL'}"
+            for scl in (True, False):
+                name = f"earthloop {'+SCL' if scl else 'no SCL'}"
                 load = _load()
-                tm, note = measure_stream(case, repeats, args.cachemax, scl=scl, proto=proto)
+                tm, note = measure_stream(case, repeats, args.cachemax, scl=scl)
                 results.append(Result(case.name, name, 2, tm, load, note))
                 _say(case, name, tm, driver=True)
         print()
@@ -1038,14 +863,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if rss_gb > 0:
             rss_case = Case("rss-256", (str(REAL_SCENE),), 256, 0, 16)
             load = _load()
-            proto = not (args.no_proto or args.rss_lib)
-            mem = measure_rss(rss_case, rss_gb, args.cachemax, proto=proto)
-            extra["rss"] = mem | {"load": load, "proto": proto}
+            mem = measure_rss(rss_case, rss_gb, args.cachemax)
+            extra["rss"] = mem | {"load": load}
             print()
             print(
                 f"memory while streaming {mem['chips']} 256-px chips of the 29RKH COGs = "
                 f"{mem['logical_gb']:.1f} GB of float32 in one pass "
-                f"({'proto' if proto else 'earthloop as is'} +SCL, "
+                f"(chip_dataset, SCL mask, "
                 f"{mem['chips_per_s']:.0f} chips/s, {mem['wall_s']:.0f} s, load {load});"
                 f" driver + every Ray process (PSS counts shared object-store pages once):"
             )

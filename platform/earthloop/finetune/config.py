@@ -162,6 +162,10 @@ class FinetuneConfig(Section):
     resources: ResourcesConfig = Field(default_factory=lambda: ResourcesConfig.model_validate({}))
     split: SplitConfig = Field(default_factory=lambda: SplitConfig.model_validate({}))
     checkpoint_every: int = Field(1, ge=1)  # evaluations between trial checkpoints
+    # Checkpoints kept per trial (None: all). Tune syncs its experiment state to storage with a
+    # lag; a driver killed in that window restores a trial from the checkpoint the last synced
+    # state names, so it must not have been deleted yet. 3 covers checkpoints seconds apart.
+    keep_checkpoints: int | None = Field(3, ge=1)
     max_failures: int = Field(1, ge=0)  # retries of a failed trial
     storage_path: str | None = None  # default <workdir>/ray_results
     log_every_s: float = Field(30.0, gt=0)

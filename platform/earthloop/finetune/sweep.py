@@ -183,6 +183,7 @@ def _fingerprint(
             "storage_path",
             "max_failures",
             "chips_version",
+            "keep_checkpoints",
         }
     )
     return {
@@ -343,11 +344,40 @@ def execute_trial(
     return {**last, "data_s": data_s}
 
 
+def _log_attempt(ctx: TrialContext, trial_id: str, entry: dict[str, Any]) -> None:
+    """One line per start of a trial: how a test (and a person) sees what was re-run."""
+    if not ctx.attempts_dir:
+        return
+    os.makedirs(ctx.attempts_dir, exist_ok=True)
+    with open(os.path.join(ctx.attempts_dir, f"{trial_id}.log"), "a") as fh:
+        fh.write(json.dumps({**entry, "time": time.time()}) + "\n")
+
+
 def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
-    """The Tune function trainable: resume from the trial's checkpoint, report every evaluation."""
+    """The Tune function trainable: resume from the trial's checkpoint, report every evaluation.
+
+    A trial that already finished is never trained again. Tune syncs its experiment state to
+    storage with a lag, so a driver killed just after a trial ended may restore that trial as
+    still running; the ``.done.json`` marker written at its end then short-circuits it: the
+    final metrics are reported once more (so Tune records the right result) and nothing is
+    trained.
+    """
     import torch
     from ray import tune
 
+    trial_id = tune.get_context().get_trial_id()
+    attempt = uuid.uuid4().hex[:8]
+    done = (
+        os.path.join(context.attempts_dir, f"{trial_id}.done.json")
+        if context.attempts_dir
+        else None
+    )
+    if done and os.path.exists(done):
+        with open(done) as fh:
+            final = json.load(fh)
+        _log_attempt(context, trial_id, {"attempt": attempt, "skipped": "finished"})
+        tune.report(final)
+        return
     state = None
     ckpt = tune.get_checkpoint()
     if ckpt is not None:
@@ -355,22 +385,9 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
             state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
         if int(state["step"]) >= context.max_steps:
             return  # finished before the sweep was interrupted: nothing left to do
-    attempt = uuid.uuid4().hex[:8]
-    trial_id = tune.get_context().get_trial_id()
-    if context.attempts_dir:
-        # one line per start of this trial: how a test (and a person) sees what was re-run
-        os.makedirs(context.attempts_dir, exist_ok=True)
-        with open(os.path.join(context.attempts_dir, f"{trial_id}.log"), "a") as fh:
-            fh.write(
-                json.dumps(
-                    {
-                        "attempt": attempt,
-                        "resumed_step": int(state["step"]) if state else 0,
-                        "time": time.time(),
-                    }
-                )
-                + "\n"
-            )
+    _log_attempt(
+        context, trial_id, {"attempt": attempt, "resumed_step": int(state["step"]) if state else 0}
+    )
 
     def report(metrics: dict[str, Any], state_fn: Callable[[], dict[str, Any]] | None) -> None:
         metrics = {**metrics, "attempt": attempt}
@@ -381,7 +398,12 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
             torch.save(state_fn(), Path(d) / STATE_FILE)
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
-    execute_trial(config, context, report=report, state=state)
+    last = execute_trial(config, context, report=report, state=state)
+    if done and last:
+        tmp = f"{done}.{attempt}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump({**last, "attempt": attempt}, fh, default=float)
+        os.replace(tmp, done)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,7 +594,8 @@ def trial_row(
     frac, seed = float(config["fraction"]), int(config["seed"])
     n, set_id, ids = rc.label_sets.get(f"{frac:g}|{seed}", (0, "", []))
     kind, path, method = rc.inits.get(config["init"], ("?", "", "?"))
-    iters = int(last.get("training_iteration", 0) or 0)
+    # our own evaluation count: Tune's training_iteration also counts a re-reported final result
+    iters = int(last.get("evals", last.get("training_iteration", 0)) or 0)
     steps = int(last.get("step", 0) or 0)
     status = "error" if error else ("finished" if steps >= rc.max_steps else "stopped")
     m = rc.metric
@@ -749,7 +772,7 @@ def run_sweep(
                     *extra_callbacks,
                 ],
                 failure_config=FailureConfig(max_failures=fc.max_failures),
-                checkpoint_config=CheckpointConfig(num_to_keep=2),
+                checkpoint_config=CheckpointConfig(num_to_keep=fc.keep_checkpoints),
                 verbose=fc.verbose,
             ),
         )

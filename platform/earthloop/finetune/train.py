@@ -270,6 +270,7 @@ def fit(
             elapsed = time.perf_counter() - t0
             last = {
                 "step": step,
+                "evals": iteration,
                 "start_step": start_step,
                 "train_loss": loss_sum / max(loss_n, 1),
                 "samples_per_s": samples / max(elapsed, 1e-9),
