@@ -108,6 +108,11 @@ def stac_server(rustac_bin: str, tmp_path: Path) -> Iterator[StacFactory]:
 def _ray_up() -> bool:
     import ray
 
+    host, port = RAY_HEAD.rsplit(":", 1)
+    try:  # ray.init retries an absent GCS for minutes; a refused TCP connect answers at once
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except OSError:
+        return False
     try:
         ray.init(address=RAY_HEAD, logging_level="ERROR", log_to_driver=False)
     except Exception:
