@@ -63,7 +63,6 @@ def memory_batches(batch: int, device: torch.device) -> Iterator[dict[str, torch
 
 def stream_batches(batch: int, data: Path) -> Iterator[dict[str, torch.Tensor]]:
     import ray
-
     from earthloop.config import load_config
     from earthloop.ingest.pipeline import run_ingest
     from earthloop.stream import seco_dataset

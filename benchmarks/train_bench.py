@@ -64,10 +64,9 @@ def ray_loop(
     cpus: float,
     storage: str,
 ) -> dict[str, Any]:
+    from earthloop.pretrain.loop import train_loop
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
-
-    from earthloop.pretrain.loop import train_loop
 
     cfg = {
         "pretrain": {
@@ -106,7 +105,6 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-
     from earthloop.pretrain.config import PretrainConfig
 
     pc = PretrainConfig(backbone=args.backbone, queue_size=1024, seed=0).model_dump()

@@ -126,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     ray.init(address=ns.address, logging_level="ERROR", log_to_driver=False)
 
     tables: list[tuple[int, list[tuple[str, int, float]]]] = []
+    phases: list[str] = []
     for steps in ns.steps:
         results: list[tuple[str, int, float]] = []
         plan = plan_sweep(
@@ -148,6 +149,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{label}: {res.errors} trial errors", file=sys.stderr)
                 return 1
             results.append((label, res.trials, wall))
+            phases.append(
+                f"{steps} steps, {label}: Tuner.fit {res.fit_s:.1f}s, Delta rows + "
+                f"report + PNGs {res.report_s:.1f}s, planning/start "
+                f"{wall - res.fit_s - res.report_s:.1f}s"
+            )
         tables.append((steps, results))
 
     print(
@@ -164,6 +170,9 @@ def main(argv: list[str] | None = None) -> int:
                 f"| {steps} | {label} | {wall:.1f} | {wall / n:.1f} | {3600 * n / wall:.0f} | "
                 f"{rel} |"
             )
+    print()
+    for line in phases:
+        print(line)
     for steps, results in tables:
         loop_s, seq = results[0][2], results[1][2]
         print(

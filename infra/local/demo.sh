@@ -16,7 +16,8 @@ submit() {
 
 submit jobs/ingest.py --config "$CONFIG"
 submit jobs/pretrain.py --config "$CONFIG"
-if [ -f jobs/finetune.py ]; then submit jobs/finetune.py --config "$CONFIG"; fi
+submit jobs/finetune.py --config "$CONFIG" \
+  'finetune.inits=[{name: random}, {name: seco, run: demo-seco}]'
 
 cat <<TXT
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -196,6 +196,18 @@ def load_config(
         return EarthloopConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, str(source))) from None
+
+
+SectionT = TypeVar("SectionT", bound=BaseModel)
+
+
+def validate_section(model: type[SectionT], raw: dict[str, Any], name: str) -> SectionT:
+    """Validate a stage's raw section (``pretrain:``, ``finetune:``) naming keys in full."""
+    try:
+        return model.model_validate(dict(raw))
+    except ValidationError as exc:
+        msg = format_validation_error(exc, f"{name} section")
+        raise ConfigError(msg.replace("\n  ", f"\n  {name}.")) from None
 
 
 def parse_job_args(argv: list[str] | None, description: str) -> tuple[EarthloopConfig, Any]:

@@ -8,11 +8,15 @@ the same section describes a quick demo and a real search.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from earthloop.config import ConfigError, EarthloopConfig, Section, format_validation_error
+from earthloop.config import (
+    EarthloopConfig,
+    Section,
+    validate_section,
+)
 
 Task = Literal["segmentation", "classification", "multilabel"]
 Mode = Literal["linear", "full"]
@@ -224,11 +228,4 @@ class FinetuneConfig(Section):
 
 def finetune_config(cfg: EarthloopConfig) -> FinetuneConfig:
     """Validate the raw ``finetune:`` mapping with errors that name the key."""
-    from pydantic import ValidationError
-
-    raw: dict[str, Any] = dict(cfg.finetune)
-    try:
-        return FinetuneConfig.model_validate(raw)
-    except ValidationError as exc:
-        msg = format_validation_error(exc, "finetune section")
-        raise ConfigError(msg.replace("\n  ", "\n  finetune.")) from None
+    return validate_section(FinetuneConfig, cfg.finetune, "finetune")

@@ -707,6 +707,8 @@ class SweepResult:
     report: str
     plots: list[str]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    fit_s: float = 0.0  # Tuner.fit wall time
+    report_s: float = 0.0  # Delta rows + markdown + PNGs
 
 
 def run_sweep(
@@ -776,7 +778,9 @@ def run_sweep(
                 verbose=fc.verbose,
             ),
         )
+    t_fit = time.perf_counter()
     grid = tuner.fit()
+    t_rows = time.perf_counter()
     rows = []
     for k in range(len(grid)):
         res = grid[k]
@@ -789,6 +793,8 @@ def run_sweep(
     write_rows(plan.table_uri, rows)
     report = write_report(rows, plan.report_dir, plan_summary(plan))
     errors = sum(1 for r in rows if r["status"] == "error")
+    t_end = time.perf_counter()
+    log.info("sweep %s: Tune %.1fs, rows + report %.1fs", plan.name, t_rows - t_fit, t_end - t_rows)
     return SweepResult(
         plan.name,
         path,
@@ -799,6 +805,8 @@ def run_sweep(
         report.markdown,
         report.plots,
         rows,
+        fit_s=t_rows - t_fit,
+        report_s=t_end - t_rows,
     )
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field, model_validator
 
-from earthloop.config import ConfigError, EarthloopConfig, Section, format_validation_error
+from earthloop.config import (
+    EarthloopConfig,
+    Section,
+    validate_section,
+)
 
 Method = Literal["seco", "dense", "cscl"]
 
@@ -57,11 +61,4 @@ class PretrainConfig(Section):
 
 def pretrain_config(cfg: EarthloopConfig) -> PretrainConfig:
     """Validate the raw ``pretrain:`` mapping with errors that name the key."""
-    from pydantic import ValidationError
-
-    raw: dict[str, Any] = dict(cfg.pretrain)
-    try:
-        return PretrainConfig.model_validate(raw)
-    except ValidationError as exc:
-        msg = format_validation_error(exc, "pretrain section")
-        raise ConfigError(msg.replace("\n  ", "\n  pretrain.")) from None
+    return validate_section(PretrainConfig, cfg.pretrain, "pretrain")
