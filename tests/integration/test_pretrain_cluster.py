@@ -128,15 +128,12 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster: str, synthetic_demo:
         ],
         detail=True,
     )
-    # the state API can lag; trust the pids that are reporting results right now
-    reporting = {
-        int(p)
-        for p in re.findall(
-            r"RayTrainWorker pid=(\d+)[^\n]*Reporting training result", client.get_job_logs(job)
-        )
-    }
-    alive = {w.pid for w in workers} & reporting
-    assert alive, (workers, reporting)
+    # the state API can lag and a group may have been restarted already: kill a worker of the
+    # latest group the controller started
+    latest = client.get_job_logs(job).rsplit("Started training worker group", 1)[-1]
+    current = {int(p) for p in re.findall(r"pid=(\d+)\) world_rank=", latest)}
+    alive = {w.pid for w in workers} & current
+    assert alive, (workers, current)
     victim = max(alive)
     os.kill(victim, signal.SIGKILL)
     while client.get_job_status(job) not in {

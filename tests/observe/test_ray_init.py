@@ -11,6 +11,8 @@ from earthloop.observe.ray_init import connect_if_available
 def test_no_address_means_no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
 
+    if ray.is_initialized():  # an earlier test in this process joined the cluster
+        ray.shutdown()
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     assert connect_if_available(None) is False
     assert not ray.is_initialized()
@@ -18,6 +20,9 @@ def test_no_address_means_no_ray(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_unreachable_cluster_returns_quickly(monkeypatch: pytest.MonkeyPatch) -> None:
     import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
     # nobody listens on port 1: without the probe ray.init retries for minutes
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")

@@ -391,6 +391,10 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
 
     def report(metrics: dict[str, Any], state_fn: Callable[[], dict[str, Any]] | None) -> None:
         metrics = {**metrics, "attempt": attempt}
+        if done and int(metrics.get("step", 0)) >= context.max_steps:
+            # mark the trial finished *before* its final report: the driver writes the trial's
+            # row on that report, and a kill between row and marker made a restore train again
+            _write_done(done, metrics, attempt)
         if state_fn is None:
             tune.report(metrics)
             return
@@ -399,11 +403,15 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     last = execute_trial(config, context, report=report, state=state)
-    if done and last:
-        tmp = f"{done}.{attempt}.tmp"
-        with open(tmp, "w") as fh:
-            json.dump({**last, "attempt": attempt}, fh, default=float)
-        os.replace(tmp, done)
+    if done and last and not os.path.exists(done):
+        _write_done(done, last, attempt)
+
+
+def _write_done(done: str, final: dict[str, Any], attempt: str) -> None:
+    tmp = f"{done}.{attempt}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump({**final, "attempt": attempt}, fh, default=float)
+    os.replace(tmp, done)
 
 
 # --------------------------------------------------------------------------------------------
