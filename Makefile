@@ -25,11 +25,12 @@ stack-down:
 demo: data stack-up
 	infra/local/demo.sh $(CONFIG)
 
+# env.sh: one Ray auth mode and the project's own token (.stack/ray_auth_token) for every client.
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	source infra/local/env.sh && $(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-unit: setup
-	$(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
+	source infra/local/env.sh && $(PY) -m pytest -q -m "not integration" $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff format --check platform jobs labeling tests benchmarks

@@ -20,8 +20,18 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (ROOT / ".." / "shared" / "data").resolve()
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 
-# One Ray auth mode everywhere (see infra/local/env.sh).
+# One Ray auth mode and one token everywhere (see infra/local/env.sh): pytest run by hand, without
+# `make test`, still gets the project's token file rather than whatever ~/.ray holds.
 os.environ.setdefault("RAY_AUTH_MODE", "token")
+if not os.environ.get("RAY_AUTH_TOKEN") and not os.environ.get("RAY_AUTH_TOKEN_PATH"):
+    _env = subprocess.run(
+        ["bash", "-c", 'source infra/local/env.sh >/dev/null && printf %s "$RAY_AUTH_TOKEN_PATH"'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    os.environ["RAY_AUTH_TOKEN_PATH"] = _env.stdout
 os.environ.setdefault("GDAL_CACHEMAX", "64")
 RAY_HEAD = f"{os.environ.get('RAY_HEAD_IP', '127.0.0.2')}:{os.environ.get('RAY_GCS_PORT', '6390')}"
 

@@ -5,9 +5,28 @@ export EARTHLOOP_ROOT
 export VENV="${VENV:-$EARTHLOOP_ROOT/.venv}"
 export STAC_VENV="${STAC_VENV:-$EARTHLOOP_ROOT/.venv-stac}"
 export STACK_DIR="${STACK_DIR:-$EARTHLOOP_ROOT/.stack}"
+mkdir -p "$STACK_DIR"
 # Ray 2.60 turns token auth on by default; every client (driver, `ray job submit`, tests) must
 # say so too, or it is refused with InvalidAuthToken.
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-token}"
+# The token: the user's own (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) if given, else a project-local
+# file created once with mode 0600. Never ~/.ray/auth_token: a developer's home directory would hide
+# a missing set-up step on a fresh machine. The token is never printed.
+if [ -z "${RAY_AUTH_TOKEN:-}" ]; then
+  export RAY_AUTH_TOKEN_PATH="${RAY_AUTH_TOKEN_PATH:-$STACK_DIR/ray_auth_token}"
+  if [ ! -s "$RAY_AUTH_TOKEN_PATH" ]; then
+    (
+      umask 077
+      mkdir -p "$(dirname "$RAY_AUTH_TOKEN_PATH")"
+      tmp="$(mktemp "$RAY_AUTH_TOKEN_PATH.XXXXXX")"
+      od -An -N32 -tx1 /dev/urandom | tr -d ' \n' >"$tmp"
+      # no-clobber: two scripts starting at once keep the first token, not a mix of both
+      mv -n "$tmp" "$RAY_AUTH_TOKEN_PATH" 2>/dev/null || true
+      rm -f "$tmp"
+    )
+  fi
+  chmod 600 "$RAY_AUTH_TOKEN_PATH"
+fi
 export RAY_HEAD_IP="${RAY_HEAD_IP:-127.0.0.2}"
 export RAY_WORKER_IP="${RAY_WORKER_IP:-127.0.0.3}"
 export RAY_GCS_PORT="${RAY_GCS_PORT:-6390}"
@@ -24,4 +43,3 @@ export STAC_PORT="${STAC_PORT:-8181}"
 # Decode-bound, honest I/O figures: a small GDAL block cache per process (see docs/benchmarks.md).
 export GDAL_CACHEMAX="${GDAL_CACHEMAX:-64}"
 export PATH="$VENV/bin:$PATH"
-mkdir -p "$STACK_DIR"

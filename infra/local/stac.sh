@@ -1,14 +1,33 @@
 #!/usr/bin/env bash
 # Serve a folder holding collection.json + items.ndjson as a real STAC API (rustac) on loopback.
 #   stac.sh up DIR [PORT]   (STAC_BACKEND=duckdb serves stac-geoparquet with CQL2 filter support)
-#   stac.sh down
+#   stac.sh down | status
+# `up` leaves a healthy server that serves the same folder alone: restarting it would break an
+# ingest that is searching it right now.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 PIDFILE="$STACK_DIR/stac.pid"
+SERVED="$STACK_DIR/stac.served"
+
+running() {
+  [ -f "$PIDFILE" ] && kill -0 "$(cat "$PIDFILE")" 2>/dev/null \
+    && curl -sf -o /dev/null "http://$STAC_HOST:$(cat "$STACK_DIR/stac.port" 2>/dev/null || echo "$STAC_PORT")/"
+}
+
+status() {
+  if running; then echo "stac: up at http://$STAC_HOST:$(cat "$STACK_DIR/stac.port") ($(cat "$SERVED"))"
+  else echo "stac: down"; return 1; fi
+}
 
 up() {
   local dir="$1" port="${2:-$STAC_PORT}"
   [ -f "$dir/items.ndjson" ] || { echo "stac: $dir/items.ndjson not found (run earthloop sample-data)" >&2; exit 1; }
+  local want
+  want="$(cd "$dir" && pwd) ${STAC_BACKEND:-memory}"
+  if running && [ "$(cat "$SERVED" 2>/dev/null)" = "$want" ] \
+     && [ "$(cat "$STACK_DIR/stac.port" 2>/dev/null)" = "$port" ]; then
+    echo "stac: already serving $dir at http://$STAC_HOST:$port"; return 0
+  fi
   down >/dev/null
   local args=("$dir/collection.json" "$dir/items.ndjson")
   if [ "${STAC_BACKEND:-memory}" = "duckdb" ]; then
@@ -23,6 +42,8 @@ up() {
   nohup "$STAC_VENV/bin/rustac" serve --addr "$STAC_HOST:$port" "${args[@]}" \
     >"$STACK_DIR/stac.log" 2>&1 &
   echo $! >"$PIDFILE"
+  echo "$port" >"$STACK_DIR/stac.port"
+  echo "$want" >"$SERVED"
   for _ in $(seq 1 50); do
     if curl -sf "http://$STAC_HOST:$port/" >/dev/null; then
       echo "stac: serving $dir at http://$STAC_HOST:$port"; return 0
@@ -34,11 +55,13 @@ up() {
 
 down() {
   if [ -f "$PIDFILE" ]; then kill "$(cat "$PIDFILE")" 2>/dev/null || true; rm -f "$PIDFILE"; fi
+  rm -f "$SERVED" "$STACK_DIR/stac.port"
   echo "stac: stopped"
 }
 
 case "${1:-}" in
   up) shift; up "$@" ;;
   down) down ;;
-  *) echo "usage: $0 up DIR [PORT] | down" >&2; exit 2 ;;
+  status) status ;;
+  *) echo "usage: $0 up DIR [PORT] | down | status" >&2; exit 2 ;;
 esac

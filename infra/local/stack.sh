@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole local stack for the demo and the integration tests: 2-node Ray + STAC API.
-#   stack.sh up [DATA_DIR]    stack.sh down
+#   stack.sh up [DATA_DIR]    stack.sh down    stack.sh status
+# `up` is safe to repeat: it brings back whatever part is missing and leaves running parts alone.
 set -euo pipefail
 here="$(dirname "$0")"
 source "$here/env.sh"
@@ -14,5 +15,11 @@ case "${1:-}" in
     "$here/stac.sh" down
     "$here/ray.sh" down
     ;;
-  *) echo "usage: $0 up [DATA_DIR] | down" >&2; exit 2 ;;
+  status)
+    rc=0
+    "$here/ray.sh" status || rc=1
+    "$here/stac.sh" status || rc=1
+    exit $rc
+    ;;
+  *) echo "usage: $0 up [DATA_DIR] | down | status" >&2; exit 2 ;;
 esac

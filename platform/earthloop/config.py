@@ -7,6 +7,7 @@ offending key (``ingest.bands.2: unknown Sentinel-2 band 'B13'``).
 
 from __future__ import annotations
 
+import datetime as _dt
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -14,14 +15,11 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from earthloop.errors import ConfigError, fail
 from earthloop.s2.bands import resolve_bands
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
-
-
-class ConfigError(ValueError):
-    """A configuration problem, phrased for the person who wrote the YAML."""
 
 
 class Section(BaseModel):
@@ -38,6 +36,52 @@ class StacConfig(Section):
     backoff_s: float = Field(0.5, ge=0)
     # Rewrite asset hrefs (e.g. ``s3://sentinel-cogs/`` → a local mirror) before reading.
     href_map: dict[str, str] = Field(default_factory=dict)
+
+
+def _parse_instant(text: str, *, end: bool) -> _dt.datetime | None:
+    """One side of a STAC datetime interval, in UTC: ``..``/empty (open), a year, a month, a date
+    or an RFC 3339 timestamp; a year, month or day stands for its first (start) or last (end)
+    second."""
+    t = text.strip()
+    if t in {"", ".."}:
+        return None
+    try:
+        if len(t) == 4 and t.isdigit():
+            first = _dt.datetime(int(t), 1, 1, tzinfo=_dt.UTC)
+            span = first.replace(year=first.year + 1) - first
+        elif len(t) == 7 and t[4] == "-":
+            first = _dt.datetime.strptime(t, "%Y-%m").replace(tzinfo=_dt.UTC)
+            nxt = first.replace(year=first.year + first.month // 12, month=first.month % 12 + 1)
+            span = nxt - first
+        elif len(t) == 10:
+            first = _dt.datetime.strptime(t, "%Y-%m-%d").replace(tzinfo=_dt.UTC)
+            span = _dt.timedelta(days=1)
+        else:
+            stamp = _dt.datetime.fromisoformat(t.replace("Z", "+00:00"))
+            return (
+                stamp.replace(tzinfo=_dt.UTC) if stamp.tzinfo is None else stamp.astimezone(_dt.UTC)
+            )
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a date (use YYYY, YYYY-MM, YYYY-MM-DD or an RFC 3339 timestamp)"
+        ) from None
+    return first + span - _dt.timedelta(seconds=1) if end else first
+
+
+def parse_datetime_interval(text: str) -> tuple[_dt.datetime | None, _dt.datetime | None]:
+    """Parse a STAC ``datetime`` search value (``start/end``, open ends as ``..``) in UTC.
+
+    Validated when the config loads, because a reversed or unparsable interval otherwise surfaces
+    as a traceback deep inside the ingest, after the cluster has been reached.
+    """
+    parts = text.split("/")
+    if len(parts) > 2:
+        raise ValueError(f"{text!r}: expected START/END with one '/'")
+    start = _parse_instant(parts[0], end=False)
+    end = _parse_instant(parts[-1], end=True)
+    if start is not None and end is not None and start > end:
+        raise ValueError(f"{text!r}: start {parts[0]} is after end {parts[-1]}")
+    return start, end
 
 
 class IngestConfig(Section):
@@ -69,6 +113,21 @@ class IngestConfig(Section):
             except KeyError as exc:
                 raise ValueError(f"bands.{i}: {exc.args[0]}") from None
         resolve_bands(v)  # duplicates
+        return v
+
+    @field_validator("datetime", mode="before")
+    @classmethod
+    def _datetime_as_text(cls, v: Any) -> Any:
+        # YAML reads `2023` as an int and `2023-01-01` as a date: both are valid STAC datetimes
+        return v.isoformat() if isinstance(v, _dt.date) else str(v) if isinstance(v, int) else v
+
+    @field_validator("datetime")
+    @classmethod
+    def _datetime_interval(cls, v: str) -> str:
+        # ingest splits the interval into one search window per season, so both ends are needed
+        start, end = parse_datetime_interval(v)
+        if start is None or end is None:
+            raise ValueError(f"{v!r}: give a closed interval START/END (seasons are split from it)")
         return v
 
     @model_validator(mode="after")
@@ -217,7 +276,6 @@ def parse_job_args(argv: list[str] | None, description: str) -> tuple[EarthloopC
     nobody yet; kept so entries can grow flags without changing this signature).
     """
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", default=None, help=f"YAML config (default {DEFAULT_CONFIG})")
@@ -226,6 +284,5 @@ def parse_job_args(argv: list[str] | None, description: str) -> tuple[EarthloopC
     try:
         cfg = load_config(ns.config, ns.overrides)
     except ConfigError as exc:
-        print(f"earthloop: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(fail("earthloop", exc)) from None
     return cfg, ns

@@ -58,4 +58,5 @@ def test_cli_exits_2_before_touching_ray(tmp_path: Path) -> None:
         timeout=120,
     )
     assert res.returncode == 2
-    assert "no chip table" in res.stdout
+    assert "no chip table" in res.stderr  # errors go to stderr, not stdout
+    assert "no chip table" not in res.stdout

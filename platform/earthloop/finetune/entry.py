@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 import os
 
 from earthloop.config import ConfigError, parse_job_args
+from earthloop.errors import fail
+from earthloop.observe.logs import setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_job_args(argv, "Label-efficiency fine-tuning sweep on Ray Tune.")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()  # before anything logs: the redaction filter must see every line
     from earthloop.finetune.model import IncompatibleCheckpointError
     from earthloop.finetune.subsets import EmptyClassError
     from earthloop.finetune.sweep import plan_sweep, run_sweep
@@ -18,16 +19,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         plan = plan_sweep(cfg)  # every data/config/checkpoint error before touching the cluster
     except (ConfigError, EmptyClassError, IncompatibleCheckpointError) as exc:
-        print(f"earthloop finetune: {exc}")
-        return 2
+        return fail("earthloop finetune", exc)
     from earthloop.observe.ray_init import connect_if_available
 
     if not connect_if_available(cfg.ray.address):
-        print(
-            f"earthloop finetune: no Ray cluster at {os.environ.get('RAY_ADDRESS') or cfg.ray.address}"
-            " (start one with infra/local/ray.sh up, or submit with `ray job submit`)"
+        return fail(
+            "earthloop finetune",
+            f"no Ray cluster at {os.environ.get('RAY_ADDRESS') or cfg.ray.address}"
+            " (start one with infra/local/ray.sh up, or submit with `ray job submit`)",
         )
-        return 2
     res = run_sweep(cfg, plan=plan)
     print(
         f"sweep:      {res.name} ({'restored' if res.restored else 'new'}) at {res.experiment_path}"

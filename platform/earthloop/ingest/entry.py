@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from earthloop.config import parse_job_args
+from earthloop.errors import fail
+from earthloop.observe.logs import setup_logging
 from earthloop.observe.ray_init import connect_if_available
 
 
 def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_job_args(argv, "Search a STAC API and write the cloud-checked chip index.")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging()  # before anything logs: the redaction filter must see every line
     from earthloop.ingest.pipeline import run_ingest
     from earthloop.ingest.stac import SearchError
     from earthloop.observe.metrics import IngestMetrics
@@ -25,8 +25,7 @@ def main(argv: list[str] | None = None) -> int:
             on_chip=lambda _, n: metrics.chips_processed(n),
         )
     except SearchError as exc:
-        print(f"earthloop ingest: {exc}")
-        return 1
+        return fail("earthloop ingest", exc, 1)
     finally:
         metrics.finish()
     metrics.item_processed(report.scenes)

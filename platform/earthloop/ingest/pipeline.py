@@ -30,6 +30,7 @@ from earthloop.config import EarthloopConfig, resolve_path
 from earthloop.ingest.sampling import Location, aoi_from, sample_locations, spatial_split
 from earthloop.ingest.scenes import Scene, chip_bounds, describe_scene
 from earthloop.ingest.stac import Catalogue, SearchError, SearchRequest, season_windows
+from earthloop.observe.logs import redact_url
 from earthloop.raster.read import ChipReadError, gdal_env, read_window
 from earthloop.s2.bands import resolve_bands
 from earthloop.s2.scl import chip_quality
@@ -158,7 +159,10 @@ def search_scenes(
         log.info("season %d (%s): %d scenes", season, window, len(items))
     report.mode = catalogue.mode_used
     if not found:
-        msg = f"the search returned no scenes ({cfg.stac.url}, {ing.datetime}, bbox={ing.bbox})"
+        msg = (
+            f"the search returned no scenes ({redact_url(cfg.stac.url)}, {ing.datetime},"
+            f" bbox={ing.bbox})"
+        )
         report.errors.append(msg)
         log.warning(msg)
     return found
@@ -171,23 +175,30 @@ def _to_crs(lon: float, lat: float, crs: str) -> tuple[float, float]:
 
 def _plan_location(
     loc: Location, scenes: list[tuple[int, Scene]], size: int
-) -> list[tuple[int, Scene, tuple[float, float, float, float], tuple[int, int]]]:
-    """Candidate (season, scene, bounds) for one location, on the grid that covers most seasons."""
+) -> tuple[list[tuple[int, Scene, tuple[float, float, float, float], tuple[int, int]]], str]:
+    """Candidate (season, scene, bounds) for one location, on the grid that covers most seasons.
+
+    With no candidate, also says why, so the location is counted as a rejection rather than
+    silently missing: ``tile_edge`` (a scene covers it but the chip does not fit inside) or
+    ``no_scene`` (no scene covers it).
+    """
     by_grid: dict[str, list[tuple[int, Scene, Any, Any]]] = {}
     pt = Point(loc.lon, loc.lat)
+    covered = False
     for season, sc in scenes:
         if sc.geometry and not shape(sc.geometry).contains(pt):
             continue
+        covered = True
         x, y = _to_crs(loc.lon, loc.lat, sc.crs)
         fit = chip_bounds(sc, x, y, size)
         if fit is None:
             continue
         by_grid.setdefault(sc.grid_key, []).append((season, sc, fit[0], fit[1]))
     if not by_grid:
-        return []
+        return [], "tile_edge" if covered else "no_scene"
     best = max(by_grid.values(), key=lambda c: (len({s for s, *_ in c}), len(c)))
     # within a season: clearest scene first (scene cloud cover is a hint, the SCL decides)
-    return sorted(best, key=lambda c: (c[0], c[1].cloud_cover or 0.0, c[1].item_id))
+    return sorted(best, key=lambda c: (c[0], c[1].cloud_cover or 0.0, c[1].item_id)), ""
 
 
 def _chip_row(
@@ -263,7 +274,11 @@ def run_ingest(
     """Run the ingest stage described by ``cfg``; never raises for per-scene/per-chip problems."""
     started = datetime.now(UTC)
     ing = cfg.ingest
-    params = {"stac": cfg.stac.model_dump(), "ingest": ing.model_dump()}
+    # the run row is kept for ever and read by anyone with the table: no credentials in it
+    params = {
+        "stac": {**cfg.stac.model_dump(), "url": redact_url(cfg.stac.url)},
+        "ingest": ing.model_dump(),
+    }
     report = IngestReport(run_id=uuid.uuid4().hex[:12])
     bands = resolve_bands(ing.bands)
     found = search_scenes(cfg, report, on_reject)
@@ -305,7 +320,10 @@ def run_ingest(
             errs: list[str] = []
             done_seasons: set[int] = set()
             split = spatial_split(loc.lon, loc.lat, ing.val_fraction)
-            for season, sc, bounds, off in _plan_location(loc, scenes, ing.chip_size):
+            candidates, dropped = _plan_location(loc, scenes, ing.chip_size)
+            if dropped:
+                rej[dropped] += 1
+            for season, sc, bounds, off in candidates:
                 if season in done_seasons:
                     continue
                 ratio = round(sc.scl.res / sc.ref.res) or 1
@@ -350,7 +368,7 @@ def run_ingest(
         "started_at": started,
         "finished_at": datetime.now(UTC),
         "params": json.dumps(params, sort_keys=True, default=str),
-        "source": cfg.stac.url,
+        "source": redact_url(cfg.stac.url),
         "cloud_filter_mode": report.mode,
         "scenes": report.scenes,
         "locations": report.locations,

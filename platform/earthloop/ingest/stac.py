@@ -18,6 +18,10 @@ from typing import Any, Literal
 import pystac
 from urllib3.util.retry import Retry
 
+from earthloop.config import parse_datetime_interval
+from earthloop.errors import EarthloopError
+from earthloop.observe.logs import redact_url
+
 log = logging.getLogger("earthloop.ingest")
 
 CloudFilterMode = Literal["auto", "filter", "query", "client"]
@@ -26,7 +30,7 @@ _FILTER_CONFORMANCE = ("filter", "item-search#filter")
 _QUERY_CONFORMANCE = ("item-search#query",)
 
 
-class SearchError(RuntimeError):
+class SearchError(EarthloopError, RuntimeError):
     """The catalogue could not be searched (unreachable, 5xx after retries, bad answer)."""
 
 
@@ -37,20 +41,6 @@ class SearchRequest:
     intersects: dict[str, Any] | None
     datetime: str
     max_cloud: float
-
-
-def _parse_range(text: str) -> tuple[datetime | None, datetime | None]:
-    start_s, _, end_s = text.partition("/")
-
-    def one(s: str, end: bool) -> datetime | None:
-        s = s.strip()
-        if s in {"", ".."}:
-            return None
-        if len(s) == 10:
-            s += "T23:59:59Z" if end else "T00:00:00Z"
-        return datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(UTC)
-
-    return one(start_s, False), one(end_s or start_s, True)
 
 
 def item_datetime(item: pystac.Item) -> datetime:
@@ -73,7 +63,7 @@ def matches(item: pystac.Item, req: SearchRequest) -> bool:
     cloud = item.properties.get("eo:cloud_cover")
     if cloud is not None and float(cloud) > req.max_cloud:
         return False
-    start, end = _parse_range(req.datetime)
+    start, end = parse_datetime_interval(req.datetime)
     when = item_datetime(item)
     if (start and when < start) or (end and when > end):
         return False
@@ -116,8 +106,10 @@ class Catalogue:
             try:
                 self._client = Client.open(source, stac_io=io, timeout=timeout_s)
             except Exception as exc:  # connection refused, 5xx, not a STAC API …
-                log.debug("opening %s failed", source, exc_info=True)
-                raise SearchError(f"cannot open STAC API {source}: {_short(exc)}") from exc
+                log.debug("opening %s failed", redact_url(source), exc_info=True)
+                raise SearchError(
+                    f"cannot open STAC API {redact_url(source)}: {_short(exc)}"
+                ) from exc
         else:
             path = Path(source)
             if not path.exists():
@@ -187,7 +179,7 @@ def season_windows(datetime_range: str, n: int) -> list[str]:
     Searching per window also isolates failures: a server error in one window costs that
     season's scenes, not the whole ingest.
     """
-    start, end = _parse_range(datetime_range)
+    start, end = parse_datetime_interval(datetime_range)
     if start is None or end is None:
         raise ValueError(f"datetime {datetime_range!r} must be a closed range start/end")
     if end <= start:

@@ -26,6 +26,7 @@ import sys
 import threading
 from collections.abc import Iterable, Mapping
 from typing import TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -33,6 +34,7 @@ __all__ = [
     "RedactingFilter",
     "SecretRedactor",
     "secret_env_values",
+    "redact_url",
     "setup_logging",
 ]
 
@@ -84,6 +86,33 @@ def secret_env_values(
     }
     # longest first so a secret that contains another is masked whole
     return sorted(values, key=len, reverse=True)
+
+
+_SECRET_QUERY = re.compile(r"token|secret|password|passwd|key|sig|signature|credential", re.I)
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to log or store: the password and secret-looking query values masked.
+
+    Applied where a URL is *kept* (run tables, error messages printed without logging), because
+    the logging filter only sees log records; user names, hosts and paths stay readable.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return SecretRedactor(environ={}).redact(url)
+    if not parts.scheme or not parts.netloc:
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user, sep, _ = userinfo.partition(":")
+        netloc = f"{user}:{MASK}@{host}" if sep else netloc
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode([(k, MASK if _SECRET_QUERY.search(k) else v) for k, v in pairs], safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class SecretRedactor:

@@ -1,0 +1,90 @@
+"""Bad input to any entry point: one line on stderr naming the problem, a non-zero exit, no
+traceback, and nothing reaches the cluster (issue 8 §6)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from earthloop.config import ConfigError, load_config, parse_datetime_interval
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        ("2023-12-31/2023-01-01", "is after end"),
+        ("yesterday", "is not a date"),
+        ("2023-01-01/..", "closed interval"),
+        ("../2023-01-01", "closed interval"),
+        ("2023-01-01/2023-02-01/2023-03-01", "one '/'"),
+        ("2023-13-01/2023-12-31", "is not a date"),
+    ],
+)
+def test_bad_ingest_datetime_fails_when_the_config_loads(value: str, needle: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [f"ingest.datetime={value}"])
+    msg = str(info.value)
+    assert "ingest.datetime" in msg and needle in msg
+
+
+@pytest.mark.parametrize(
+    ("value", "start", "end"),
+    [
+        ("2023-01-01/2023-12-31", "2023-01-01T00:00:00+00:00", "2023-12-31T23:59:59+00:00"),
+        ("2023", "2023-01-01T00:00:00+00:00", "2023-12-31T23:59:59+00:00"),
+        ("2024-02", "2024-02-01T00:00:00+00:00", "2024-02-29T23:59:59+00:00"),
+        ("2023-12/2024-01", "2023-12-01T00:00:00+00:00", "2024-01-31T23:59:59+00:00"),
+        (
+            "2023-03-01T10:00:00+02:00/2023-03-02T00:00:00Z",
+            "2023-03-01T08:00:00+00:00",
+            "2023-03-02T00:00:00+00:00",
+        ),
+    ],
+)
+def test_datetime_interval_forms(value: str, start: str, end: str) -> None:
+    a, b = parse_datetime_interval(value)
+    assert a is not None and b is not None
+    assert (a.isoformat(), b.isoformat()) == (start, end)
+    load_config(None, [f"ingest.datetime={value}"])  # and each is accepted by the config
+
+
+def test_open_ends_parse_as_none() -> None:
+    assert parse_datetime_interval("../2023-01-01")[0] is None
+    assert parse_datetime_interval("2023-01-01/..")[1] is None
+
+
+@pytest.mark.parametrize("job", ["ingest", "pretrain", "finetune"])
+def test_every_entry_point_reports_bad_input_on_stderr(job: str, tmp_path: Path) -> None:
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "jobs" / f"{job}.py"),
+            f"workdir={tmp_path}",
+            "ingest.datetime=2023-12-31/2023-01-01",
+            "ray.address=127.0.0.1:1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 2
+    assert "ingest.datetime" in res.stderr and "is after end" in res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert res.stdout == ""
+
+
+def test_cli_reports_unknown_key_on_stderr(tmp_path: Path) -> None:
+    res = subprocess.run(
+        [sys.executable, "-m", "earthloop.cli", "ingest", "ingest.chip_sise=64"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert res.returncode == 2
+    assert "ingest.chip_sise: unknown key" in res.stderr
+    assert "Traceback" not in res.stderr
