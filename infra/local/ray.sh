@@ -34,11 +34,21 @@ raylet_alive() {
 
 node_up() { has_ip "$1" "$2" && raylet_alive "$1"; }
 
+# Daemons must not inherit the caller's extra file descriptors: a held lock file (flock) or a
+# pipe would stay open for as long as the cluster runs.
+close_extra_fds() {
+  local fd
+  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do  # BASHPID: this subshell
+    # 255: the fd bash reads this script from
+    { [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; } 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
+  done
+}
+
 start_head() {
-  "$VENV/bin/ray" start --head --node-ip-address="$RAY_HEAD_IP" --port="$RAY_GCS_PORT" \
+  (close_extra_fds; exec "$VENV/bin/ray" start --head --node-ip-address="$RAY_HEAD_IP" --port="$RAY_GCS_PORT" \
     --num-cpus="$RAY_NODE_CPUS" --object-store-memory="$RAY_OBJECT_STORE_BYTES" \
     --dashboard-host="$RAY_DASHBOARD_HOST" --dashboard-port="$RAY_DASHBOARD_PORT" \
-    --metrics-export-port="$RAY_HEAD_METRICS_PORT" --disable-usage-stats >"$STACK_DIR/ray-head.log" 2>&1 \
+    --metrics-export-port="$RAY_HEAD_METRICS_PORT" --disable-usage-stats >"$STACK_DIR/ray-head.log" 2>&1) \
     || { cat "$STACK_DIR/ray-head.log"; exit 1; }
 }
 
@@ -47,11 +57,11 @@ start_worker() {
   # everything that names the worker's temp dir belongs to that node.
   pkill -9 -f -- "$RAY_WORKER_TEMP_DIR" 2>/dev/null || true
   sleep 1
-  "$VENV/bin/ray" start --address="$RAY_HEAD_IP:$RAY_GCS_PORT" --node-ip-address="$RAY_WORKER_IP" \
+  (close_extra_fds; exec "$VENV/bin/ray" start --address="$RAY_HEAD_IP:$RAY_GCS_PORT" --node-ip-address="$RAY_WORKER_IP" \
     --num-cpus="$RAY_NODE_CPUS" --object-store-memory="$RAY_OBJECT_STORE_BYTES" \
     --metrics-export-port="$RAY_WORKER_METRICS_PORT" --dashboard-agent-listen-port=52366 \
     --temp-dir="$RAY_WORKER_TEMP_DIR" \
-    --disable-usage-stats >"$STACK_DIR/ray-worker.log" 2>&1 \
+    --disable-usage-stats >"$STACK_DIR/ray-worker.log" 2>&1) \
     || { cat "$STACK_DIR/ray-worker.log"; exit 1; }
 }
 

@@ -19,6 +19,16 @@ status() {
   else echo "stac: down"; return 1; fi
 }
 
+# Daemons must not inherit the caller's extra file descriptors: a held lock file (flock) or a
+# pipe would stay open for as long as the cluster runs.
+close_extra_fds() {
+  local fd
+  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do  # BASHPID: this subshell
+    # 255: the fd bash reads this script from
+    { [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; } 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
+  done
+}
+
 up() {
   local dir="$1" port="${2:-$STAC_PORT}"
   [ -f "$dir/items.ndjson" ] || { echo "stac: $dir/items.ndjson not found (run earthloop sample-data)" >&2; exit 1; }
@@ -39,8 +49,8 @@ up() {
     "$STAC_VENV/bin/rustac" translate "$dir/items.ndjson" "$STACK_DIR/items.parquet"
     args=("$STACK_DIR/items.parquet")
   fi
-  nohup "$STAC_VENV/bin/rustac" serve --addr "$STAC_HOST:$port" "${args[@]}" \
-    >"$STACK_DIR/stac.log" 2>&1 &
+  (close_extra_fds; exec nohup "$STAC_VENV/bin/rustac" serve --addr "$STAC_HOST:$port" "${args[@]}" \
+    >"$STACK_DIR/stac.log" 2>&1) &
   echo $! >"$PIDFILE"
   echo "$port" >"$STACK_DIR/stac.port"
   echo "$want" >"$SERVED"
