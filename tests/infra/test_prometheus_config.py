@@ -7,7 +7,7 @@ import re
 import subprocess
 
 import pytest
-from earthloop.observe.metrics import SPECS
+from earthloop.observe.catalogue import SPECS
 from infra_helpers import (
     DASHBOARDS,
     DATASOURCE_UID,

@@ -1,5 +1,5 @@
 """A real Prometheus scrapes a real, isolated Ray node on which a stand-in job recorded every
-earthloop metric family through earthloop.observe.metrics; then every dashboard and rule query
+earthloop metric family through earthloop.observe.recorders; then every dashboard and rule query
 is run against it.
 
 Isolation: the Ray node is started by a child process with its own temp dir, free ports and a
@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 import yaml
-from earthloop.observe import metrics as m
+from earthloop.observe import backends, catalogue, recorders
 from infra_helpers import (
     PROM_DIR,
     ROOT,
@@ -55,7 +55,7 @@ import time
 
 import ray
 
-from earthloop.observe import metrics as m
+from earthloop.observe import recorders
 
 metrics_port, dashboard_port, temp_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 # The dashboard is what writes Prometheus' service-discovery file, as on a real head node.
@@ -76,7 +76,7 @@ ray.init(
 @ray.remote(num_cpus=0)
 class Pipeline:
     def run(self) -> bool:
-        ing = m.IngestMetrics()
+        ing = recorders.IngestMetrics()
         ing.start()
         ing.item_processed(2)
         ing.chips_processed(10)
@@ -85,7 +85,7 @@ class Pipeline:
         with ing.time_read():
             time.sleep(0.01)
         ing.observe_read(0.2)
-        lab = m.LabelMetrics()
+        lab = recorders.LabelMetrics()
         lab.start()
         lab.queue_size(17)
         lab.tasks_pushed(20, method="entropy")
@@ -94,7 +94,7 @@ class Pipeline:
         lab.labels_written(4)
         lab.labeled_chips(4)
         # claims to run but its heartbeat is an hour old: the stall alert must notice
-        m.JobMetrics("stallcheck", clock=lambda: time.time() - 3600).start()
+        recorders.JobMetrics("stallcheck", clock=lambda: time.time() - 3600).start()
         return True
 
 
@@ -104,8 +104,8 @@ class Trainer:
         self.rank = rank
 
     def run(self, steps: int) -> bool:
-        tr = m.TrainMetrics("pretrain", rank=self.rank)
-        st = m.StreamMetrics("pretrain")
+        tr = recorders.TrainMetrics("pretrain", rank=self.rank)
+        st = recorders.StreamMetrics("pretrain")
         tr.start()
         for i in range(steps):
             tr.step(seconds=0.05, samples=32, losses={"loss": 1.0 - 0.1 * i, "loss_seco": 0.6})
@@ -117,13 +117,13 @@ class Trainer:
         tr.checkpoint_saved()
         tr.epoch(1)
         if self.rank == 0:
-            m.TrainMetrics("collapsecheck").collapsed(True)
+            recorders.TrainMetrics("collapsecheck").collapsed(True)
         return True
 
 
 actors = [Pipeline.remote(), Trainer.remote(0), Trainer.remote(1)]
 ray.get([actors[0].run.remote(), actors[1].run.remote(3), actors[2].run.remote(3)])
-tune = m.TuneMetrics()  # the driver records too (as a Tune callback would)
+tune = recorders.TuneMetrics()  # the driver records too (as a Tune callback would)
 tune.trials_running(2)
 tune.trial_done("terminated")
 tune.trial_done("error")
@@ -241,9 +241,9 @@ def test_prometheus_sees_earthloop_metrics_and_every_query_works(tmp_path: Path)
     threading.Thread(target=read_stdout, daemon=True).start()
 
     # our own service, exporting with prometheus-client (no "ray_" prefix)
-    webhook = m.PrometheusBackend(CollectorRegistry())
-    server = m.serve_prometheus(webhook, port=services_port)
-    hook = m.LabelMetrics("label-webhook", backend=webhook)
+    webhook = backends.PrometheusBackend(CollectorRegistry())
+    server = backends.serve_prometheus(webhook, port=services_port)
+    hook = recorders.LabelMetrics("label-webhook", backend=webhook)
     hook.annotations_pulled(3)
     hook.labels_written(2)
 
@@ -294,7 +294,7 @@ def test_prometheus_sees_earthloop_metrics_and_every_query_works(tmp_path: Path)
         # 1. every catalogue family arrives, under the names Ray actually exports
         expected = {
             spec.ray_name + ("_bucket" if spec.kind == "histogram" else "")
-            for spec in m.SPECS.values()
+            for spec in catalogue.SPECS.values()
         }
 
         missing = set(expected)

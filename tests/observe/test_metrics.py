@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
-from earthloop.observe import metrics as m
+from earthloop.observe import backends, catalogue, recorders
 from prometheus_client import CollectorRegistry, generate_latest
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,13 +46,13 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, float, dict[str, str]]] = []
 
-    def inc(self, spec: m.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
+    def inc(self, spec: catalogue.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
         self.calls.append(("inc", spec.name, value, dict(labels)))
 
-    def set(self, spec: m.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
+    def set(self, spec: catalogue.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
         self.calls.append(("set", spec.name, value, dict(labels)))
 
-    def observe(self, spec: m.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
+    def observe(self, spec: catalogue.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
         self.calls.append(("observe", spec.name, value, dict(labels)))
 
     def names(self) -> set[str]:
@@ -62,9 +62,9 @@ class Recorder:
         return [c for c in self.calls if c[1] == name][-1]
 
 
-def exercise_all(backend: m.MetricsBackend) -> None:
+def exercise_all(backend: backends.MetricsBackend) -> None:
     """Call every public recording method once (shared with the catalogue-coverage test)."""
-    ing = m.IngestMetrics(backend=backend)
+    ing = recorders.IngestMetrics(backend=backend)
     ing.start()
     ing.item_processed()
     ing.chips_processed(4)
@@ -73,21 +73,21 @@ def exercise_all(backend: m.MetricsBackend) -> None:
     with ing.time_read():
         pass
     ing.finish()
-    st = m.StreamMetrics(backend=backend)
+    st = recorders.StreamMetrics(backend=backend)
     st.chips_delivered(64)
     st.data_wait(0.25)
-    tr = m.TrainMetrics(backend=backend, rank=0)
+    tr = recorders.TrainMetrics(backend=backend, rank=0)
     tr.step(seconds=0.5, samples=32, losses={"total": 1.0, "seco": 0.5})
     tr.embedding_std(0.05)
     tr.knn_accuracy(0.7)
     tr.collapsed(False)
     tr.checkpoint_saved()
     tr.epoch(3)
-    tu = m.TuneMetrics(backend=backend)
+    tu = recorders.TuneMetrics(backend=backend)
     tu.trials_running(2)
     tu.trial_done("terminated")
     tu.best_metric("val_miou", 0.4)
-    lb = m.LabelMetrics(backend=backend)
+    lb = recorders.LabelMetrics(backend=backend)
     lb.queue_size(7)
     lb.tasks_pushed(5, method="entropy")
     lb.annotations_pulled(2)
@@ -99,8 +99,8 @@ def exercise_all(backend: m.MetricsBackend) -> None:
 # -- conventions ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec", list(m.SPECS.values()), ids=lambda s: s.name)
-def test_metric_names_follow_prometheus_conventions(spec: m.MetricSpec) -> None:
+@pytest.mark.parametrize("spec", list(catalogue.SPECS.values()), ids=lambda s: s.name)
+def test_metric_names_follow_prometheus_conventions(spec: catalogue.MetricSpec) -> None:
     assert re.fullmatch(r"earthloop_[a-z]+_[a-z0-9_]+", spec.name)
     assert spec.doc.strip()
     if spec.kind == "counter":
@@ -117,12 +117,12 @@ def test_metric_names_follow_prometheus_conventions(spec: m.MetricSpec) -> None:
     assert not re.search(r"_(ms|millis|minutes|hours|bytes_kb)\b", spec.name)
 
 
-@pytest.mark.parametrize("spec", list(m.SPECS.values()), ids=lambda s: s.name)
-def test_metric_labels_are_low_cardinality(spec: m.MetricSpec) -> None:
+@pytest.mark.parametrize("spec", list(catalogue.SPECS.values()), ids=lambda s: s.name)
+def test_metric_labels_are_low_cardinality(spec: catalogue.MetricSpec) -> None:
     assert spec.labels[0] == "job_name"
-    assert set(spec.labels) <= m.ALLOWED_LABELS
+    assert set(spec.labels) <= catalogue.ALLOWED_LABELS
     assert not set(spec.labels) & FORBIDDEN_LABELS
-    assert not m.ALLOWED_LABELS & FORBIDDEN_LABELS
+    assert not catalogue.ALLOWED_LABELS & FORBIDDEN_LABELS
 
 
 def test_required_metric_families_exist() -> None:
@@ -152,22 +152,28 @@ def test_required_metric_families_exist() -> None:
         "earthloop_label_last_label_timestamp_seconds",
         "earthloop_job_last_progress_timestamp_seconds",
     }
-    assert required <= set(m.SPECS)
-    assert m.SPECS["earthloop_train_loss"].labels == ("job_name", "term")
-    assert {"cloud", "nodata", "read_error", "missing_asset", "crs"} <= m.INGEST_REJECT_REASONS
+    assert required <= set(catalogue.SPECS)
+    assert catalogue.SPECS["earthloop_train_loss"].labels == ("job_name", "term")
+    assert {
+        "cloud",
+        "nodata",
+        "read_error",
+        "missing_asset",
+        "crs",
+    } <= catalogue.INGEST_REJECT_REASONS
 
 
 def test_ray_exported_names_have_ray_prefix() -> None:
-    assert m.exported_name("earthloop_train_loss") == "ray_earthloop_train_loss"
+    assert catalogue.exported_name("earthloop_train_loss") == "ray_earthloop_train_loss"
     assert (
-        m.exported_name("earthloop_label_labels_total", "prometheus_client")
+        catalogue.exported_name("earthloop_label_labels_total", "prometheus_client")
         == "earthloop_label_labels_total"
     )
 
 
 def test_every_metric_is_documented() -> None:
     doc = (ROOT / "docs" / "observability.md").read_text()
-    missing = [name for name in m.SPECS if name not in doc]
+    missing = [name for name in catalogue.SPECS if name not in doc]
     assert not missing, f"docs/observability.md lacks {missing}"
 
 
@@ -177,15 +183,15 @@ def test_every_metric_is_documented() -> None:
 def test_every_catalogue_metric_has_a_helper() -> None:
     rec = Recorder()
     exercise_all(rec)
-    assert rec.names() == set(m.SPECS)
+    assert rec.names() == set(catalogue.SPECS)
     for _, name, _, labels in rec.calls:
-        assert tuple(labels) == m.SPECS[name].labels, name
+        assert tuple(labels) == catalogue.SPECS[name].labels, name
 
 
 def test_ingest_helper_values_and_bounded_reasons() -> None:
     rec = Recorder()
     clock_values = iter([100.0, 101.0, 102.0, 103.0])
-    ing = m.IngestMetrics("ingest", backend=rec, clock=lambda: next(clock_values))
+    ing = recorders.IngestMetrics("ingest", backend=rec, clock=lambda: next(clock_values))
     ing.chips_processed(5)
     ing.chip_rejected("nodata", 2)
     ing.chip_rejected("s3://bucket/29RKH/chip_000123.tif")  # must not become a label value
@@ -202,14 +208,14 @@ def test_ingest_helper_values_and_bounded_reasons() -> None:
 
 def test_zero_increments_are_skipped() -> None:
     rec = Recorder()
-    m.IngestMetrics(backend=rec).chips_processed(0)
+    recorders.IngestMetrics(backend=rec).chips_processed(0)
     assert "earthloop_ingest_chips_total" not in rec.names()
 
 
 def test_train_gauges_only_on_rank_zero_but_counters_on_all_ranks() -> None:
     rec0, rec1 = Recorder(), Recorder()
     for rank, rec in ((0, rec0), (1, rec1)):
-        t = m.TrainMetrics("pretrain", rank=rank, backend=rec)
+        t = recorders.TrainMetrics("pretrain", rank=rank, backend=rec)
         t.step(seconds=0.25, samples=16, losses={"total": 2.0, "Dense Loss!": 1.0})
         t.embedding_std(0.1)
         t.checkpoint_saved(timestamp=1234.0)
@@ -232,14 +238,14 @@ def test_train_gauges_only_on_rank_zero_but_counters_on_all_ranks() -> None:
 
 def test_loss_keys_of_method_outputs_map_to_terms() -> None:
     rec = Recorder()
-    m.TrainMetrics(backend=rec).loss({"loss": 3.0, "loss_seco": 1.0, "loss_dense": 2.0})
+    recorders.TrainMetrics(backend=rec).loss({"loss": 3.0, "loss_seco": 1.0, "loss_dense": 2.0})
     terms = {c[3]["term"]: c[2] for c in rec.calls}
     assert terms == {"total": 3.0, "seco": 1.0, "dense": 2.0}
 
 
 def test_label_helper_moves_last_label_timestamp() -> None:
     rec = Recorder()
-    lb = m.LabelMetrics(backend=rec, clock=lambda: 500.0)
+    lb = recorders.LabelMetrics(backend=rec, clock=lambda: 500.0)
     lb.labels_written(3)
     assert rec.last("earthloop_label_labels_total")[2] == 3.0
     assert rec.last("earthloop_label_last_label_timestamp_seconds")[2] == 500.0
@@ -252,7 +258,7 @@ def test_label_helper_moves_last_label_timestamp() -> None:
 
 def test_job_context_manager_marks_running_then_finished() -> None:
     rec = Recorder()
-    with m.JobMetrics("pretrain", backend=rec, clock=lambda: 42.0):
+    with recorders.JobMetrics("pretrain", backend=rec, clock=lambda: 42.0):
         assert rec.last("earthloop_job_running")[2] == 1.0
         assert rec.last("earthloop_job_started_timestamp_seconds")[2] == 42.0
     assert rec.last("earthloop_job_running")[2] == 0.0
@@ -261,15 +267,15 @@ def test_job_context_manager_marks_running_then_finished() -> None:
 @pytest.mark.parametrize("bad", ["runs/2024-06-01/pretrain", "Pretrain", "", "x" * 60, "a b"])
 def test_job_name_must_be_a_short_kind(bad: str) -> None:
     with pytest.raises(ValueError):
-        m.JobMetrics(bad)
+        recorders.JobMetrics(bad)
 
 
 def test_failing_backend_never_breaks_the_job(caplog: pytest.LogCaptureFixture) -> None:
     class Broken(Recorder):
-        def inc(self, spec: m.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
+        def inc(self, spec: catalogue.MetricSpec, value: float, labels: Mapping[str, str]) -> None:
             raise RuntimeError("exporter down")
 
-    ing = m.IngestMetrics(backend=Broken())
+    ing = recorders.IngestMetrics(backend=Broken())
     with caplog.at_level("WARNING", logger="earthloop.observe"):
         for _ in range(3):
             ing.chips_processed(1)
@@ -281,15 +287,15 @@ def test_helpers_are_noops_without_ray_and_do_not_import_it() -> None:
     code = textwrap.dedent(
         """
         import sys
-        from earthloop.observe import metrics as m
-        assert isinstance(m.default_backend(), m._AutoBackend)
-        t = m.TrainMetrics(rank=0)
+        from earthloop.observe import backends, recorders
+        assert isinstance(backends.default_backend(), backends._AutoBackend)
+        t = recorders.TrainMetrics(rank=0)
         t.start()
         t.step(seconds=0.1, samples=8, losses={"total": 1.0})
         t.collapsed(True)
-        m.IngestMetrics().chip_rejected("cloud")
-        m.LabelMetrics().labels_written(1)
-        m.TuneMetrics().best_metric("val_miou", 0.3)
+        recorders.IngestMetrics().chip_rejected("cloud")
+        recorders.LabelMetrics().labels_written(1)
+        recorders.TuneMetrics().best_metric("val_miou", 0.3)
         assert "ray" not in sys.modules, "no-op path imported ray"
         assert "prometheus_client" not in sys.modules
         print("ok")
@@ -311,10 +317,10 @@ def test_auto_backend_is_noop_when_ray_imported_but_not_initialised(
             return False
 
     monkeypatch.setitem(sys.modules, "ray", FakeRay)
-    auto = m._AutoBackend()
-    assert isinstance(auto._pick(), m.NoopBackend)
+    auto = backends._AutoBackend()
+    assert isinstance(auto._pick(), backends.NoopBackend)
     monkeypatch.setattr(FakeRay, "is_initialized", staticmethod(lambda: True))
-    assert isinstance(auto._pick(), m.RayBackend)
+    assert isinstance(auto._pick(), backends.RayBackend)
 
 
 # -- prometheus-client variant -------------------------------------------------------------------
@@ -322,7 +328,7 @@ def test_auto_backend_is_noop_when_ray_imported_but_not_initialised(
 
 def test_prometheus_backend_exports_catalogue_names() -> None:
     registry = CollectorRegistry()
-    be = m.PrometheusBackend(registry)
+    be = backends.PrometheusBackend(registry)
     exercise_all(be)
     text = generate_latest(registry).decode()
     assert 'earthloop_ingest_chips_total{job_name="ingest"} 4.0' in text
@@ -331,15 +337,15 @@ def test_prometheus_backend_exports_catalogue_names() -> None:
     assert 'earthloop_train_step_seconds_bucket{job_name="pretrain",le="0.5"} 1.0' in text
     assert "# TYPE earthloop_label_labels_total counter" in text
     assert "ray_earthloop" not in text
-    for spec in m.SPECS.values():
+    for spec in catalogue.SPECS.values():
         assert f"# HELP {spec.name} {spec.doc}" in text, spec.name
 
 
 def test_serve_prometheus_binds_loopback_and_serves() -> None:
     registry = CollectorRegistry()
-    be = m.PrometheusBackend(registry)
-    m.LabelMetrics("label-webhook", backend=be).annotations_pulled(3)
-    server = m.serve_prometheus(be, port=0)
+    be = backends.PrometheusBackend(registry)
+    recorders.LabelMetrics("label-webhook", backend=be).annotations_pulled(3)
+    server = backends.serve_prometheus(be, port=0)
     try:
         assert server.host == "127.0.0.1" and server.port > 0
         url = f"http://127.0.0.1:{server.port}/metrics"

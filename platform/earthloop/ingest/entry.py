@@ -6,6 +6,7 @@ from earthloop.config import parse_job_args
 from earthloop.errors import fail
 from earthloop.observe.logs import setup_logging
 from earthloop.observe.ray_init import connect_if_available
+from earthloop.observe.recorders import IngestMetrics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -13,7 +14,6 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()  # before anything logs: the redaction filter must see every line
     from earthloop.ingest.pipeline import run_ingest
     from earthloop.ingest.stac import SearchError
-    from earthloop.observe.metrics import IngestMetrics
 
     connect_if_available(cfg.ray.address)  # metrics reach Prometheus through Ray when it runs
     metrics = IngestMetrics("ingest")

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from rasterio.enums import Resampling
 
+from earthloop.observe.recorders import StreamMetrics
 from earthloop.store.delta import TableRef, read_table, table_version
 from earthloop.stream.reader import plan_groups, read_group, read_location
 
@@ -107,8 +108,6 @@ class _ReadLocation:
 def _count(rows: list[dict[str, Any]]) -> None:
     """Export delivered/failed chip counts; metrics must never break reading."""
     try:
-        from earthloop.observe.metrics import StreamMetrics
-
         ok = sum(1 for r in rows if not r.get("error"))
         StreamMetrics().chips_delivered(ok)
     except Exception:
