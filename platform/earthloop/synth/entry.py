@@ -7,17 +7,25 @@ and overrides is left alone (``--force`` rewrites it).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
+from types import TracebackType
 from typing import Any
 
 import yaml
 
+from earthloop.observe.logs import setup_logging
+from earthloop.observe.progress import Progress
 from earthloop.synth.generate import find_existing, generate, plan_scenes
 from earthloop.synth.manifest import SynthManifest
 from earthloop.synth.presets import PRESETS, resolve_preset
 
 DEFAULT_OUT = "data/synthetic"
+#: Seconds between progress lines; the final line is always written.
+PROGRESS_EVERY_S = 10.0
+
+_log = logging.getLogger("earthloop.synth")
 
 
 def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
@@ -30,22 +38,37 @@ def _parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-class _Progress:
-    """One line per scene with rate and ETA, so a long bench run shows it is alive."""
+class _SceneProgress:
+    """Feeds ``generate``'s per-scene callback into the shared :class:`Progress` lines.
 
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
+    Why an adapter: ``generate`` reports ``(done, total, message)`` after each scene and knows
+    nothing about logging; the command turns that into the same rate/ETA lines every other job
+    writes, so a long bench run shows it is alive in the same format.
+    """
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self.progress: Progress | None = None
 
     def __call__(self, done: int, total: int, message: str) -> None:
-        elapsed = time.perf_counter() - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        width = len(str(total))
-        print(
-            f"[{done:>{width}}/{total}] {100 * done / total:5.1f}% | {rate:5.2f} scenes/s | "
-            f"ETA {eta:5.1f} s | {message}",
-            flush=True,
-        )
+        if self.progress is None:
+            self.progress = Progress(
+                "sample-data", total, unit="scenes", every_s=self.every_s, logger=_log
+            )
+        self.progress.update(done - self.progress.done, scene=message)
+
+    def __enter__(self) -> _SceneProgress:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Write the final line (rate over the whole run), if any scene was reported."""
+        if self.progress is not None:
+            self.progress.__exit__(exc_type, exc, tb)
 
 
 def _report(m: SynthManifest) -> None:
@@ -83,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         help="override a preset field, e.g. --set size_px=256 --set 'tiles=[33TWL]'",
     )
     ns = parser.parse_args(argv)
+    setup_logging()  # progress lines are log records on stderr, as in every other job
     try:
         overrides = _parse_overrides(ns.overrides)
         preset = resolve_preset(ns.preset, overrides)
@@ -104,9 +128,10 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         t0 = time.perf_counter()
-        manifest = generate(
-            ns.out, preset=ns.preset, seed=ns.seed, force=True, progress=_Progress(), **overrides
-        )
+        with _SceneProgress(PROGRESS_EVERY_S) as progress:
+            manifest = generate(
+                ns.out, preset=ns.preset, seed=ns.seed, force=True, progress=progress, **overrides
+            )
     except (ValueError, KeyError) as exc:
         print(f"earthloop sample-data: error: {exc}", file=sys.stderr)
         return 2
