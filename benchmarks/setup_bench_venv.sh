@@ -4,9 +4,9 @@
 # Why a separate venv: TorchGeo 0.8.1 needs torch 2.14.1 + torchvision 0.29.1, while the main
 # .venv pins the torch 2.13.0 CPU wheel (torchvision does not import beside it). Keeping TorchGeo
 # out of .venv means the platform never changes torch to run a comparison. The pinned pair is
-# installed first and by itself so pip takes it from local disk (see /work/shared/STACK.md), then
-# TorchGeo and what `earthloop.stream` imports (earthloop itself without its dependency list, so
-# pip cannot swap torch).
+# installed first and by itself so pip takes it from local disk (see ../shared/STACK.md beside
+# the checkout), then TorchGeo and what `earthloop.stream` imports (earthloop itself without its
+# dependency list, so pip cannot swap torch).
 #
 # Usage: bash benchmarks/setup_bench_venv.sh   (re-running only checks; ≈2 min and ≈6 GB first time)
 set -euo pipefail

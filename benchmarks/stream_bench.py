@@ -28,12 +28,14 @@ idle machine gives per core, so ratios "per core used" are computed on CPU time.
 
 ``GDAL_CACHEMAX`` is set (16 MB by default) in the environment before GDAL starts in any process
 (this one, the raw pool, Ray workers, TorchGeo and its DataLoader workers), so that figures are
-decode-bound rather than "whole test set in the block cache" (see /work/shared/STACK.md).
+decode-bound rather than "whole test set in the block cache" (see ../shared/STACK.md next to the
+checkout).
 
 Also measured: peak memory (RSS and PSS of the driver + every Ray process) while streaming, in
 one pass, chips whose float32 images add up to more than this machine's RAM; it must stay flat.
 
-Usage: ``python benchmarks/stream_bench.py [--quick] [--json out.json]``.
+Usage: ``python benchmarks/stream_bench.py [--quick] [--data DIR] [--json out.json]``; ``--data``
+is the real-data folder (default ``../shared/data`` relative to the repository root).
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-REAL_SCENE = Path("/work/shared/data/sentinel2-l2a/cogs-29RKH/S2A_29RKH_20200219_0_L2A")
+#: The real Sentinel-2 data lives beside the checkout (``../shared/data``), not in it; the
+#: benchmark takes it from ``--data`` so it runs from any checkout.
+SHARED_DATA = ROOT / ".." / "shared" / "data"
+#: The real scene used by the real-64 and RSS cases, relative to the data folder.
+REAL_SCENE = Path("sentinel2-l2a/cogs-29RKH/S2A_29RKH_20200219_0_L2A")
 SYNTH_DIR = Path("/tmp/earthloop-bench")
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 WORK = Path("/tmp/rbench-work")
@@ -777,6 +783,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=None, help="timed runs per method (default 2)")
     p.add_argument("--cachemax", type=int, default=16, help="GDAL_CACHEMAX in MB, every process")
     p.add_argument("--rss-gb", type=float, default=None, help="GB streamed in the RSS run")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=SHARED_DATA,
+        help="real Sentinel-2 data folder (default ../shared/data beside the repository)",
+    )
     p.add_argument("--synth-dir", type=Path, default=SYNTH_DIR)
     p.add_argument("--bench-python", type=Path, default=BENCH_PYTHON)
     p.add_argument("--skip-torchgeo", action="store_true")
@@ -786,9 +798,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def real_scene(args: argparse.Namespace) -> Path:
+    """The real scene's folder under ``--data``; exits with a clear message when it is absent."""
+    scene = (args.data / REAL_SCENE).resolve()
+    if not scene.is_dir():
+        raise SystemExit(f"stream_bench: real scene {scene} not found; pass --data DIR")
+    return scene
+
+
 def cases(args: argparse.Namespace) -> list[Case]:
     """The two cases of the issue; the synthetic archive is generated on first use (≈4 min)."""
-    out = [Case("real-64", (str(REAL_SCENE),), 64, 600 if args.quick else 2000, 64)]
+    out: list[Case] = []
+    if args.only in (None, "real-64"):
+        out.append(Case("real-64", (str(real_scene(args)),), 64, 600 if args.quick else 2000, 64))
     if args.only in (None, "synth-256"):
         if not (args.synth_dir / "manifest.json").exists():
             print(f"generating the 'bench' synthetic archive into {args.synth_dir} (once) ...")
@@ -861,7 +883,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print()
         print_table(results)
         if rss_gb > 0:
-            rss_case = Case("rss-256", (str(REAL_SCENE),), 256, 0, 16)
+            rss_case = Case("rss-256", (str(real_scene(args)),), 256, 0, 16)
             load = _load()
             mem = measure_rss(rss_case, rss_gb, args.cachemax)
             extra["rss"] = mem | {"load": load}
