@@ -1,5 +1,5 @@
 """Metric catalogue conventions and helper behaviour, without Ray (Ray export is covered by
-tests/infra/test_prometheus_integration.py)."""
+tests/integration/test_prometheus_integration.py)."""
 
 from __future__ import annotations
 

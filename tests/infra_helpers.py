@@ -1,4 +1,8 @@
-"""Shared helpers for the infra tests: repository paths and the Prometheus binaries."""
+"""Shared helpers for the infra tests: repository paths and the Prometheus binaries.
+
+Why at the top of tests/: both tests/infra/ and tests/integration/test_prometheus_integration.py
+import it, and pytest puts tests/ on ``sys.path`` for every test (it holds the root conftest).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 INFRA = ROOT / "infra"
 PROM_DIR = INFRA / "prometheus"
 RULES = sorted((PROM_DIR / "rules").glob("*.yml"))

@@ -1,4 +1,8 @@
-"""Ingest fixtures: the real Earth Search items as a STAC API, and a fault-injecting proxy."""
+"""Ingest fixtures: the real Earth Search items as a STAC API, and a fault-injecting proxy.
+
+Used by test_pipeline_real.py (they moved here with it from tests/ingest/); the STAC server
+itself (``stac_server``) comes from the root conftest.
+"""
 
 from __future__ import annotations
 

@@ -20,16 +20,29 @@ pretraining starts to help (then remove the marker).
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 pytestmark = pytest.mark.integration
 
 MARGIN = 0.02
 SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    """Measured with one torch thread (as tests/finetune/ runs): tiny tensors, shared cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @pytest.fixture(scope="module")
