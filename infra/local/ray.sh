@@ -25,11 +25,16 @@ has_ip() { grep -qx "$1" <<<"$2"; }
 # The GCS notices a dead raylet only after its health checks fail (~15 s); on one machine the
 # process table answers at once, so a node counts as up only if its raylet process also lives.
 raylet_alive() {
-  if [ "$1" = "$RAY_WORKER_IP" ]; then pgrep -f -- "raylet/raylet .*$RAY_WORKER_TEMP_DIR/" >/dev/null
-  else pgrep -f -- "raylet/raylet " | while read -r pid; do
-         tr '\0' ' ' </proc/"$pid"/cmdline | grep -qv -- "$RAY_WORKER_TEMP_DIR/" && echo "$pid"
-       done | grep -q .
-  fi
+  local pid
+  for pid in $(pgrep -f -- "raylet/raylet " || true); do
+    [ -r "/proc/$pid/cmdline" ] || continue
+    if [ "$1" = "$RAY_WORKER_IP" ]; then
+      grep -q -- "$RAY_WORKER_TEMP_DIR/" "/proc/$pid/cmdline" 2>/dev/null && return 0
+    else
+      grep -q -- "$RAY_WORKER_TEMP_DIR/" "/proc/$pid/cmdline" 2>/dev/null || return 0
+    fi
+  done
+  return 1
 }
 
 node_up() { has_ip "$1" "$2" && raylet_alive "$1"; }
