@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -149,3 +150,99 @@ def test_killed_worker_resumes_from_checkpoint(ray_cluster: str, synthetic_demo:
     row = _run_row(synthetic_demo, run)
     assert row["final_step"] == max_steps  # the step counter continued …
     assert 0 < row["resumed_from_step"] < max_steps, logs[-6000:]  # … from a checkpoint
+
+
+def _metrics_rows(demo: dict, run: str) -> dict[int, dict]:
+    uri = str(demo["workdir"] / "tables" / "pretrain_metrics")
+    from earthloop.store.delta import table_exists
+
+    if not table_exists(uri):
+        return {}
+    return {m["epoch"]: m for m in read_table(uri).to_pylist() if m["run_name"] == run}
+
+
+def _checkpoint_metas(root: Path) -> list[dict]:
+    metas = []
+    for d in root.glob("checkpoint_*"):
+        with contextlib.suppress(OSError, ValueError):  # one being written
+            metas.append({**json.loads((d / "meta.json").read_text()), "dir": d})
+    return sorted(metas, key=lambda m: m["step"])
+
+
+def test_stopped_job_resumes_inside_the_epoch_past_a_truncated_checkpoint(
+    ray_cluster: str, synthetic_demo: dict
+) -> None:
+    """`ray job stop` mid-epoch, the newest checkpoint truncated, then the same job again.
+
+    The re-submitted run must skip the broken checkpoint (naming it), resume inside the epoch,
+    and end each epoch at the same step as an uninterrupted run: epoch k at k x (epoch 1's steps).
+    """
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    run = f"s-{uuid.uuid4().hex[:8]}"
+    client = JobSubmissionClient(JOBS)
+    entry = " ".join(
+        [
+            "python jobs/pretrain.py",
+            *_overrides(
+                synthetic_demo,
+                run,
+                "pretrain.checkpoint_every=3",
+                "pretrain.epochs=3",
+                "pretrain.max_failures=0",
+            ),
+        ]
+    )
+    runtime_env = {"working_dir": str(ROOT), **json.loads(_runtime_env())}
+    job = client.submit_job(entrypoint=entry, runtime_env=runtime_env)
+    ckpt_root = synthetic_demo["workdir"] / "ray_results" / run
+    deadline = time.monotonic() + 400
+    # wait for two checkpoints inside epoch 2 (index 1): the newer one gets truncated below
+    while (
+        len([m for m in _checkpoint_metas(ckpt_root) if m["epoch"] == 1 and m["batch_in_epoch"]])
+        < 2
+    ):
+        status = client.get_job_status(job)
+        assert status not in {JobStatus.FAILED, JobStatus.STOPPED, JobStatus.SUCCEEDED}, (
+            client.get_job_logs(job)[-3000:]
+        )
+        assert time.monotonic() < deadline, "no mid-epoch checkpoint appeared"
+        time.sleep(0.5)
+    client.stop_job(job)
+    while client.get_job_status(job) not in {JobStatus.STOPPED, JobStatus.FAILED}:
+        assert time.monotonic() < deadline, "the job did not stop"
+        time.sleep(0.5)
+    time.sleep(2)  # workers die with the job; nothing may still be writing a checkpoint
+    stopped = _run_row(synthetic_demo, run)
+    assert (stopped["status"], stopped["error"]) == ("interrupted", "stopped by SIGTERM"), (
+        client.get_job_logs(job)[-3000:]
+    )
+    epoch1 = _metrics_rows(synthetic_demo, run)[1]["step"]
+    metas = _checkpoint_metas(ckpt_root)
+    newest = metas[-1]
+    assert newest["step"] > epoch1, metas
+    broken = newest["dir"] / "state.pt"
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 3])
+
+    job2 = client.submit_job(entrypoint=entry, runtime_env=runtime_env)
+    while client.get_job_status(job2) not in {
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.STOPPED,
+    }:
+        assert time.monotonic() < deadline + 300, "the resumed job did not finish"
+        time.sleep(2)
+    logs = client.get_job_logs(job2)
+    assert client.get_job_status(job2) == JobStatus.SUCCEEDED, logs[-4000:]
+    assert str(broken) in logs and "falling back to checkpoint" in logs, logs[-4000:]
+    row = _run_row(synthetic_demo, run)
+    assert row["status"] == "finished" and not row["error"]
+    assert 0 < row["resumed_from_step"] < newest["step"]  # an older, intact checkpoint
+    epochs = _metrics_rows(synthetic_demo, run)
+    assert {e: m["step"] for e, m in epochs.items()} == {1: epoch1, 2: 2 * epoch1, 3: 3 * epoch1}
+    assert row["final_step"] == 3 * epoch1
+    print(
+        f"stop/resume: {epoch1} steps per epoch, stopped with newest checkpoint at step "
+        f"{newest['step']} (truncated), resumed from {row['resumed_from_step']}, "
+        f"final step {row['final_step']}"
+    )

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +23,7 @@ import pyarrow as pa
 from earthloop.config import ConfigError, EarthloopConfig, resolve_path
 from earthloop.pretrain.config import PretrainConfig, pretrain_config
 from earthloop.s2.bands import resolve_bands
-from earthloop.store.delta import TableRef, merge_rows, table_exists
+from earthloop.store.delta import TableRef, merge_rows, read_table, table_exists
 from earthloop.store.labels import LabelSource, label_source_from_manifest
 
 log = logging.getLogger("earthloop.pretrain")
@@ -187,46 +191,182 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
             name=plan.run_name,
             storage_path=plan.storage_path,
             failure_config=FailureConfig(max_failures=pc.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=pc.keep_checkpoints),
         ),
         datasets={"train": ds},
+        dataset_config=data_config(),
     )
-    started = datetime.now(UTC)
-    result = trainer.fit()
+    recorder = RunRecorder(cfg.table_uri("pretrain_runs"), plan, ref)
+    recorder.write("running")
+    signals: list[str] = []
+    try:
+        with _sigterm_as_interrupt(signals):
+            result = trainer.fit()
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # SystemExit: Ray's own Ctrl-C handler aborts the run and exits the driver that way
+        why = f"stopped by {signals[-1]}" if signals else f"{type(exc).__name__}: {exc}"
+        recorder.write("interrupted", error=why.rstrip(": "))
+        raise
+    except BaseException as exc:
+        recorder.write("failed", error=f"{type(exc).__name__}: {exc}")
+        raise
     checkpoint = result.checkpoint.path if result.checkpoint is not None else None
     backbone_path = None
-    if result.checkpoint is not None:
-        backbone_path = export_backbone(
-            result.checkpoint.path,
-            plan,
-            mean,
-            std,
-            Path(cfg.path("models", plan.run_name, "backbone.pt")),
-        )
     final = dict(result.metrics or {})
-    runs_table = cfg.table_uri("pretrain_runs")
-    row = {
-        "run_name": plan.run_name,
-        "method": pc.method,
-        "backbone": pc.backbone,
-        "bands": plan.bands,
-        "config": json.dumps(cfg.model_dump(), default=str, sort_keys=True),
-        "chips_table": ref.uri,
-        "chips_table_version": ref.version,
-        "checkpoint": checkpoint,
-        "backbone_path": backbone_path,
-        "final_step": int(final.get("step", 0)),
-        "resumed_from_step": int(final.get("resumed_from_step", 0)),
-        "world_size": int(final.get("world_size", cfg.ray.num_workers)),
-        "knn_accuracy": float(final.get("knn_accuracy", float("nan"))),
-        "started_at": started,
-        "finished_at": datetime.now(UTC),
-        "status": "error" if result.error else "finished",
-    }
-    merge_rows(runs_table, pa.Table.from_pylist([row]), ["run_name"])
+    try:
+        if result.checkpoint is not None:
+            backbone_path = export_backbone(
+                result.checkpoint.path,
+                plan,
+                mean,
+                std,
+                Path(cfg.path("models", plan.run_name, "backbone.pt")),
+            )
+    except BaseException as exc:
+        recorder.write("failed", error=f"export: {type(exc).__name__}: {exc}", final=final)
+        raise
+    status = "failed" if result.error else "finished"
+    err = f"{type(result.error).__name__}: {result.error}" if result.error else None
+    recorder.write(status, error=err, final=final, checkpoint=checkpoint, backbone=backbone_path)
     return PretrainResult(
-        plan.run_name, checkpoint, backbone_path, ref, final, runs_table, metrics_table
+        plan.run_name, checkpoint, backbone_path, ref, final, recorder.uri, metrics_table
     )
+
+
+def data_config() -> Any:
+    """Ray Train data ingest with a deterministic per-epoch, per-rank batch order.
+
+    Mid-epoch resume skips the batches a checkpoint already trained on, which is only right if
+    every epoch hands each rank the same batches in the same order: ``preserve_order`` fixes the
+    order blocks leave the pipeline, and without locality hints the streaming split assigns them
+    to ranks by that order alone (each block goes to the rank with the fewest rows so far).
+    The price is head-of-line blocking in the read pipeline and, on a multi-node cluster, blocks
+    read on one node and trained on another (locality off): see docs/methods.md.
+    """
+    from ray.train import DataConfig
+
+    opts = DataConfig.default_ingest_options()
+    opts.preserve_order = True
+    return DataConfig(execution_options=opts, enable_shard_locality=False)
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """The driver was asked to stop (SIGTERM, as sent by ``ray job stop``).
+
+    A ``KeyboardInterrupt``: Ray's blocking ``ray.get`` turns only that (and ``SystemExit``)
+    raised by a signal handler into an interruption; any other exception there is swallowed.
+    """
+
+
+@contextmanager
+def _sigterm_as_interrupt(received: list[str]) -> Iterator[None]:
+    """Turn SIGTERM into :class:`RunInterrupted` while training, so the run row says so.
+
+    ``ray job stop`` sends SIGTERM and, 3 s later, SIGKILL: the handler only records the signal
+    (in ``received``) and raises; the caller writes one small row (~50 ms) in that window.
+    Outside the main thread (no signals there) a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signal.Signals(signum).name)
+        raise RunInterrupted(f"stopped by {received[-1]}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+RUNS_SCHEMA = pa.schema(
+    [
+        ("run_name", pa.string()),
+        ("method", pa.string()),
+        ("backbone", pa.string()),
+        ("bands", pa.list_(pa.string())),
+        ("config", pa.string()),
+        ("chips_table", pa.string()),
+        ("chips_table_version", pa.int64()),
+        ("checkpoint", pa.string()),
+        ("backbone_path", pa.string()),
+        ("final_step", pa.int64()),
+        ("resumed_from_step", pa.int64()),
+        ("world_size", pa.int64()),
+        ("knn_accuracy", pa.float64()),
+        ("started_at", pa.timestamp("us", tz="UTC")),
+        ("finished_at", pa.timestamp("us", tz="UTC")),
+        ("status", pa.string()),
+        ("error", pa.string()),
+    ]
+)
+
+
+class RunRecorder:
+    """The run's row in ``pretrain_runs``, upserted at start and at every way a run can end.
+
+    ``status`` is ``running`` (written before training; a row left ``running`` means the driver
+    was killed outright), ``finished``, ``failed`` (with the error) or ``interrupted`` (stopped
+    by SIGTERM/Ctrl-C; re-submitting the same run name resumes it). A failed write is logged,
+    never raised: it must not hide the run's own outcome.
+    """
+
+    def __init__(self, uri: str, plan: PretrainPlan, ref: TableRef) -> None:
+        self.uri, self.plan, self.ref = uri, plan, ref
+        self.started = datetime.now(UTC)
+
+    def row(
+        self,
+        status: str,
+        *,
+        error: str | None = None,
+        final: dict[str, Any] | None = None,
+        checkpoint: str | None = None,
+        backbone: str | None = None,
+    ) -> dict[str, Any]:
+        plan, f = self.plan, final or {}
+        return {
+            "run_name": plan.run_name,
+            "method": plan.pc.method,
+            "backbone": plan.pc.backbone,
+            "bands": plan.bands,
+            "config": json.dumps(plan.cfg.model_dump(), default=str, sort_keys=True),
+            "chips_table": self.ref.uri,
+            "chips_table_version": self.ref.version,
+            "checkpoint": checkpoint,
+            "backbone_path": backbone,
+            "final_step": int(f.get("step", 0)),
+            "resumed_from_step": int(f.get("resumed_from_step", 0)),
+            "world_size": int(f.get("world_size", plan.cfg.ray.num_workers)),
+            "knn_accuracy": float(f.get("knn_accuracy", float("nan"))),
+            "started_at": self.started,
+            "finished_at": None if status == "running" else datetime.now(UTC),
+            "status": status,
+            "error": error[-4000:] if error else None,
+        }
+
+    def write(self, status: str, **kwargs: Any) -> None:
+        row = self.row(status, **kwargs)
+        schema = RUNS_SCHEMA
+        try:
+            if table_exists(self.uri):
+                have = set(read_table(self.uri).schema.names)
+                if "error" not in have:  # a table written before the column existed
+                    log.warning(
+                        "%s has no 'error' column (older table): run %s error not stored: %s",
+                        self.uri,
+                        row["run_name"],
+                        row["error"],
+                    )
+                    row.pop("error")
+                    schema = pa.schema([f for f in RUNS_SCHEMA if f.name != "error"])
+            merge_rows(self.uri, pa.Table.from_pylist([row], schema=schema), ["run_name"])
+        except Exception as exc:
+            log.warning(
+                "could not record run %s as %s in %s: %s", row["run_name"], status, self.uri, exc
+            )
 
 
 def export_backbone(
