@@ -110,8 +110,8 @@ def _count(rows: list[dict[str, Any]]) -> None:
     try:
         ok = sum(1 for r in rows if not r.get("error"))
         StreamMetrics().chips_delivered(ok)
-    except Exception:
-        pass
+    except Exception as exc:  # a metrics backend failure must not stop the data
+        _warn_once("chip metrics not exported", exc)
 
 
 def _internal_tile(href: str) -> int:
@@ -120,8 +120,19 @@ def _internal_tile(href: str) -> int:
 
     try:
         return int(cached_raster(href).block_shapes[0][0])
-    except Exception:
+    except Exception as exc:  # the read itself reports the broken file, counted, per chip
+        _warn_once(f"cannot read the block size of {href}; grouping by 1024 px", exc)
         return 1024
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, exc: BaseException) -> None:
+    """Log a recoverable problem once per process, not once per chip."""
+    if what not in _warned:
+        _warned.add(what)
+        log.warning("%s: %s: %s", what, type(exc).__name__, exc)
 
 
 def _blocks(n: int) -> int:
