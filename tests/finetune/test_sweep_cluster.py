@@ -126,9 +126,6 @@ def test_restore_after_kill_finishes_only_the_remaining_trials(
             node = node.setdefault(p, {})
         node[last] = yaml.safe_load(value)
     raw["finetune"]["resources"] = {"cpu": 1, "max_concurrent_trials": 1}
-    # checkpoints here are a fraction of a second apart, faster than Tune syncs its experiment
-    # state: keep them all, so the state a kill leaves behind never names a deleted one
-    raw["finetune"]["keep_checkpoints"] = None
     config = tmp_path / "sweep.yaml"
     config.write_text(yaml.safe_dump(raw))
     cfg = load_config(str(config))
@@ -136,7 +133,8 @@ def test_restore_after_kill_finishes_only_the_remaining_trials(
         **os.environ,
         "RAY_ADDRESS": ray_cluster,
         "RAY_AUTH_MODE": "token",
-        "TUNE_GLOBAL_CHECKPOINT_S": "1",
+        # Tune's default experiment-state sync (it lags the trials: the trial itself must find
+        # its newest checkpoint, which is what this test checks)
         "PYTHONUNBUFFERED": "1",
     }
     cmd = [sys.executable, str(ROOT / "jobs" / "finetune.py"), "--config", str(config)]
@@ -168,6 +166,15 @@ def test_restore_after_kill_finishes_only_the_remaining_trials(
     proc.wait(timeout=30)
     done_before = {r["trial_id"]: r for r in _rows(uri, "killed")}
     assert 2 <= len(done_before) < 4, "the kill came too late to leave work for the restore"
+    time.sleep(3)  # the trial actors die with the driver; then the disk is what the restore sees
+    on_disk = {
+        d.name.rsplit("-", 1)[-1]: max(
+            (json.loads((c / "meta.json").read_text())["step"] for c in d.glob("checkpoint_*")),
+            default=0,
+        )
+        for d in exp.iterdir()
+        if d.is_dir() and d.name.rsplit("-", 1)[-1] not in done_before and "-f" in d.name
+    }
 
     run2 = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert run2.returncode == 0, run2.stdout[-3000:] + run2.stderr[-3000:]
@@ -192,15 +199,21 @@ def test_restore_after_kill_finishes_only_the_remaining_trials(
         assert rows[tid]["iterations"] == 8 and rows[tid]["steps"] == 16
     # a trial interrupted mid-way resumes from a checkpoint (an evaluation boundary), never
     # past its end; which step depends on when the kill landed
-    resumed = [
-        a[-1]["resumed_step"]
+    resumed = {
+        tid: a[-1]["resumed_step"]
         for tid in remaining
         for a in [attempts[tid]]
         if len(a) > 1 and "resumed_step" in a[-1]
-    ]
-    assert all(s % 2 == 0 and 0 <= s < 16 for s in resumed), attempts
+    }
+    assert all(s % 2 == 0 and 0 <= s < 16 for s in resumed.values()), attempts
+    # an interrupted trial continues from the newest checkpoint it had written, even when Tune's
+    # synced experiment state did not know it yet (it restarted from step 0 before)
+    interrupted = {t: s for t, s in on_disk.items() if 0 < s < 16}
+    assert interrupted, (on_disk, attempts)
+    assert {t: resumed.get(t) for t in interrupted} == interrupted, (on_disk, attempts)
     skipped = sum(1 for tid in done_before for a in attempts[tid] if a.get("skipped"))
     print(
         f"restore: {len(done_before)} trials kept ({skipped} re-reported without training), "
-        f"{len(remaining)} finished after restore, resumed at steps {resumed}"
+        f"{len(remaining)} finished after restore, resumed at steps {resumed} "
+        f"(newest on disk at the kill: {on_disk})"
     )

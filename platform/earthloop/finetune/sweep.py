@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import posixpath
 import tempfile
 import time
 import uuid
@@ -35,7 +36,19 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+import torch
 
+from earthloop.checkpoints import (
+    STATE_FILE,
+    Candidate,
+    CheckpointError,
+    filesystem_for,
+    list_candidates,
+    load_newest,
+    merge_candidates,
+    save_checkpoint,
+    with_siblings,
+)
 from earthloop.config import ConfigError, EarthloopConfig, resolve_path
 from earthloop.finetune.config import FinetuneConfig, finetune_config
 from earthloop.finetune.data import Pool, build_pool, materialise, train_statistics
@@ -63,7 +76,6 @@ __all__ = [
 ]
 
 FINGERPRINT_FILE = "earthloop_sweep.json"
-STATE_FILE = "state.pt"
 
 
 # --------------------------------------------------------------------------------------------
@@ -100,6 +112,7 @@ class TrialContext:
     checkpoint_every: int
     cpus: float
     attempts_dir: str | None = None
+    experiment_path: str | None = None  # where trial directories (and their checkpoints) live
 
 
 @dataclass
@@ -146,6 +159,7 @@ class SweepPlan:
             checkpoint_every=fc.checkpoint_every,
             cpus=fc.resources.cpu,
             attempts_dir=os.path.join(self.experiment_path, "attempts"),
+            experiment_path=self.experiment_path,
         )
 
 
@@ -328,6 +342,9 @@ def execute_trial(
         if inner is not None:
             inner({**metrics, "data_s": data_s}, state_fn)
 
+    # the trial's seed fixes its initial weights too: with reused actors the global RNG would
+    # otherwise carry over from the previous trial, and a restarted trial would differ
+    torch.manual_seed(int(config["seed"]))
     model = FinetuneModel(
         ctx.task, build_encoder(init), pool.num_outputs, frozen=config["mode"] == "linear"
     )
@@ -353,6 +370,53 @@ def _log_attempt(ctx: TrialContext, trial_id: str, entry: dict[str, Any]) -> Non
         fh.write(json.dumps({**entry, "time": time.time()}) + "\n")
 
 
+def trial_dirname(config: dict[str, Any], trial_id: str) -> str:
+    """A trial's directory name under the experiment (Tune's ``trial_dirname_creator``)."""
+    return f"{config['init']}-f{float(config['fraction']):g}-s{config['seed']}-{trial_id}"
+
+
+def _resume_state(
+    config: dict[str, Any], context: TrialContext, trial_id: str, ckpt: Any
+) -> dict[str, Any] | None:
+    """The newest checkpoint of this trial that loads, or None to start at step 0.
+
+    Tune hands a restored trial the checkpoint named in the experiment state it last synced,
+    which lags the trial by up to its sync period: a driver killed seconds after a checkpoint
+    restored the trial from an older one, or from step 0 when none had been synced yet. The
+    trial's own directory is the truth, so every ``checkpoint_*`` in it is a candidate, newest
+    step first; a truncated or corrupt one is skipped with its file named. When none loads the
+    trial starts over (a warning names the files): a trial is minutes of work, and an error
+    here would fail it again on every restore.
+    """
+    candidates: list[Candidate] = []
+    if ckpt is not None:
+        candidates = with_siblings(ckpt.path, ckpt.filesystem)
+    if context.experiment_path:
+        fs, exp = filesystem_for(context.experiment_path)
+        trial_dir = posixpath.join(exp, trial_dirname(config, trial_id))
+        candidates = merge_candidates(candidates, list_candidates(fs, trial_dir))
+    if not candidates:
+        return None
+
+    def check(state: dict[str, Any]) -> None:
+        if "step" not in state or "model" not in state:
+            raise CheckpointError(f"{STATE_FILE} of trial {trial_id}: not a fine-tuning state")
+
+    try:
+        loaded = load_newest(candidates, what=f"trial {trial_id}", logger=log, check=check)
+    except CheckpointError as exc:
+        log.warning("%s; trial %s starts from step 0", exc, trial_id)
+        return None
+    if ckpt is None or loaded.source.path.rstrip("/") != str(ckpt.path).rstrip("/"):
+        log.info(
+            "trial %s resumes from %s, not the checkpoint Tune restored (%s)",
+            trial_id,
+            loaded.source.describe(),
+            getattr(ckpt, "path", "none"),
+        )
+    return loaded.state
+
+
 def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     """The Tune function trainable: resume from the trial's checkpoint, report every evaluation.
 
@@ -362,7 +426,6 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     final metrics are reported once more (so Tune records the right result) and nothing is
     trained.
     """
-    import torch
     from ray import tune
 
     trial_id = tune.get_context().get_trial_id()
@@ -378,13 +441,9 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
         _log_attempt(context, trial_id, {"attempt": attempt, "skipped": "finished"})
         tune.report(final)
         return
-    state = None
-    ckpt = tune.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            state = torch.load(Path(d) / STATE_FILE, map_location="cpu", weights_only=False)
-        if int(state["step"]) >= context.max_steps:
-            return  # finished before the sweep was interrupted: nothing left to do
+    state = _resume_state(config, context, trial_id, tune.get_checkpoint())
+    if state is not None and int(state["step"]) >= context.max_steps:
+        return  # finished before the sweep was interrupted: nothing left to do
     _log_attempt(
         context, trial_id, {"attempt": attempt, "resumed_step": int(state["step"]) if state else 0}
     )
@@ -398,8 +457,11 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
         if state_fn is None:
             tune.report(metrics)
             return
+        snap = state_fn()
         with tempfile.TemporaryDirectory() as d:
-            torch.save(state_fn(), Path(d) / STATE_FILE)
+            save_checkpoint(
+                d, snap, {"step": int(snap["step"]), "iteration": int(snap["iteration"])}
+            )
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
 
     last = execute_trial(config, context, report=report, state=state)
@@ -498,8 +560,7 @@ def _scheduler(fc: FinetuneConfig) -> Any:
 
 
 def _trial_name(trial: Any) -> str:
-    c = trial.config
-    return f"{c['init']}-f{float(c['fraction']):g}-s{c['seed']}-{trial.trial_id}"
+    return trial_dirname(trial.config, trial.trial_id)
 
 
 def make_trainable(plan: SweepPlan) -> Any:
