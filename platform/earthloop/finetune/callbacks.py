@@ -89,7 +89,7 @@ class SweepProgress(Callback):
         )
         self._seeded = False
         try:
-            from earthloop.observe.metrics import TuneMetrics
+            from earthloop.observe.recorders import TuneMetrics
 
             self.metrics = TuneMetrics("finetune")
         except Exception:

@@ -195,7 +195,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import ray.train.torch
     from ray.train import Checkpoint
 
-    from earthloop.observe.metrics import StreamMetrics, TrainMetrics
+    from earthloop.observe.recorders import StreamMetrics, TrainMetrics
 
     pc: dict[str, Any] = config["pretrain"]
     ctx = ray.train.get_context()
