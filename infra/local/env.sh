@@ -43,3 +43,8 @@ export STAC_PORT="${STAC_PORT:-8181}"
 # Decode-bound, honest I/O figures: a small GDAL block cache per process (see docs/benchmarks.md).
 export GDAL_CACHEMAX="${GDAL_CACHEMAX:-64}"
 export PATH="$VENV/bin:$PATH"
+# Local S3 stand-in (moto, own venv; infra/local/s3.sh). Credentials are never set here.
+export S3_VENV="${S3_VENV:-$EARTHLOOP_ROOT/.venv-s3}"
+export S3_HOST="${S3_HOST:-127.0.0.1}"
+export S3_PORT="${S3_PORT:-9000}"
+export S3_BUCKET="${S3_BUCKET:-earthloop}"

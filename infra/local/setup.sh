@@ -21,6 +21,11 @@ if [ ! -x "$STAC_VENV/bin/rustac" ]; then
   "$PY" -m venv "$STAC_VENV"
   "$STAC_VENV/bin/pip" install -q rustac==0.9.9 rustac-duckdb-extensions==1.5.1.post0
 fi
+# The local S3 stand-in (moto's server, for s3:// tables; infra/local/s3.sh) in its own venv.
+if ! "$S3_VENV/bin/python" -c "import moto.server, flask" 2>/dev/null; then
+  "$PY" -m venv "$S3_VENV"
+  "$S3_VENV/bin/pip" install -q "moto[server]==5.2.5"
+fi
 # Prometheus (Debian package) for the observability tests; it starts nothing by itself.
 if ! command -v prometheus >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -34,7 +34,7 @@ from earthloop.observe.logs import redact_url
 from earthloop.raster.read import ChipReadError, gdal_env, read_window
 from earthloop.s2.bands import resolve_bands
 from earthloop.s2.scl import chip_quality
-from earthloop.store.delta import append_rows, merge_rows, row_hash
+from earthloop.store.delta import StoreWriteError, append_rows, merge_rows, row_hash
 
 log = logging.getLogger("earthloop.ingest")
 
@@ -85,6 +85,8 @@ RUN_SCHEMA = pa.schema(
         ("locations", pa.int64()),
         ("chips_written", pa.int64()),
         ("chips_inserted", pa.int64()),
+        # chips found but not committed: the table kept conflicting with other writers
+        ("chips_failed", pa.int64()),
         ("rejected", pa.string()),
         ("chips_table_version", pa.int64()),
     ]
@@ -101,6 +103,7 @@ class IngestReport:
     chips: int = 0
     inserted: int = 0
     updated: int = 0
+    failed: int = 0  # chips found but not written (commit conflicts outlasted every retry)
     table_version: int = -1
     rejected: Counter[str] = field(default_factory=Counter)
     errors: list[str] = field(default_factory=list)
@@ -110,7 +113,9 @@ class IngestReport:
         rej = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         return (
             f"ingest {self.run_id}: {self.scenes} scenes, {self.locations} locations, "
-            f"{self.chips} chips ({self.inserted} new, {self.updated} updated), "
+            f"{self.chips} chips ({self.inserted} new, {self.updated} updated"
+            + (f", {self.failed} NOT WRITTEN" if self.failed else "")
+            + "), "
             f"chips table v{self.table_version}; rejected: {rej}"
         )
 
@@ -357,12 +362,19 @@ def run_ingest(
 
     report.chips = len(rows)
     table = pa.Table.from_pylist(rows, schema=CHIP_SCHEMA)
-    res = merge_rows(cfg.table_uri("chips"), table, ["chip_id"])
-    report.inserted, report.updated, report.table_version = (
-        res["inserted"],
-        res["updated"],
-        res["version"],
-    )
+    try:
+        res = merge_rows(cfg.table_uri("chips"), table, ["chip_id"])
+        report.inserted, report.updated, report.table_version = (
+            res["inserted"],
+            res["updated"],
+            res["version"],
+        )
+    except StoreWriteError as exc:
+        # Other writers kept winning: the chips are not in the table, but the run still gets
+        # its ingest_runs row (with the loss counted) so that it can be seen and re-run.
+        report.failed = exc.rows
+        report.errors.append(str(exc))
+        log.error("%s", exc)
     run_row = {
         "run_id": report.run_id,
         "started_at": started,
@@ -374,6 +386,7 @@ def run_ingest(
         "locations": report.locations,
         "chips_written": report.chips,
         "chips_inserted": report.inserted,
+        "chips_failed": report.failed,
         "rejected": json.dumps(dict(report.rejected), sort_keys=True),
         "chips_table_version": report.table_version,
     }

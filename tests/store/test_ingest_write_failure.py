@@ -1,0 +1,40 @@
+"""An ingest that cannot commit its chips still records its run, with the loss counted."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable, write_deltalake
+from earthloop.config import load_config
+from earthloop.ingest.pipeline import run_ingest
+from earthloop.store import delta
+from earthloop.store.delta import read_table
+
+
+def test_ingest_counts_chips_it_could_not_write(
+    synthetic_demo: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    base = [o for o in synthetic_demo["overrides"] if not str(o).startswith("workdir=")]
+    cfg = load_config(None, [*base, f"workdir={tmp_path}"])
+    chips_uri = cfg.table_uri("chips")
+    real = delta._open_latest
+
+    def always_lose(uri: str) -> DeltaTable:  # another writer commits before every attempt
+        dt = real(uri)
+        if uri == chips_uri:
+            write_deltalake(uri, pa.table({"chip_id": ["x"]}), mode="append", schema_mode="merge")
+        return dt
+
+    monkeypatch.setattr(delta, "_open_latest", always_lose)
+    monkeypatch.setenv("EARTHLOOP_COMMIT_ATTEMPTS", "2")
+    report = run_ingest(cfg)
+    assert report.chips > 0 and report.failed == report.chips and report.inserted == 0
+    assert "NOT WRITTEN" in report.summary()
+    assert any("could not write" in e for e in report.errors)
+    runs = read_table(cfg.table_uri("ingest_runs")).to_pylist()
+    assert [(r["run_id"], r["chips_failed"], r["chips_inserted"]) for r in runs] == [
+        (report.run_id, report.chips, 0)
+    ]
