@@ -15,6 +15,7 @@ import pytest
 import yaml
 from earthloop.config import load_config
 from earthloop.models import build_backbone, save_backbone
+from earthloop.store.delta import table_version
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +76,9 @@ def test_tiny_sweep_writes_rows_report_and_pngs(
     assert set(by) == {("random", 0.5), ("random", 1.0), ("seco", 0.5), ("seco", 1.0)}
     for r in rows:
         assert r["status"] == "finished" and r["steps"] == 6 and r["iterations"] == 2
-        assert r["chips_table_version"] == 0 and r["chips_table"].endswith("tables/chips")
+        # the version the ingest left (0 is the empty table its race-free create commits)
+        assert r["chips_table_version"] == table_version(cfg.table_uri("chips"))
+        assert r["chips_table"].endswith("tables/chips")
         assert 0.0 <= r["test_metric"] <= 1.0 and r["metric"] == "miou"
         assert r["selected"]  # one sample per cell
         assert os.path.isdir(r["checkpoint"]), r["checkpoint"]

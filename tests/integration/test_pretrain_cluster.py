@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from earthloop.models import load_backbone
-from earthloop.store.delta import read_table
+from earthloop.store.delta import read_table, table_version
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,9 @@ def test_ray_job_submit_pretrains_on_two_workers(ray_cluster: str, synthetic_dem
     row = _run_row(synthetic_demo, run)
     assert row["world_size"] == 2
     assert row["status"] == "finished" and row["final_step"] == 4
-    assert row["chips_table_version"] == 0 and row["chips_table"].endswith("tables/chips")
+    # the version the ingest left (0 is the empty table its race-free create commits)
+    assert row["chips_table_version"] == table_version(str(synthetic_demo["chips"]))
+    assert row["chips_table"].endswith("tables/chips")
     assert Path(row["checkpoint"]).is_dir()
     backbone, meta = load_backbone(
         row["backbone_path"], expected_bands=["blue", "green", "red", "nir"]
