@@ -38,3 +38,29 @@ def test_ingest_counts_chips_it_could_not_write(
     assert [(r["run_id"], r["chips_failed"], r["chips_inserted"]) for r in runs] == [
         (report.run_id, report.chips, 0)
     ]
+
+
+def test_ingest_job_exits_non_zero_when_chips_were_not_written(
+    synthetic_demo: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from earthloop.ingest import entry
+
+    base = [o for o in synthetic_demo["overrides"] if not str(o).startswith("workdir=")]
+    chips_uri = load_config(None, [*base, f"workdir={tmp_path}"]).table_uri("chips")
+    real = delta._open_latest
+
+    def always_lose(uri: str) -> DeltaTable:
+        dt = real(uri)
+        if uri == chips_uri:
+            write_deltalake(uri, pa.table({"chip_id": ["x"]}), mode="append", schema_mode="merge")
+        return dt
+
+    monkeypatch.setattr(delta, "_open_latest", always_lose)
+    monkeypatch.setenv("EARTHLOOP_COMMIT_ATTEMPTS", "2")
+    code = entry.main([*base, f"workdir={tmp_path}", "ray.address=null"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "chips could not be committed" in err and "re-run the ingest" in err

@@ -32,4 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report.summary())
     print(f"chips table: {cfg.table_uri('chips')} (version {report.table_version})")
     print(f"runs table:  {cfg.table_uri('ingest_runs')} (run_id {report.run_id})")
+    if report.failed:  # found but not committed: re-running the same ingest writes them
+        return fail(
+            "earthloop ingest",
+            f"{report.failed} chips could not be committed to {cfg.table_uri('chips')} "
+            "(concurrent writers outlasted every retry); re-run the ingest to add them",
+            1,
+        )
     return 1 if report.scenes == 0 and report.errors else 0
