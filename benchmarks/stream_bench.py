@@ -215,7 +215,7 @@ def block_size(folder: str, band: str) -> int:
 
 
 def scene_rows(folder: Path, bands: Sequence[str], chip: int, scl: bool = True) -> list[Row]:
-    """Index rows (``CHIP_SCHEMA`` fields) for every full chip of the scene's 10 m grid.
+    """Index rows (``store.tables.CHIPS`` fields) for every full chip of the scene's 10 m grid.
 
     Chips sit on the grid an ingest writes (multiples of the chip size), so every chip lies in
     one internal tile when the chip size divides the tile size. ``scl=False`` leaves the SCL href
@@ -460,12 +460,12 @@ def write_index(rows: Sequence[Row], uri: Path) -> str:
     """A chip index Delta table with the ingest's schema, as ``chip_dataset`` expects."""
     import pyarrow as pa
     from deltalake import write_deltalake
-    from earthloop.ingest.pipeline import CHIP_SCHEMA
+    from earthloop.store.tables import CHIPS
 
     if uri.exists():
         shutil.rmtree(uri)
     uri.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(rows), schema=CHIP_SCHEMA)
+    table = pa.Table.from_pylist(list(rows), schema=CHIPS.schema)
     write_deltalake(str(uri), table, mode="overwrite")
     return str(uri)
 

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from earthloop.errors import ConfigError, fail
 from earthloop.s2.bands import resolve_bands
+from earthloop.store.tables import TableSpec, table_uri
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "demo.yaml"
@@ -171,9 +172,9 @@ class EarthloopConfig(Section):
     pretrain: dict[str, Any] = Field(default_factory=dict)
     finetune: dict[str, Any] = Field(default_factory=dict)
 
-    def table_uri(self, table: str) -> str:
-        """URI of a Delta table under the workdir (``chips``, ``runs``, ``ingest_runs`` …)."""
-        return _join(self.workdir, "tables", table)
+    def table_uri(self, table: TableSpec | str) -> str:
+        """URI of a Delta table under the workdir (see :mod:`earthloop.store.tables`)."""
+        return table_uri(resolve_path(self.workdir), table)
 
     def path(self, *parts: str) -> str:
         return _join(self.workdir, *parts)

@@ -35,62 +35,9 @@ from earthloop.raster.read import ChipReadError, gdal_env, read_window
 from earthloop.s2.bands import resolve_bands
 from earthloop.s2.scl import chip_quality
 from earthloop.store.delta import StoreWriteError, append_rows, merge_rows, row_hash
+from earthloop.store.tables import CHIPS, INGEST_RUNS
 
 log = logging.getLogger("earthloop.ingest")
-
-CHIP_SCHEMA = pa.schema(
-    [
-        ("chip_id", pa.string()),
-        ("location_id", pa.string()),
-        ("item_id", pa.string()),
-        ("tile", pa.string()),
-        ("grid_key", pa.string()),
-        ("datetime", pa.timestamp("us", tz="UTC")),
-        ("season", pa.int32()),
-        ("lon", pa.float64()),
-        ("lat", pa.float64()),
-        ("crs", pa.string()),
-        ("minx", pa.float64()),
-        ("miny", pa.float64()),
-        ("maxx", pa.float64()),
-        ("maxy", pa.float64()),
-        ("col_off", pa.int32()),
-        ("row_off", pa.int32()),
-        ("chip_size", pa.int32()),
-        ("bands", pa.list_(pa.string())),
-        ("hrefs", pa.list_(pa.string())),
-        ("scales", pa.list_(pa.float64())),
-        ("offsets", pa.list_(pa.float64())),
-        ("nodata", pa.float64()),
-        ("scl_href", pa.string()),
-        ("cloud_fraction", pa.float64()),
-        ("shadow_fraction", pa.float64()),
-        ("nodata_fraction", pa.float64()),
-        ("scene_cloud_cover", pa.float64()),
-        ("processing_baseline", pa.string()),
-        ("split", pa.string()),
-        ("row_hash", pa.string()),
-    ]
-)
-
-RUN_SCHEMA = pa.schema(
-    [
-        ("run_id", pa.string()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-        ("params", pa.string()),
-        ("source", pa.string()),
-        ("cloud_filter_mode", pa.string()),
-        ("scenes", pa.int64()),
-        ("locations", pa.int64()),
-        ("chips_written", pa.int64()),
-        ("chips_inserted", pa.int64()),
-        # chips found but not committed: the table kept conflicting with other writers
-        ("chips_failed", pa.int64()),
-        ("rejected", pa.string()),
-        ("chips_table_version", pa.int64()),
-    ]
-)
 
 
 @dataclass
@@ -361,9 +308,9 @@ def run_ingest(
                 progress.step()
 
     report.chips = len(rows)
-    table = pa.Table.from_pylist(rows, schema=CHIP_SCHEMA)
+    table = pa.Table.from_pylist(rows, schema=CHIPS.schema)
     try:
-        res = merge_rows(cfg.table_uri("chips"), table, ["chip_id"])
+        res = merge_rows(cfg.table_uri(CHIPS), table, CHIPS.keys)
         report.inserted, report.updated, report.table_version = (
             res["inserted"],
             res["updated"],
@@ -390,7 +337,9 @@ def run_ingest(
         "rejected": json.dumps(dict(report.rejected), sort_keys=True),
         "chips_table_version": report.table_version,
     }
-    append_rows(cfg.table_uri("ingest_runs"), pa.Table.from_pylist([run_row], schema=RUN_SCHEMA))
+    append_rows(
+        cfg.table_uri(INGEST_RUNS), pa.Table.from_pylist([run_row], schema=INGEST_RUNS.schema)
+    )
     log.info(report.summary())
     return report
 
