@@ -123,13 +123,15 @@ class Candidate:
 
 
 def filesystem_for(uri: str) -> tuple[pyarrow.fs.FileSystem, str]:
-    """A pyarrow filesystem and the path on it for a local path or a ``scheme://`` URI."""
-    import pyarrow.fs
+    """A pyarrow filesystem and the path on it for a local path or an ``s3://`` URI.
 
-    if "://" in uri:
-        fs, path = pyarrow.fs.FileSystem.from_uri(uri)
-        return fs, path
-    return pyarrow.fs.LocalFileSystem(), os.path.abspath(uri)
+    Built by :func:`earthloop.store.fs.pyarrow_filesystem`, not ``FileSystem.from_uri``: the
+    checkpoints must be listed at the endpoint (``AWS_ENDPOINT_URL``, ``AWS_ALLOW_HTTP``) that
+    Ray wrote them to, and ``from_uri`` would ask AWS itself.
+    """
+    from earthloop.store.fs import pyarrow_filesystem
+
+    return pyarrow_filesystem(uri)
 
 
 def _read_meta(fs: pyarrow.fs.FileSystem, path: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ head on stride-32 features cannot draw a field boundary.
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,29 @@ def _lookup_run(cfg: Any, run: str) -> str:
     return str(rows[-1]["backbone_path"])
 
 
+def _weights_source(path: str) -> Any:
+    """What ``load_backbone``/``load_external_state_dict`` should read: a local path as is, a
+    remote file (``s3://``, e.g. a ``pretrain_runs`` backbone on S3) as its loaded payload.
+
+    The models package reads local files only; here the bytes come through
+    :mod:`earthloop.store.fs` and load with ``weights_only=True`` (no pickled code from storage).
+    """
+    from earthloop.store.fs import is_remote, read_bytes
+
+    if not is_remote(path):
+        return path
+    try:
+        data = read_bytes(path)
+    except FileNotFoundError:
+        raise IncompatibleCheckpointError(f"{path}: checkpoint file not found") from None
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise IncompatibleCheckpointError(
+            f"{path}: cannot be read with weights_only=True ({type(exc).__name__}: {exc})"
+        ) from None
+
+
 def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = None) -> ResolvedInit:
     """Check one initialisation against ``arch``/``bands``; errors name the init and the problem."""
     from earthloop.config import resolve_path
@@ -91,7 +115,7 @@ def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = Non
         raise IncompatibleCheckpointError(f"{where}: checkpoint file not found")
     if spec.kind == "earthloop":
         try:
-            _, meta = load_backbone(path, expected_bands=bands, arch=arch)
+            _, meta = load_backbone(_weights_source(path), expected_bands=bands, arch=arch)
         except (ValueError, RuntimeError, KeyError) as exc:
             raise IncompatibleCheckpointError(f"{where}: {exc}") from None
         mean = spec.mean or meta.get("mean")
@@ -107,7 +131,7 @@ def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = Non
             str(meta.get("method", "earthloop")),
         )
     try:
-        _, report = load_external_state_dict(path, arch, len(bands))
+        _, report = load_external_state_dict(_weights_source(path), arch, len(bands))
     except (ValueError, RuntimeError, KeyError) as exc:
         raise IncompatibleCheckpointError(f"{where}: {exc}") from None
     if report.missing_keys and not spec.allow_missing_keys:
@@ -137,9 +161,10 @@ def build_encoder(init: ResolvedInit) -> Backbone:
         return build_backbone(init.arch, len(init.bands))
     assert init.path is not None
     if init.kind == "earthloop":
-        backbone, _ = load_backbone(init.path, expected_bands=init.bands, arch=init.arch)
+        source = _weights_source(init.path)
+        backbone, _ = load_backbone(source, expected_bands=init.bands, arch=init.arch)
         return backbone
-    backbone, _ = load_external_state_dict(init.path, init.arch, len(init.bands))
+    backbone, _ = load_external_state_dict(_weights_source(init.path), init.arch, len(init.bands))
     return backbone
 
 

@@ -168,8 +168,25 @@ def _write_plots(rows: Sequence[dict[str, Any]], out: str, metric: str, task: st
 def write_report(
     rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str, Any]
 ) -> ReportPaths:
-    """Write ``report.md``, ``metric_vs_fraction.png`` and ``gain_over_random.png``."""
-    os.makedirs(out_dir, exist_ok=True)
+    """Write ``report.md``, ``metric_vs_fraction.png`` and ``gain_over_random.png``.
+
+    ``out_dir`` may be ``s3://…`` (a workdir on S3): matplotlib and the markdown writer only know
+    local files, so they write into a local staging folder that is uploaded at the end, and the
+    returned paths are the uploaded URIs.
+    """
+    from earthloop.store.fs import local_staging, staged_path
+
+    with local_staging(out_dir) as local:
+        written = _write_report(rows, local, summary)
+    return ReportPaths(
+        staged_path(written.markdown, local, out_dir),
+        [staged_path(p, local, out_dir) for p in written.plots],
+    )
+
+
+def _write_report(
+    rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str, Any]
+) -> ReportPaths:
     metric = str(summary.get("metric", "metric"))
     task = str(summary.get("task", ""))
     plots = _write_plots(rows, out_dir, metric, task)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import posixpath
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -24,6 +25,7 @@ from earthloop.config import ConfigError, EarthloopConfig, resolve_path
 from earthloop.pretrain.config import PretrainConfig, pretrain_config
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import TableRef, merge_rows, read_table, table_exists
+from earthloop.store.fs import as_uri, local_staging, ray_storage
 from earthloop.store.labels import LabelSource, label_source_from_manifest
 
 log = logging.getLogger("earthloop.pretrain")
@@ -178,6 +180,9 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
         ref.version,
         cfg.ray.num_workers,
     )
+    # s3:// storage: Ray gets our filesystem (endpoint and http consent as for Delta); a local
+    # path stays Ray's default. Workers resolve S3 credentials from their own environment.
+    storage_path, storage_fs = ray_storage(plan.storage_path)
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop,
         train_loop_config=loop_config,
@@ -189,7 +194,8 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
         ),
         run_config=RunConfig(
             name=plan.run_name,
-            storage_path=plan.storage_path,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             failure_config=FailureConfig(max_failures=pc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=pc.keep_checkpoints),
         ),
@@ -210,18 +216,25 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
     except BaseException as exc:
         recorder.write("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
+    checkpoint = (
+        as_uri(result.checkpoint.filesystem, result.checkpoint.path)
+        if result.checkpoint is not None
+        else None
+    )
     backbone_path = None
     final = dict(result.metrics or {})
     try:
         if result.checkpoint is not None:
-            backbone_path = export_backbone(
-                result.checkpoint.path,
-                plan,
-                mean,
-                std,
-                Path(cfg.path("models", plan.run_name, "backbone.pt")),
-            )
+            # as_directory: the checkpoint itself when local, a download when on S3
+            with result.checkpoint.as_directory() as local_ckpt:
+                backbone_path = export_backbone(
+                    local_ckpt,
+                    plan,
+                    mean,
+                    std,
+                    cfg.path("models", plan.run_name, "backbone.pt"),
+                    source=checkpoint,
+                )
     except BaseException as exc:
         recorder.write("failed", error=f"export: {type(exc).__name__}: {exc}", final=final)
         raise
@@ -370,9 +383,20 @@ class RunRecorder:
 
 
 def export_backbone(
-    checkpoint_dir: str, plan: PretrainPlan, mean: list[float], std: list[float], out: Path
+    checkpoint_dir: str,
+    plan: PretrainPlan,
+    mean: list[float],
+    std: list[float],
+    out: str,
+    *,
+    source: str | None = None,
 ) -> str:
-    """Write the pretrained encoder with its bands and normalisation (one file, one call to load)."""
+    """Write the pretrained encoder with its bands and normalisation (one file, one call to load).
+
+    ``checkpoint_dir`` is local; ``source`` is where that checkpoint lives (recorded in the
+    file). ``out`` may be an ``s3://`` URI: ``save_backbone`` knows only local files (models
+    stay free of storage), so the file is written in a local staging folder and uploaded.
+    """
     from earthloop.models import save_backbone
     from earthloop.pretrain.loop import load_state
     from earthloop.pretrain.methods import build_method
@@ -380,18 +404,19 @@ def export_backbone(
     model: Any = build_method(plan.pc.model_dump(), len(plan.bands))
     state = load_state(checkpoint_dir)
     model.load_state_dict(state["model"])
-    save_backbone(
-        out,
-        model.backbone,
-        arch=plan.pc.backbone,
-        bands=plan.bands,
-        mean=mean,
-        std=std,
-        method=plan.pc.method,
-        extra={
-            "run_name": plan.run_name,
-            "step": int(state["step"]),
-            "checkpoint": str(checkpoint_dir),
-        },
-    )
-    return str(out)
+    with local_staging(posixpath.dirname(out)) as folder:
+        save_backbone(
+            os.path.join(folder, posixpath.basename(out)),
+            model.backbone,
+            arch=plan.pc.backbone,
+            bands=plan.bands,
+            mean=mean,
+            std=std,
+            method=plan.pc.method,
+            extra={
+                "run_name": plan.run_name,
+                "step": int(state["step"]),
+                "checkpoint": source or str(checkpoint_dir),
+            },
+        )
+    return out
