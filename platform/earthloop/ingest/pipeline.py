@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
@@ -26,11 +25,12 @@ import pystac
 from rasterio.warp import transform as warp_transform
 from shapely.geometry import Point, shape
 
-from earthloop.config import EarthloopConfig, resolve_path
+from earthloop.config import EarthloopConfig, IngestConfig, resolve_path
 from earthloop.ingest.sampling import Location, aoi_from, sample_locations, spatial_split
 from earthloop.ingest.scenes import Scene, chip_bounds, describe_scene
 from earthloop.ingest.stac import Catalogue, SearchError, SearchRequest, season_windows
 from earthloop.observe.logs import redact_url
+from earthloop.observe.progress import Progress
 from earthloop.raster.read import ChipReadError, gdal_env, read_window
 from earthloop.s2.bands import resolve_bands
 from earthloop.s2.scl import chip_quality
@@ -199,42 +199,14 @@ def _chip_row(
     return row
 
 
-class _Progress:
-    """Periodic log line with rate and ETA for long loops."""
-
-    def __init__(self, what: str, total: int, every_s: float = 5.0) -> None:
-        self.what, self.total, self.every = what, total, every_s
-        self.start = self.last = time.monotonic()
-        self.done = 0
-
-    def step(self, n: int = 1) -> None:
-        self.done += n
-        now = time.monotonic()
-        if now - self.last >= self.every or self.done == self.total:
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            log.info("%s %d/%d (%.1f/s, ETA %.0fs)", self.what, self.done, self.total, rate, eta)
-
-
-def run_ingest(
+def _describe_scenes(
     cfg: EarthloopConfig,
-    *,
-    on_reject: Hook = _noop,
-    on_chip: Hook = _noop,
-) -> IngestReport:
-    """Run the ingest stage described by ``cfg``; never raises for per-scene/per-chip problems."""
-    started = datetime.now(UTC)
-    ing = cfg.ingest
-    # the run row is kept for ever and read by anyone with the table: no credentials in it
-    params = {
-        "stac": {**cfg.stac.model_dump(), "url": redact_url(cfg.stac.url)},
-        "ingest": ing.model_dump(),
-    }
-    report = IngestReport(run_id=uuid.uuid4().hex[:12])
-    bands = resolve_bands(ing.bands)
-    found = search_scenes(cfg, report, on_reject)
-
+    found: list[tuple[int, pystac.Item]],
+    report: IngestReport,
+    on_reject: Hook,
+) -> list[tuple[int, Scene]]:
+    """Scenes whose assets can be described; each one that cannot is counted and skipped."""
+    bands = resolve_bands(cfg.ingest.bands)
     scenes: list[tuple[int, Scene]] = []
     for season, item in found:
         try:
@@ -244,69 +216,92 @@ def run_ingest(
             on_reject(f"scene_{exc.reason}", 1)
             report.errors.append(str(exc))
             log.warning("skipping scene %s: %s", item.id, exc)
-    report.scenes = len(scenes)
+    return scenes
 
+
+def _sample(ing: IngestConfig, scenes: list[tuple[int, Scene]]) -> list[Location]:
+    aoi = aoi_from(
+        ing.bbox,
+        json.loads(Path(resolve_path(ing.aoi_geojson)).read_text()) if ing.aoi_geojson else None,
+        [sc.geometry for _, sc in scenes if sc.geometry],
+    )
+    return sample_locations(
+        aoi,
+        ing.num_locations,
+        method=ing.sampling,
+        centers=ing.centers,
+        sigma_m=ing.sigma_m,
+        seed=ing.seed,
+    )
+
+
+LocationResult = tuple[list[dict[str, Any]], Counter[str], list[str]]
+
+
+def _chips_for_location(
+    loc: Location, scenes: list[tuple[int, Scene]], ing: IngestConfig
+) -> LocationResult:
+    """One chip per season for a location (clearest scene first), and why the others failed."""
+    out: list[dict[str, Any]] = []
+    rej: Counter[str] = Counter()
+    errs: list[str] = []
+    done_seasons: set[int] = set()
+    split = spatial_split(loc.lon, loc.lat, ing.val_fraction)
+    candidates, dropped = _plan_location(loc, scenes, ing.chip_size)
+    if dropped:
+        rej[dropped] += 1
+    for season, sc, bounds, off in candidates:
+        if season in done_seasons:
+            continue
+        ratio = round(sc.scl.res / sc.ref.res) or 1
+        shape_ = (max(ing.chip_size // ratio, 1),) * 2
+        try:
+            scl = read_window(sc.scl.href, sc.crs, bounds, shape_)
+        except ChipReadError as exc:
+            rej[exc.reason] += 1
+            errs.append(str(exc))
+            continue
+        q = chip_quality(scl)
+        if q["nodata_fraction"] > ing.max_chip_nodata:
+            rej["nodata"] += 1
+            continue
+        if q["cloud_fraction"] + q["shadow_fraction"] > ing.max_chip_cloud:
+            rej["cloud"] += 1
+            continue
+        out.append(_chip_row(loc, season, sc, bounds, off, ing.chip_size, q, split))
+        done_seasons.add(season)
+    return out, rej, errs
+
+
+def _chip_rows(
+    ing: IngestConfig,
+    scenes: list[tuple[int, Scene]],
+    locations: list[Location],
+    report: IngestReport,
+    on_reject: Hook,
+    on_chip: Hook,
+) -> list[dict[str, Any]]:
+    """Check every location's chips in a thread pool (reads release the GIL)."""
     rows: list[dict[str, Any]] = []
-    if scenes:
-        aoi = aoi_from(
-            ing.bbox,
-            json.loads(Path(resolve_path(ing.aoi_geojson)).read_text())
-            if ing.aoi_geojson
-            else None,
-            [sc.geometry for _, sc in scenes if sc.geometry],
-        )
-        locations = sample_locations(
-            aoi,
-            ing.num_locations,
-            method=ing.sampling,
-            centers=ing.centers,
-            sigma_m=ing.sigma_m,
-            seed=ing.seed,
-        )
-        report.locations = len(locations)
-        progress = _Progress("ingest locations", len(locations))
+    with (
+        Progress("ingest", len(locations), unit="locations", every_s=5.0, logger=log) as progress,
+        gdal_env(),
+        ThreadPoolExecutor(max_workers=ing.workers) as pool,
+    ):
+        for out, rej, errs in pool.map(
+            lambda loc: _chips_for_location(loc, scenes, ing), locations
+        ):
+            rows.extend(out)
+            report.rejected.update(rej)
+            for reason, n in rej.items():
+                on_reject(reason, n)
+            report.errors.extend(errs[:5])
+            on_chip("accepted", len(out))
+            progress.update(1, chips=len(rows))
+    return rows
 
-        def work(loc: Location) -> tuple[list[dict[str, Any]], Counter[str], list[str]]:
-            out: list[dict[str, Any]] = []
-            rej: Counter[str] = Counter()
-            errs: list[str] = []
-            done_seasons: set[int] = set()
-            split = spatial_split(loc.lon, loc.lat, ing.val_fraction)
-            candidates, dropped = _plan_location(loc, scenes, ing.chip_size)
-            if dropped:
-                rej[dropped] += 1
-            for season, sc, bounds, off in candidates:
-                if season in done_seasons:
-                    continue
-                ratio = round(sc.scl.res / sc.ref.res) or 1
-                shape_ = (max(ing.chip_size // ratio, 1),) * 2
-                try:
-                    scl = read_window(sc.scl.href, sc.crs, bounds, shape_)
-                except ChipReadError as exc:
-                    rej[exc.reason] += 1
-                    errs.append(str(exc))
-                    continue
-                q = chip_quality(scl)
-                if q["nodata_fraction"] > ing.max_chip_nodata:
-                    rej["nodata"] += 1
-                    continue
-                if q["cloud_fraction"] + q["shadow_fraction"] > ing.max_chip_cloud:
-                    rej["cloud"] += 1
-                    continue
-                out.append(_chip_row(loc, season, sc, bounds, off, ing.chip_size, q, split))
-                done_seasons.add(season)
-            return out, rej, errs
 
-        with gdal_env(), ThreadPoolExecutor(max_workers=ing.workers) as pool:
-            for out, rej, errs in pool.map(work, locations):
-                rows.extend(out)
-                report.rejected.update(rej)
-                for reason, n in rej.items():
-                    on_reject(reason, n)
-                report.errors.extend(errs[:5])
-                on_chip("accepted", len(out))
-                progress.step()
-
+def _write_chips(cfg: EarthloopConfig, rows: list[dict[str, Any]], report: IngestReport) -> None:
     report.chips = len(rows)
     table = pa.Table.from_pylist(rows, schema=CHIPS.schema)
     try:
@@ -322,6 +317,14 @@ def run_ingest(
         report.failed = exc.rows
         report.errors.append(str(exc))
         log.error("%s", exc)
+
+
+def _write_run_row(cfg: EarthloopConfig, report: IngestReport, started: datetime) -> None:
+    # the run row is kept for ever and read by anyone with the table: no credentials in it
+    params = {
+        "stac": {**cfg.stac.model_dump(), "url": redact_url(cfg.stac.url)},
+        "ingest": cfg.ingest.model_dump(),
+    }
     run_row = {
         "run_id": report.run_id,
         "started_at": started,
@@ -340,6 +343,27 @@ def run_ingest(
     append_rows(
         cfg.table_uri(INGEST_RUNS), pa.Table.from_pylist([run_row], schema=INGEST_RUNS.schema)
     )
+
+
+def run_ingest(
+    cfg: EarthloopConfig,
+    *,
+    on_reject: Hook = _noop,
+    on_chip: Hook = _noop,
+) -> IngestReport:
+    """Run the ingest stage described by ``cfg``; never raises for per-scene/per-chip problems."""
+    started = datetime.now(UTC)
+    report = IngestReport(run_id=uuid.uuid4().hex[:12])
+    found = search_scenes(cfg, report, on_reject)
+    scenes = _describe_scenes(cfg, found, report, on_reject)
+    report.scenes = len(scenes)
+    rows: list[dict[str, Any]] = []
+    if scenes:
+        locations = _sample(cfg.ingest, scenes)
+        report.locations = len(locations)
+        rows = _chip_rows(cfg.ingest, scenes, locations, report, on_reject, on_chip)
+    _write_chips(cfg, rows, report)
+    _write_run_row(cfg, report, started)
     log.info(report.summary())
     return report
 
