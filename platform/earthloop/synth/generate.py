@@ -273,6 +273,111 @@ def _cog_dir(root: Path, plan: ScenePlan) -> Path:
     )
 
 
+@dataclass(frozen=True)
+class _SceneContext:
+    """What every raster of one scene shares: its grid, date state, clouds and valid swath."""
+
+    root: Path
+    plan: ScenePlan
+    land: Landscape
+    tables: UnitTables
+    preset: SynthPreset
+    seed: int
+    sun: SunPosition
+    state: Any
+    layer: Any
+    atmos: Atmosphere
+    edge: SwathEdge | None
+
+    @property
+    def size_m(self) -> float:
+        return self.plan.grid.size * 10.0
+
+    def valid(self, res: int) -> Array:
+        shape = self.plan.grid.shape(res)
+        if self.edge is None:
+            return np.ones(shape, dtype=bool)
+        return self.edge.valid(shape, res, self.size_m)
+
+    def write(self, name: str, data: Array, res: int, resampling: str, description: str) -> Path:
+        grid = self.plan.grid
+        return write_cog(
+            _cog_dir(self.root, self.plan) / f"{name}.tif",
+            data,
+            crs=grid.crs,
+            transform=grid.transform(res),
+            nodata=0,
+            blocksize=self.preset.blocksize,
+            resampling=resampling,
+            description=description,
+        )
+
+
+def _scene_context(
+    root: Path, plan: ScenePlan, land: Landscape, tables: UnitTables, preset: SynthPreset, seed: int
+) -> _SceneContext:
+    grid = plan.grid
+    tile, key = grid.id, plan.acquired.strftime("%Y%m%d")
+    _, lat = grid.centre_lonlat()
+    sun = SunPosition.at(lat, plan.doy)
+    layer = make_clouds(
+        rng_for(seed, "clouds", tile, key), grid.padded, grid.size, plan.cloud_target, sun
+    )
+    size_m = grid.size * 10.0
+    return _SceneContext(
+        root=root,
+        plan=plan,
+        land=land,
+        tables=tables,
+        preset=preset,
+        seed=seed,
+        sun=sun,
+        state=date_state(tables, plan.doy, (seed, "state", tile, key)),
+        layer=layer,
+        atmos=Atmosphere.draw(rng_for(seed, "atmosphere", tile, key)),
+        edge=SwathEdge.draw(rng_for(seed, "swath", tile, key), size_m) if plan.swath_edge else None,
+    )
+
+
+def _render_bands(ctx: _SceneContext, bands: list[Band]) -> dict[str, dict[str, Any]]:
+    grid, tile, key = ctx.plan.grid, ctx.plan.grid.id, ctx.plan.acquired.strftime("%Y%m%d")
+    assets: dict[str, dict[str, Any]] = {}
+    offset = -0.1 if ctx.plan.offset_dn else 0.0
+    for band in bands:
+        rng = rng_for(ctx.seed, "pixel", tile, key, band.name)
+        dn = _render_band(
+            ctx.land, ctx.tables, ctx.state, ctx.layer, ctx.atmos, band, rng, ctx.plan.offset_dn
+        )
+        dn[~ctx.valid(band.resolution_m)] = 0
+        path = ctx.write(
+            band.name,
+            dn,
+            band.resolution_m,
+            ctx.preset.overview_resampling,
+            band.common_name,
+        )
+        assets[band.common_name] = band_asset(band, str(path), grid, offset)
+    return assets
+
+
+def _render_scl(ctx: _SceneContext) -> Array:
+    grid, tile, key = ctx.plan.grid, ctx.plan.grid.id, ctx.plan.acquired.strftime("%Y%m%d")
+    n = grid.size
+    green20 = np.empty(grid.shape(20), dtype=np.float32)
+    for r0 in range(0, n, _STRIP_ROWS):
+        e = min(n, r0 + _STRIP_ROWS)
+        green20[r0 // 2 : e // 2] = block_mean(
+            ctx.state.pixels(ctx.land, slice(r0, e))[0][:, :n], 2
+        )
+    return scene_classification(
+        ctx.land.landcover[:n, :n],
+        green20,
+        ctx.layer,
+        ctx.valid(20),
+        rng_for(ctx.seed, "scl", tile, key),
+    )
+
+
 def _render_scene(
     root: Path,
     plan: ScenePlan,
@@ -282,69 +387,17 @@ def _render_scene(
     preset: SynthPreset,
     seed: int,
 ) -> dict[str, Any]:
-    grid = plan.grid
-    tile, key = grid.id, plan.acquired.strftime("%Y%m%d")
-    doy = plan.doy
-    _, lat = grid.centre_lonlat()
-    sun = SunPosition.at(lat, doy)
-    state = date_state(tables, doy, (seed, "state", tile, key))
-    layer = make_clouds(
-        rng_for(seed, "clouds", tile, key), grid.padded, grid.size, plan.cloud_target, sun
-    )
-    atmos = Atmosphere.draw(rng_for(seed, "atmosphere", tile, key))
-    size_m = grid.size * 10.0
-    edge = SwathEdge.draw(rng_for(seed, "swath", tile, key), size_m) if plan.swath_edge else None
-
-    def valid(res: int) -> Array:
-        shape = grid.shape(res)
-        if edge is None:
-            return np.ones(shape, dtype=bool)
-        return edge.valid(shape, res, size_m)
-
-    out_dir = _cog_dir(root, plan)
-    assets: dict[str, dict[str, Any]] = {}
-    offset = -0.1 if plan.offset_dn else 0.0
-    for band in bands:
-        rng = rng_for(seed, "pixel", tile, key, band.name)
-        dn = _render_band(land, tables, state, layer, atmos, band, rng, plan.offset_dn)
-        dn[~valid(band.resolution_m)] = 0
-        path = write_cog(
-            out_dir / f"{band.name}.tif",
-            dn,
-            crs=grid.crs,
-            transform=grid.transform(band.resolution_m),
-            nodata=0,
-            blocksize=preset.blocksize,
-            resampling=preset.overview_resampling,
-            description=band.common_name,
-        )
-        assets[band.common_name] = band_asset(band, str(path), grid, offset)
-
-    n = grid.size
-    green20 = np.empty(grid.shape(20), dtype=np.float32)
-    for r0 in range(0, n, _STRIP_ROWS):
-        e = min(n, r0 + _STRIP_ROWS)
-        green20[r0 // 2 : e // 2] = block_mean(state.pixels(land, slice(r0, e))[0][:, :n], 2)
-    scl = scene_classification(
-        land.landcover[:n, :n], green20, layer, valid(20), rng_for(seed, "scl", tile, key)
-    )
+    ctx = _scene_context(root, plan, land, tables, preset, seed)
+    grid, size_m = plan.grid, ctx.size_m
+    assets = _render_bands(ctx, bands)
+    scl = _render_scl(ctx)
     if preset.include_scl:
-        path = write_cog(
-            out_dir / "SCL.tif",
-            scl,
-            crs=grid.crs,
-            transform=grid.transform(20),
-            nodata=0,
-            blocksize=preset.blocksize,
-            resampling="nearest",
-            description="scl",
-        )
-        assets["scl"] = scl_asset(str(path), grid)
+        assets["scl"] = scl_asset(str(ctx.write("SCL", scl, 20, "nearest", "scl")), grid)
 
     x0, y0 = grid.mgrs.origin
     ring_local = (
-        edge.clip_ring(size_m, size_m)
-        if edge
+        ctx.edge.clip_ring(size_m, size_m)
+        if ctx.edge
         else [(0.0, 0.0), (size_m, 0.0), (size_m, size_m), (0.0, size_m)]
     )
     # Earth Search rings run counter-clockwise in lon/lat; local y grows southwards.
@@ -356,12 +409,12 @@ def _render_scene(
         acquired=plan.acquired,
         platform=plan.platform,
         baseline=plan.baseline,
-        relative_orbit=_tile_hash(tile) % 143 + 1,
+        relative_orbit=_tile_hash(grid.id) % 143 + 1,
         geometry=geometry,
         bbox=bbox,
         scl_stats=scl_statistics(scl),
-        sun_zenith=sun.zenith,
-        sun_azimuth=sun.azimuth,
+        sun_zenith=ctx.sun.zenith,
+        sun_azimuth=ctx.sun.azimuth,
         assets=assets,
         collection_href=str(root / "collection.json"),
         extra_properties={"earthloop:synthetic": True, "earthloop:seed": seed},
@@ -473,11 +526,25 @@ def generate(
     if (root / MANIFEST_NAME).exists():  # ours: safe to clear; anything else is left alone
         _clear_previous(root)
 
+    items, labels, scenes_assets = _render_all(root, plans, bands, params_obj, seed, progress)
+    manifest = _write_catalogue(root, items, labels, scenes_assets, preset, seed, params_obj)
+    manifest.save()
+    return manifest
+
+
+def _render_all(
+    root: Path,
+    plans: list[ScenePlan],
+    bands: list[Band],
+    params_obj: SynthPreset,
+    seed: int,
+    progress: ProgressFn | None,
+) -> tuple[list[dict[str, Any]], dict[str, TileLabels], list[dict[str, Path]]]:
+    """Every scene, tile by tile: a tile's landscape is built once and freed before the next."""
     total = len(plans)
     items: list[dict[str, Any]] = []
     labels: dict[str, TileLabels] = {}
     scenes_assets: list[dict[str, Path]] = []
-    done = 0
     for ti, tile in enumerate(params_obj.tiles):
         tile_plans = [p for p in plans if p.tile_index == ti]
         land = build_landscape(tile_plans[0].grid, params_obj, seed)
@@ -488,14 +555,27 @@ def generate(
             item = _render_scene(root, plan, land, tables, bands, params_obj, seed)
             items.append(item)
             scenes_assets.append({k: Path(a["href"]) for k, a in item["assets"].items()})
-            done += 1
             if progress is not None:
                 cc = item["properties"]["eo:cloud_cover"]
                 progress(
-                    done, total, f"{item['id']} cloud {cc:5.1f}% ({time.perf_counter() - t0:.2f} s)"
+                    len(items),
+                    total,
+                    f"{item['id']} cloud {cc:5.1f}% ({time.perf_counter() - t0:.2f} s)",
                 )
         del land, tables
+    return items, labels, scenes_assets
 
+
+def _write_catalogue(
+    root: Path,
+    items: list[dict[str, Any]],
+    labels: dict[str, TileLabels],
+    scenes_assets: list[dict[str, Path]],
+    preset: str,
+    seed: int,
+    params_obj: SynthPreset,
+) -> SynthManifest:
+    """The STAC collection, items (ndjson + static catalog) and the manifest that indexes them."""
     coll = collection_dict(
         items,
         description=(
@@ -506,12 +586,11 @@ def generate(
     collection_path = write_json(coll, root / "collection.json")
     items_ndjson = write_ndjson(items, root / "items.ndjson")
     catalog_path, item_paths = write_static_catalog(coll, items, root / "catalog")
-
-    manifest = SynthManifest(
+    return SynthManifest(
         root=root,
         preset=preset,
         seed=seed,
-        params=params,
+        params=params_obj.to_dict(),
         generator_version=GENERATOR_VERSION,
         collection_path=collection_path,
         items_ndjson=items_ndjson,
@@ -534,5 +613,3 @@ def generate(
         croptype_classes=dict(CROPTYPE_CLASSES),
         tiles=list(params_obj.tiles),
     )
-    manifest.save()
-    return manifest
