@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     import torch
     from earthloop.config import load_config
-    from earthloop.finetune.sweep import plain_loop, plan_sweep, run_sweep
+    from earthloop.finetune.plan import plan_sweep
+    from earthloop.finetune.sweep import plain_loop, run_sweep
     from earthloop.models import build_backbone, save_backbone
 
     base = Path(ns.workdir or tempfile.mkdtemp(prefix="tune-bench-"))

@@ -92,7 +92,7 @@ def test_config_errors_name_the_key() -> None:
 
 def test_plan_rejects_incompatible_checkpoint_before_reading_data(tmp_path: Path) -> None:
     """No chip table exists here: the checkpoint error must come first, and quickly."""
-    from earthloop.finetune.sweep import plan_sweep
+    from earthloop.finetune.plan import plan_sweep
 
     ckpt = save_backbone(
         tmp_path / "b.pt",
@@ -117,7 +117,7 @@ def test_plan_rejects_incompatible_checkpoint_before_reading_data(tmp_path: Path
 
 def test_plan_zero_class_fraction_errors_unless_allowed(tiny_data) -> None:  # type: ignore[no-untyped-def]
     """On the tiny tile, a 1 % budget cannot keep every land-cover class at 2000 pixels each."""
-    from earthloop.finetune.sweep import plan_sweep
+    from earthloop.finetune.plan import plan_sweep
 
     over = tiny_data.overrides(fractions=[0.01, 1.0], min_class_pixels=2000)
     with pytest.raises(EmptyClassError, match=r"label fraction 0\.01 leaves"):
@@ -127,7 +127,7 @@ def test_plan_zero_class_fraction_errors_unless_allowed(tiny_data) -> None:  # t
 
 
 def test_plan_empty_split_is_a_clear_error(tiny_data) -> None:  # type: ignore[no-untyped-def]
-    from earthloop.finetune.sweep import plan_sweep
+    from earthloop.finetune.plan import plan_sweep
 
     # index mode on a 2.5 km tile: the ingest's 5 km blocks put every chip in one split
     over = [*tiny_data.overrides(), "finetune.split.mode=index"]

@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 from earthloop.config import load_config
+from earthloop.finetune.plan import plan_sweep, trial_configs
 from earthloop.finetune.report import curves, gains, write_report
-from earthloop.finetune.sweep import mark_selected, plain_loop, plan_sweep, trial_configs
+from earthloop.finetune.rows import mark_selected
+from earthloop.finetune.sweep import plain_loop
 
 ONE = {
     "fraction": 1.0,

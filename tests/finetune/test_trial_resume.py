@@ -18,14 +18,8 @@ import pytest
 import torch
 from earthloop.checkpoints import STATE_FILE, save_checkpoint
 from earthloop.config import load_config
-from earthloop.finetune.sweep import (
-    SweepPlan,
-    _resume_state,
-    execute_trial,
-    plan_sweep,
-    trial_configs,
-    trial_dirname,
-)
+from earthloop.finetune.plan import SweepPlan, plan_sweep, trial_configs
+from earthloop.finetune.trial import _resume_state, execute_trial, trial_dirname
 
 
 class Killed(Exception):

@@ -113,8 +113,9 @@ def test_seco_beats_random_at_the_lowest_fraction(
     gain_data: tuple[Path, Path], tmp_path: Path
 ) -> None:
     from earthloop.config import load_config
+    from earthloop.finetune.plan import plan_sweep, trial_configs
     from earthloop.finetune.quick_pretrain import quick_seco_pretrain, seco_tuples
-    from earthloop.finetune.sweep import plain_loop, plan_sweep, trial_configs
+    from earthloop.finetune.sweep import plain_loop
     from earthloop.stream import load_index
 
     root, work = gain_data

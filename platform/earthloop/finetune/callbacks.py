@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from earthloop.finetune.sweep import RowContext, trial_row, write_rows
+from earthloop.finetune.rows import RowContext, trial_row, write_rows
 from earthloop.observe.progress import Progress
 
 log = logging.getLogger("earthloop.finetune")

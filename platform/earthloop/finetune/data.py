@@ -22,16 +22,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from earthloop.finetune.config import FinetuneConfig
 from earthloop.finetune.splits import assign_split, overlapping_eval
 from earthloop.finetune.subsets import check_class_coverage, nested_stratified_subset
+from earthloop.models.normalise import normalise, pixel_statistics
 from earthloop.observe.progress import Progress
 from earthloop.store.delta import TableRef
 
 log = logging.getLogger("earthloop.finetune")
 
-__all__ = ["Pool", "Sample", "TrialArrays", "build_pool", "materialise", "normalise"]
+__all__ = ["Pool", "Sample", "TrialArrays", "build_pool", "materialise", "train_statistics"]
 
 
 @dataclass
@@ -337,20 +339,6 @@ class TrialArrays:
         return len(self.ids)
 
 
-def normalise(
-    images: np.ndarray, valid: np.ndarray | None, mean: Sequence[float], std: Sequence[float]
-) -> np.ndarray:
-    """Per-band standardisation; invalid pixels become 0 (the band mean), never NaN."""
-    m = np.asarray(mean, dtype=np.float32).reshape(1, -1, 1, 1)
-    s = np.asarray(std, dtype=np.float32).reshape(1, -1, 1, 1)
-    if images.shape[1] != m.shape[1]:
-        raise ValueError(f"images have {images.shape[1]} bands, normalisation has {m.shape[1]}")
-    out = (images - m) / s
-    if valid is not None:
-        out *= valid[:, None].astype(np.float32)
-    return out.astype(np.float32)
-
-
 def read_raw(
     pool: Pool, indices: Sequence[int], *, boundary_px: int = 2
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str]]:
@@ -430,7 +418,7 @@ def materialise(
 ) -> TrialArrays:
     """Read, normalise and attach the task's targets to ``indices`` of the pool."""
     images, valid, labels, boundary, ids = read_raw(pool, indices, boundary_px=boundary_px)
-    x = normalise(images, valid, mean, std)
+    x = normalise(torch.from_numpy(images), mean, std, torch.from_numpy(valid)).numpy()
     by_id = {pool.samples[i].id: pool.samples[i] for i in indices}
     targets: np.ndarray
     if pool.task == "segmentation":
@@ -460,9 +448,4 @@ def train_statistics(
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(train, size=min(sample, len(train)), replace=False).tolist())
     images, valid, _, _, _ = read_raw(pool, pick)
-    px = images.transpose(1, 0, 2, 3)[:, valid].astype(np.float64)
-    if px.shape[1] == 0:
-        raise ValueError("no valid pixel in the statistics sample; is every chip cloudy?")
-    mean = px.mean(axis=1)
-    std = np.maximum(px.std(axis=1), 1e-4)
-    return mean.tolist(), std.tolist()
+    return pixel_statistics(zip(images, valid, strict=True), len(pool.bands))

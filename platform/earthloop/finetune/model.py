@@ -1,36 +1,31 @@
-"""Initialisations and fine-tuning models: U-Net segmentation and scene classifiers.
+"""Initialisations of the task model's encoder, checked, and its discriminative learning rates.
 
+The task model itself is :class:`earthloop.models.task.TaskModel` (used after fine-tuning too).
 Every initialisation is checked on the driver before a trial is scheduled: a backbone trained on
 other bands or as another architecture would otherwise fail (or worse, silently run with
 shuffled band semantics) inside every trial of the sweep.
-
-Linear probe means a frozen encoder *including its BatchNorm statistics* (kept in eval mode):
-updating running means on the labelled subset would already adapt the encoder. For segmentation
-the probe trains the U-Net decoder and the 1x1 head on top of the frozen encoder, since a 1x1
-head on stride-32 features cannot draw a field boundary.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from earthloop.finetune.config import InitSpec
-from earthloop.models import SegmentationModel, UNet, build_backbone
+from earthloop.models import build_backbone
 from earthloop.models.backbones import Backbone
-from earthloop.models.heads import ClassifierHead
+from earthloop.models.task import TaskModel
 
 log = logging.getLogger("earthloop.finetune")
 
 __all__ = [
-    "FinetuneModel",
     "IncompatibleCheckpointError",
     "ResolvedInit",
     "build_encoder",
@@ -168,64 +163,8 @@ def build_encoder(init: ResolvedInit) -> Backbone:
     return backbone
 
 
-class _SceneClassifier(nn.Module):
-    def __init__(self, encoder: Backbone, num_outputs: int) -> None:
-        super().__init__()
-        self.encoder = encoder
-        self.head = ClassifierHead(encoder.num_features, num_outputs)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.encoder(x))
-
-
-class FinetuneModel(nn.Module):
-    """Segmentation (U-Net + 1x1 head) or scene classifier (pooled features + linear head).
-
-    ``frozen=True`` is the linear probe: the encoder gets no gradient and stays in eval mode
-    even when the model is put in training mode.
-    """
-
-    def __init__(self, task: str, encoder: Backbone, num_outputs: int, *, frozen: bool) -> None:
-        super().__init__()
-        self.task = task
-        self.frozen = frozen
-        self.net: nn.Module
-        if task == "segmentation":
-            self.net = SegmentationModel(UNet(encoder), num_outputs)
-        else:
-            self.net = _SceneClassifier(encoder, num_outputs)
-        if frozen:
-            for p in self.encoder.parameters():
-                p.requires_grad_(False)
-
-    @property
-    def encoder(self) -> Backbone:
-        if isinstance(self.net, SegmentationModel):
-            return self.net.unet.encoder
-        enc = self.net.encoder
-        assert isinstance(enc, nn.Module)
-        return enc  # type: ignore[return-value]
-
-    def train(self, mode: bool = True) -> FinetuneModel:
-        super().train(mode)
-        if self.frozen:
-            self.encoder.eval()
-        return self
-
-    def forward(self, x: Tensor) -> Tensor:
-        out: Tensor = self.net(x)
-        return out
-
-    def encoder_parameters(self) -> Iterator[nn.Parameter]:
-        return self.encoder.parameters()
-
-    def head_parameters(self) -> Iterator[nn.Parameter]:
-        enc = {id(p) for p in self.encoder.parameters()}
-        return (p for p in self.parameters() if id(p) not in enc)
-
-
 def param_groups(
-    model: FinetuneModel, lr: float, weight_decay: float, encoder_lr_mult: float
+    model: TaskModel, lr: float, weight_decay: float, encoder_lr_mult: float
 ) -> list[dict[str, Any]]:
     """Discriminative learning rates: encoder at ``lr * encoder_lr_mult``, the rest at ``lr``.
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from earthloop.finetune.data import normalise
+from earthloop.models.normalise import normalise
 from earthloop.observe.progress import Progress
 
 log = logging.getLogger("earthloop.finetune")
@@ -84,10 +84,7 @@ def quick_seco_pretrain(
 
     torch.manual_seed(seed)
     t, c = images.shape[1], images.shape[2]
-    flat = normalise(
-        images.reshape(-1, c, *images.shape[-2:]), valid.reshape(-1, *valid.shape[-2:]), mean, std
-    )
-    data = torch.from_numpy(flat.reshape(images.shape))
+    data = normalise(torch.from_numpy(images), mean, std, torch.from_numpy(valid))
     model = SeCo(
         build_backbone(arch, c),
         queue_size=queue_size,

@@ -14,6 +14,8 @@ from typing import Any
 
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from earthloop.finetune.rows import cell_key
+
 __all__ = ["PerCellASHA"]
 
 
@@ -39,8 +41,6 @@ class PerCellASHA(FIFOScheduler):
         return True
 
     def _cell_of(self, trial: Any) -> ASHAScheduler:
-        from earthloop.finetune.sweep import cell_key
-
         key = cell_key(trial.config, self.modes_in_grid)
         if key not in self._cells:
             kw = {**self.asha_kwargs, "metric": self._metric, "mode": self._mode}

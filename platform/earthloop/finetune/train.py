@@ -27,7 +27,9 @@ from torch import Tensor
 
 from earthloop.finetune.data import TrialArrays
 from earthloop.finetune.metrics import SegmentationMeter, classification_metrics, multilabel_metrics
-from earthloop.finetune.model import FinetuneModel, param_groups
+from earthloop.finetune.model import param_groups
+from earthloop.inference import predict
+from earthloop.models.task import TaskModel, class_mask
 
 __all__ = ["EvalSpec", "TrainParams", "evaluate", "fit"]
 
@@ -66,11 +68,7 @@ class EvalSpec:
 
     def class_mask(self) -> Tensor:
         """Logit channels that are real classes (the ignore class is never predicted)."""
-        if self.task == "multilabel":
-            return torch.ones(self.num_outputs, dtype=torch.bool)
-        m = torch.zeros(self.num_outputs, dtype=torch.bool)
-        m[self.class_ids] = True
-        return m
+        return class_mask(self.task, self.num_outputs, self.class_ids)
 
 
 class _BatchStream:
@@ -124,32 +122,11 @@ def _loss(logits: Tensor, y: Tensor, spec: EvalSpec, mask: Tensor) -> Tensor:
     return F.cross_entropy(logits, y, ignore_index=ignore)
 
 
-@torch.no_grad()
-def predict(
-    model: FinetuneModel, images: np.ndarray, spec: EvalSpec, batch: int = 64
-) -> np.ndarray:
-    """Class maps (segmentation), class ids (classification) or logits (multi-label)."""
-    was = model.training
-    model.eval()
-    mask = spec.class_mask()
-    outs = []
-    for i in range(0, len(images), batch):
-        logits = model(torch.from_numpy(images[i : i + batch]))
-        if spec.task == "multilabel":
-            outs.append(logits.float().numpy())
-            continue
-        shape = [1, -1] + [1] * (logits.ndim - 2)
-        logits = logits.masked_fill(~mask.view(shape), -1e4)
-        outs.append(logits.argmax(dim=1).numpy())
-    model.train(was)
-    return np.concatenate(outs) if outs else np.zeros((0,))
-
-
 def evaluate(
-    model: FinetuneModel, data: TrialArrays, spec: EvalSpec, batch: int = 64
+    model: TaskModel, data: TrialArrays, spec: EvalSpec, batch: int = 64
 ) -> dict[str, Any]:
     """Every metric of the task on ``data`` (per-class values under ``per_class``)."""
-    pred = predict(model, data.images, spec, batch)
+    pred = predict(model, data.images, spec.class_ids, batch=batch)
     if spec.task == "segmentation":
         meter = SegmentationMeter(
             spec.num_outputs,
@@ -199,7 +176,7 @@ def _schedule(step: int, max_steps: int, warmup: int) -> float:
 
 
 def fit(
-    model: FinetuneModel,
+    model: TaskModel,
     train: TrialArrays,
     val: TrialArrays,
     test: TrialArrays | None,

@@ -8,11 +8,12 @@ pretraining did.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 
+from earthloop.models.normalise import pixel_statistics
 from earthloop.store.labels import LabelSource
 from earthloop.stream.reader import plan_groups, read_group
 
@@ -22,26 +23,21 @@ log = logging.getLogger("earthloop.pretrain")
 def band_statistics(
     rows: Sequence[dict[str, Any]], bands: Sequence[str], sample: int = 64, seed: int = 0
 ) -> tuple[list[float], list[float]]:
-    """Per-band mean/std of valid pixels over a random sample of chips."""
+    """Per-band mean/std of valid pixels over a random sample of ``sample`` chips of ``rows``."""
     rng = np.random.default_rng(seed)
     idx = rng.choice(len(rows), size=min(sample, len(rows)), replace=False)
     picked = [rows[i] for i in sorted(idx)]
-    sums = np.zeros(len(bands))
-    sq = np.zeros(len(bands))
-    n = 0
-    for group in plan_groups(picked, 1024):
+    return pixel_statistics(_valid_pixels(picked, bands), len(bands))
+
+
+def _valid_pixels(
+    rows: Sequence[dict[str, Any]], bands: Sequence[str]
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``(image, valid)`` of each readable chip of ``rows``, read in grouped COG reads."""
+    for group in plan_groups(rows, 1024):
         for out in read_group(group, bands):
-            if out["error"]:
-                continue
-            px = out["image"][:, out["valid"]].astype(np.float64)
-            sums += px.sum(axis=1)
-            sq += (px**2).sum(axis=1)
-            n += px.shape[1]
-    if n == 0:
-        raise ValueError("no valid pixel in the statistics sample; is every chip cloudy?")
-    mean = sums / n
-    std = np.sqrt(np.maximum(sq / n - mean**2, 1e-12))
-    return mean.tolist(), np.maximum(std, 1e-4).tolist()
+            if not out["error"]:
+                yield out["image"], out["valid"]
 
 
 def build_probe(

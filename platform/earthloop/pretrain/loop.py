@@ -45,7 +45,8 @@ from earthloop.checkpoints import (
     with_siblings,
 )
 from earthloop.models.metrics import embedding_std, is_collapsed, knn_accuracy, uniformity
-from earthloop.pretrain.methods import build_method, build_optimizer, method_inputs, normalise
+from earthloop.models.normalise import normalise
+from earthloop.pretrain.methods import build_method, build_optimizer, method_inputs
 
 log = logging.getLogger("earthloop.pretrain")
 

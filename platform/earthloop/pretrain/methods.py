@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from earthloop.models import CSCL, DenseContrastive, SeCo, UNet, build_backbone
+from earthloop.models.normalise import normalise
 
 
 def build_method(pc: dict[str, Any], in_channels: int) -> nn.Module:
@@ -45,16 +46,6 @@ def build_optimizer(model: nn.Module, pc: dict[str, Any]) -> torch.optim.Optimiz
             params, lr=lr, momentum=pc["momentum"], weight_decay=pc["weight_decay"]
         )
     return torch.optim.AdamW(params, lr=lr, weight_decay=pc["weight_decay"])
-
-
-def normalise(x: Tensor, mean: Tensor, std: Tensor, valid: Tensor | None) -> Tensor:
-    """Standardise per band; invalid pixels become 0 (the band mean), never NaN."""
-    shape = [1] * x.ndim
-    shape[-3] = -1
-    out = (x - mean.view(shape)) / std.view(shape)
-    if valid is not None:
-        out = out * valid.unsqueeze(-3).to(out.dtype)
-    return out
 
 
 def method_inputs(
