@@ -14,7 +14,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from earthloop.finetune.rows import RowContext, trial_row, write_rows
+from earthloop.finetune.rows import RowContext, checkpoint_uri, trial_row, write_rows
 from earthloop.observe.progress import Progress
 
 log = logging.getLogger("earthloop.finetune")
@@ -36,7 +36,7 @@ class TrialRecorder(Callback):
         self.rc = rc
 
     def _write(self, trial: Any, error: str | None) -> None:
-        ckpt = trial.checkpoint.path if trial.checkpoint is not None else None
+        ckpt = checkpoint_uri(trial.checkpoint)
         row = trial_row(
             self.rc, trial.trial_id, trial.config, dict(trial.last_result or {}), ckpt, error
         )

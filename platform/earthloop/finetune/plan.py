@@ -13,9 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
+import posixpath
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from earthloop.config import ConfigError, EarthloopConfig, resolve_path
@@ -28,6 +27,7 @@ from earthloop.finetune.trial import TrialContext
 from earthloop.models.backbones import ARCHITECTURES
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import table_exists
+from earthloop.store.fs import read_bytes
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -91,7 +91,8 @@ class SweepPlan:
 
     @property
     def experiment_path(self) -> str:
-        return os.path.join(self.storage_path, self.name)
+        """Where Tune keeps the sweep: a local folder or an ``s3://`` prefix."""
+        return posixpath.join(self.storage_path, self.name)
 
     @property
     def n_cells(self) -> int:
@@ -118,7 +119,7 @@ class SweepPlan:
             boundary_px=fc.boundary_px,
             checkpoint_every=fc.checkpoint_every,
             cpus=fc.resources.cpu,
-            attempts_dir=os.path.join(self.experiment_path, "attempts"),
+            attempts_dir=posixpath.join(self.experiment_path, "attempts"),
             experiment_path=self.experiment_path,
         )
 
@@ -158,9 +159,16 @@ def _bands(cfg: EarthloopConfig, fc: FinetuneConfig) -> list[str]:
 
 
 def stored_fingerprint(experiment_path: str) -> dict[str, Any] | None:
-    """The fingerprint a sweep at ``experiment_path`` started with, or None for a new sweep."""
-    f = Path(experiment_path) / FINGERPRINT_FILE
-    return json.loads(f.read_text()) if f.exists() else None
+    """The fingerprint a sweep at ``experiment_path`` started with, or None for a new sweep.
+
+    Read through :mod:`earthloop.store.fs`: the experiment may live on ``s3://``.
+    """
+    try:
+        data = read_bytes(posixpath.join(experiment_path, FINGERPRINT_FILE))
+    except FileNotFoundError:
+        return None
+    stored: dict[str, Any] = json.loads(data)
+    return stored
 
 
 def fingerprint(
@@ -238,7 +246,7 @@ def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
     name = fc.name or f"{cfg.name}-finetune"
     storage = resolve_path(fc.storage_path) if fc.storage_path else cfg.path("ray_results")
     bands = _bands(cfg, fc)
-    stored = stored_fingerprint(os.path.join(storage, name))
+    stored = stored_fingerprint(posixpath.join(storage, name))
     if stored and stored.get("chips") and fc.chips_version is None:
         # a restored sweep keeps reading the index version it started on
         fc = fc.model_copy(update={"chips_version": int(stored["chips"]["version"])})
@@ -254,7 +262,7 @@ def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
     needs_stats = any(i.mean is None for i in inits.values())
     stats = train_statistics(pool) if needs_stats else ([], [])
     fp = fingerprint(fc, bands, pool, inits)
-    _check_fingerprint(name, os.path.join(storage, name), fp, stored)
+    _check_fingerprint(name, posixpath.join(storage, name), fp, stored)
     return SweepPlan(
         cfg,
         fc,

@@ -20,12 +20,14 @@ from typing import Any
 import pyarrow as pa
 
 from earthloop.store.delta import merge_rows
+from earthloop.store.fs import as_uri
 
 __all__ = [
     "TRIAL_KEY",
     "TRIAL_SCHEMA",
     "RowContext",
     "cell_key",
+    "checkpoint_uri",
     "mark_selected",
     "result_rows",
     "trial_row",
@@ -192,9 +194,16 @@ def result_rows(rc: RowContext, results: Iterable[Any]) -> list[dict[str, Any]]:
         metrics = dict(res.metrics or {})
         trial_id = str(metrics.get("trial_id") or Path(res.path).name)
         err = None if res.error is None else f"{type(res.error).__name__}: {res.error}"
-        ckpt = res.checkpoint.path if res.checkpoint is not None else None
+        ckpt = checkpoint_uri(res.checkpoint)
         rows.append(trial_row(rc, trial_id, dict(res.config or {}), metrics, ckpt, err))
     return mark_selected(rows)
+
+
+def checkpoint_uri(checkpoint: Any) -> str | None:
+    """A Ray checkpoint as a URI a user can pass back (``s3://…`` on S3, else a local path)."""
+    if checkpoint is None:
+        return None
+    return as_uri(getattr(checkpoint, "filesystem", None), str(checkpoint.path))
 
 
 def write_rows(uri: str, rows: list[dict[str, Any]]) -> None:

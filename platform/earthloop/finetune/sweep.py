@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
+import posixpath
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from earthloop.config import EarthloopConfig
@@ -37,6 +36,7 @@ from earthloop.finetune.report import write_report
 from earthloop.finetune.rows import result_rows, write_rows
 from earthloop.finetune.trial import execute_trial, trial_dirname, tune_trial
 from earthloop.observe.progress import Progress
+from earthloop.store.fs import ray_storage, write_bytes
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -120,10 +120,13 @@ def _new_tuner(plan: SweepPlan, trainable: Any, extra_callbacks: Sequence[Any]) 
     from earthloop.finetune.callbacks import SweepProgress, TrialRecorder
 
     fc = plan.fc
-    os.makedirs(plan.experiment_path, exist_ok=True)
-    Path(plan.experiment_path, FINGERPRINT_FILE).write_text(
-        json.dumps(plan.fingerprint, default=str, indent=1)
+    write_bytes(
+        posixpath.join(plan.experiment_path, FINGERPRINT_FILE),
+        json.dumps(plan.fingerprint, default=str, indent=1).encode(),
     )
+    # s3:// storage: Tune gets our filesystem (endpoint and http consent as for Delta, no keys
+    # pickled into tuner.pkl); a local path stays Tune's default
+    storage_path, storage_fs = ray_storage(plan.storage_path)
     return Tuner(
         trainable,
         param_space=param_space(fc, list(plan.inits)),
@@ -145,7 +148,8 @@ def _new_tuner(plan: SweepPlan, trainable: Any, extra_callbacks: Sequence[Any]) 
         ),
         run_config=RunConfig(
             name=plan.name,
-            storage_path=plan.storage_path,
+            storage_path=storage_path,
+            storage_filesystem=storage_fs,
             callbacks=[
                 TrialRecorder(plan.row_context()),
                 SweepProgress(plan.n_trials, fc.log_every_s, fc.primary_metric),
@@ -191,7 +195,9 @@ def run_sweep(
     fc = plan.fc
     trainable = make_trainable(plan)
     path = plan.experiment_path
-    restored = Tuner.can_restore(path)
+    storage_path, storage_fs = ray_storage(plan.storage_path)
+    tune_path = posixpath.join(storage_path, plan.name)  # inside storage_fs when on S3
+    restored = Tuner.can_restore(tune_path, storage_filesystem=storage_fs)
     log.info(
         "finetune sweep %s: %d trials (%d cells x %d samples) of %s on %s; pool %s; %s",
         plan.name,
@@ -204,7 +210,9 @@ def run_sweep(
         "restoring unfinished trials" if restored else "starting",
     )
     if restored:
-        tuner = Tuner.restore(path, trainable=trainable, resume_errored=True)
+        tuner = Tuner.restore(
+            tune_path, trainable=trainable, resume_errored=True, storage_filesystem=storage_fs
+        )
     else:
         tuner = _new_tuner(plan, trainable, extra_callbacks)
     t_fit = time.perf_counter()

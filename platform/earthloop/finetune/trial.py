@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import posixpath
 import tempfile
 import time
@@ -36,6 +35,7 @@ from earthloop.finetune.data import Pool, TrialArrays, materialise
 from earthloop.finetune.model import ResolvedInit, build_encoder, set_threads
 from earthloop.finetune.train import EvalSpec, TrainParams, fit
 from earthloop.models.task import TaskModel
+from earthloop.store.fs import append_line, exists, read_bytes, write_bytes
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -141,9 +141,8 @@ def _log_attempt(ctx: TrialContext, trial_id: str, entry: dict[str, Any]) -> Non
     """One line per start of a trial: how a test (and a person) sees what was re-run."""
     if not ctx.attempts_dir:
         return
-    os.makedirs(ctx.attempts_dir, exist_ok=True)
-    with open(os.path.join(ctx.attempts_dir, f"{trial_id}.log"), "a") as fh:
-        fh.write(json.dumps({**entry, "time": time.time()}) + "\n")
+    line = json.dumps({**entry, "time": time.time()})
+    append_line(posixpath.join(ctx.attempts_dir, f"{trial_id}.log"), line)
 
 
 def trial_dirname(config: dict[str, Any], trial_id: str) -> str:
@@ -199,10 +198,8 @@ def _resume_state(
 
 
 def _write_done(done: str, final: dict[str, Any], attempt: str) -> None:
-    tmp = f"{done}.{attempt}.tmp"
-    with open(tmp, "w") as fh:
-        json.dump({**final, "attempt": attempt}, fh, default=float)
-    os.replace(tmp, done)
+    """The finished-marker, replaced in one step (a reader sees no half-written marker)."""
+    write_bytes(done, json.dumps({**final, "attempt": attempt}, default=float).encode())
 
 
 def _tune_report(done: str | None, max_steps: int, attempt: str) -> Report:
@@ -242,13 +239,12 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     trial_id = tune.get_context().get_trial_id()
     attempt = uuid.uuid4().hex[:8]
     done = (
-        os.path.join(context.attempts_dir, f"{trial_id}.done.json")
+        posixpath.join(context.attempts_dir, f"{trial_id}.done.json")
         if context.attempts_dir
         else None
     )
-    if done and os.path.exists(done):
-        with open(done) as fh:
-            final = json.load(fh)
+    if done and exists(done):
+        final = json.loads(read_bytes(done))
         _log_attempt(context, trial_id, {"attempt": attempt, "skipped": "finished"})
         tune.report(final)
         return
@@ -260,5 +256,5 @@ def tune_trial(config: dict[str, Any], context: TrialContext) -> None:
     )
     report = _tune_report(done, context.max_steps, attempt)
     last = execute_trial(config, context, report=report, state=state)
-    if done and last and not os.path.exists(done):
+    if done and last and not exists(done):
         _write_done(done, last, attempt)
