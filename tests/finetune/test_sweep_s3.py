@@ -135,9 +135,9 @@ def test_sweep_on_s3_restores_after_a_stop_and_keeps_finished_trials(
     time.sleep(3)  # the trial actors die with the driver
 
     job2 = client.submit_job(entrypoint=entry, runtime_env=runtime_env)
-    status = _wait(client, job2, time.monotonic() + 300)
+    final = _wait(client, job2, time.monotonic() + 300)
     logs = client.get_job_logs(job2)
-    assert status == str(JobStatus.SUCCEEDED), logs[-4000:]
+    assert final == str(JobStatus.SUCCEEDED), logs[-4000:]
     assert "(restored)" in logs
     assert os.environ["AWS_SECRET_ACCESS_KEY"] not in logs + client.get_job_logs(job)
 
