@@ -16,6 +16,7 @@ kept.
 from __future__ import annotations
 
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,12 +25,26 @@ from typing import Any
 import numpy as np
 import torch
 
+from earthloop.config import resolve_path
+from earthloop.finetune.bigearthnet import (
+    CLASSES_19,
+    CLASSES_43,
+    find_patches,
+    multi_hot,
+    read_patch,
+)
+from earthloop.finetune.bigearthnet import patch_labels as read_labels
 from earthloop.finetune.config import FinetuneConfig
+from earthloop.finetune.metrics import boundary_mask
 from earthloop.finetune.splits import assign_split, overlapping_eval
 from earthloop.finetune.subsets import check_class_coverage, nested_stratified_subset
 from earthloop.models.normalise import normalise, pixel_statistics
 from earthloop.observe.progress import Progress
+from earthloop.raster.read import ChipReadError, read_window
 from earthloop.store.delta import TableRef
+from earthloop.store.labels import LabelSource, label_source_from_manifest
+from earthloop.stream import load_index
+from earthloop.stream.reader import plan_groups, read_group
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -120,8 +135,6 @@ def _one_per_location(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _label_counts(row: dict[str, Any], href: str, n_classes: int, ignore: int | None) -> np.ndarray:
-    from earthloop.raster.read import read_window
-
     size = int(row["chip_size"])
     lab = (
         read_window(
@@ -156,19 +169,10 @@ def build_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
     return _chip_pool(cfg, fc, bands)
 
 
-def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
-    from earthloop.config import resolve_path
-    from earthloop.store.labels import label_source_from_manifest
-    from earthloop.stream import load_index
-
-    manifest = resolve_path(fc.labels or f"{cfg.data_dir}/manifest.json")
-    labels = label_source_from_manifest(manifest, fc.kind)
-    parcels: dict[str, str] = {}
-    if fc.parcel_boundaries:
-        try:
-            parcels = label_source_from_manifest(manifest, "parcels").rasters
-        except (KeyError, ValueError):
-            parcels = {}
+def _chip_rows(
+    cfg: Any, fc: FinetuneConfig, bands: list[str]
+) -> tuple[list[dict[str, Any]], TableRef]:
+    """The index rows admitted to the pool (cloud cap, bands checked), pinned to a version."""
     rows, ref = load_index(
         cfg.table_uri("chips"), version=fc.chips_version, split=None, max_cloud=fc.max_cloud
     )
@@ -178,10 +182,13 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
     missing = [b for b in bands if b not in have]
     if missing:
         raise ValueError(f"bands {missing} are not in the chip index (it has {sorted(have)})")
-    rows = [r for r in _one_per_location(rows) if r["tile"] in labels.rasters]
-    n_classes = labels.num_classes
-    ignore = labels.ignore_index
-    class_ids = sorted(c for c in labels.classes if c != ignore)
+    return rows, ref
+
+
+def _labelled(
+    rows: list[dict[str, Any]], labels: LabelSource, class_ids: list[int], fc: FinetuneConfig
+) -> tuple[list[dict[str, Any]], list[dict[int, int]]]:
+    """The rows with a labelled pixel, and each one's class counts (multi-label: presence)."""
     counts_list: list[dict[int, int]] = []
     kept: list[dict[str, Any]] = []
     progress = Progress(
@@ -189,7 +196,9 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
     )
     with progress:
         for r in rows:
-            counts = _label_counts(r, labels.rasters[r["tile"]], n_classes, ignore)
+            counts = _label_counts(
+                r, labels.rasters[r["tile"]], labels.num_classes, labels.ignore_index
+            )
             progress.update(1)
             total = int(counts.sum())
             if total == 0:
@@ -203,6 +212,29 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
             else:
                 counts_list.append({c: int(counts[c]) for c in class_ids if counts[c] > 0})
             kept.append(r)
+    return kept, counts_list
+
+
+def _parcel_rasters(manifest: str, fc: FinetuneConfig) -> dict[str, str]:
+    """Parcel instance rasters (boundary mIoU on parcel edges), when the manifest has them."""
+    if not fc.parcel_boundaries:
+        return {}
+    try:
+        return label_source_from_manifest(manifest, "parcels").rasters
+    except (KeyError, ValueError):
+        return {}
+
+
+def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
+    manifest = resolve_path(fc.labels or f"{cfg.data_dir}/manifest.json")
+    labels = label_source_from_manifest(manifest, fc.kind)
+    parcels = _parcel_rasters(manifest, fc)
+    rows, ref = _chip_rows(cfg, fc, bands)
+    rows = [r for r in _one_per_location(rows) if r["tile"] in labels.rasters]
+    n_classes = labels.num_classes
+    ignore = labels.ignore_index
+    class_ids = sorted(c for c in labels.classes if c != ignore)
+    kept, counts_list = _labelled(rows, labels, class_ids, fc)
     if not kept:
         raise ValueError(f"no chip of {ref.uri} has a labelled pixel in {manifest} ({fc.kind})")
     splits = [assign_split(r["lon"], r["lat"], r.get("split"), fc.split) for r in kept]
@@ -235,6 +267,13 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
         multilabel_min_share=fc.multilabel_min_share,
     )
     _check_splits(pool)
+    _log_pool(pool, fc)
+    return pool
+
+
+def _log_pool(pool: Pool, fc: FinetuneConfig) -> None:
+    ref = pool.chips
+    assert ref is not None
     log.info(
         "label pool: %s locations (%d val/test chips dropped for touching a train chip) from "
         "%s@v%d, %s labels %s",
@@ -245,18 +284,17 @@ def _chip_pool(cfg: Any, fc: FinetuneConfig, bands: list[str]) -> Pool:
         fc.kind,
         {
             pool.class_names[c]: n
-            for c, n in sorted(Counter(s.stratum for s in samples if s.split == "train").items())
+            for c, n in sorted(
+                Counter(s.stratum for s in pool.samples if s.split == "train").items()
+            )
         },
     )
-    return pool
 
 
 def _cap_eval(samples: list[Sample], cap: int | None) -> list[Sample]:
     """At most ``cap`` val and ``cap`` test samples, chosen by a stable hash of their ids."""
     if cap is None:
         return samples
-    import zlib
-
     out = [s for s in samples if s.split == "train"]
     for split in ("val", "test"):
         members = sorted(
@@ -278,10 +316,6 @@ def _check_splits(pool: Pool) -> None:
 
 
 def _bigearthnet_pool(fc: FinetuneConfig, bands: list[str]) -> Pool:
-    from earthloop.config import resolve_path
-    from earthloop.finetune.bigearthnet import CLASSES_19, CLASSES_43, find_patches, multi_hot
-    from earthloop.finetune.bigearthnet import patch_labels as read_labels
-
     assert fc.bigearthnet_dir is not None
     root = resolve_path(fc.bigearthnet_dir)
     names = CLASSES_19 if fc.bigearthnet_classes == 19 else CLASSES_43
@@ -347,14 +381,10 @@ def read_raw(
     Unreadable chips are skipped with a warning (their count is in the log), never fatal.
     """
     if pool.source == "bigearthnet":
-        from earthloop.finetune.bigearthnet import read_patch
-
         imgs = [read_patch(pool.samples[i].row["folder"], pool.bands) for i in indices]
         images = np.stack(imgs) if imgs else np.zeros((0, len(pool.bands), 120, 120), np.float32)
         valid = np.ones((len(imgs), images.shape[-2], images.shape[-1]), dtype=bool)
         return images, valid, None, None, [pool.samples[i].id for i in indices]
-    from earthloop.stream.reader import plan_groups, read_group
-
     rows = [pool.samples[i].row for i in indices]
     got: dict[str, dict[str, Any]] = {}
     failed = 0
@@ -374,8 +404,6 @@ def read_raw(
     labels = np.stack([got[i]["label"] for i in ids]).astype(np.int64)
     boundary = None
     if pool.task == "segmentation":
-        from earthloop.finetune.metrics import boundary_mask
-
         ign = pool.ignore_index
         if ign is not None:
             labels[~valid] = ign  # clouds are unlabelled: neither trained on nor scored
@@ -389,8 +417,6 @@ def read_raw(
 
 
 def _parcels(pool: Pool, rows: list[dict[str, Any]]) -> np.ndarray | None:
-    from earthloop.raster.read import ChipReadError, read_window
-
     out = []
     for r in rows:
         href = pool.parcel_rasters.get(r["tile"])

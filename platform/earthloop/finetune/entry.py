@@ -12,6 +12,8 @@ from earthloop.observe.logs import setup_logging
 def main(argv: list[str] | None = None) -> int:
     cfg, _ = parse_job_args(argv, "Label-efficiency fine-tuning sweep on Ray Tune.")
     setup_logging()  # before anything logs: the redaction filter must see every line
+    # imported here, not at the top: the sweep pulls in torch, and `--help` or a config error
+    # must answer without that start-up cost
     from earthloop.finetune.model import IncompatibleCheckpointError
     from earthloop.finetune.subsets import EmptyClassError
     from earthloop.finetune.sweep import plan_sweep, run_sweep

@@ -18,10 +18,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from earthloop.config import resolve_path
 from earthloop.finetune.config import InitSpec
-from earthloop.models import build_backbone
+from earthloop.models import build_backbone, load_backbone, load_external_state_dict
 from earthloop.models.backbones import Backbone
 from earthloop.models.task import TaskModel
+from earthloop.store.delta import read_table, table_exists
+from earthloop.store.fs import is_remote, read_bytes
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -54,8 +57,6 @@ class ResolvedInit:
 
 
 def _lookup_run(cfg: Any, run: str) -> str:
-    from earthloop.store.delta import read_table, table_exists
-
     uri = cfg.table_uri("pretrain_runs")
     if not table_exists(uri):
         raise IncompatibleCheckpointError(
@@ -76,8 +77,6 @@ def _weights_source(path: str) -> Any:
     The models package reads local files only; here the bytes come through
     :mod:`earthloop.store.fs` and load with ``weights_only=True`` (no pickled code from storage).
     """
-    from earthloop.store.fs import is_remote, read_bytes
-
     if not is_remote(path):
         return path
     try:
@@ -94,9 +93,6 @@ def _weights_source(path: str) -> Any:
 
 def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = None) -> ResolvedInit:
     """Check one initialisation against ``arch``/``bands``; errors name the init and the problem."""
-    from earthloop.config import resolve_path
-    from earthloop.models import load_backbone, load_external_state_dict
-
     bands = list(bands)
     if spec.kind == "random":
         return ResolvedInit(spec.name, "random", None, arch, bands, spec.mean, spec.std, "random")
@@ -150,8 +146,6 @@ def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = Non
 
 def build_encoder(init: ResolvedInit) -> Backbone:
     """The encoder of a trial, with the initialisation's weights (loaded in the worker)."""
-    from earthloop.models import load_backbone, load_external_state_dict
-
     if init.kind == "random":
         return build_backbone(init.arch, len(init.bands))
     assert init.path is not None

@@ -17,8 +17,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from earthloop.models import SeCo, build_backbone, save_backbone
 from earthloop.models.normalise import normalise
 from earthloop.observe.progress import Progress
+from earthloop.stream.reader import read_location
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -35,8 +37,6 @@ def seco_tuples(
 
     Locations with fewer than ``dates`` readable seasons are skipped.
     """
-    from earthloop.stream.reader import read_location
-
     by_loc: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_loc.setdefault(r["location_id"], []).append(r)
@@ -80,8 +80,6 @@ def quick_seco_pretrain(
     ``key_momentum`` defaults to 0.99 rather than the paper's 0.999: with a few hundred steps a
     0.999 key encoder barely moves from its random start and the queue holds stale keys.
     """
-    from earthloop.models import SeCo, build_backbone, save_backbone
-
     torch.manual_seed(seed)
     t, c = images.shape[1], images.shape[2]
     data = normalise(torch.from_numpy(images), mean, std, torch.from_numpy(valid))

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from earthloop.store.delta import read_table
+from earthloop.store.fs import local_staging, staged_path
+
 __all__ = ["ReportPaths", "curves", "gains", "report_from_table", "write_report"]
 
 
@@ -174,8 +177,6 @@ def write_report(
     local files, so they write into a local staging folder that is uploaded at the end, and the
     returned paths are the uploaded URIs.
     """
-    from earthloop.store.fs import local_staging, staged_path
-
     with local_staging(out_dir) as local:
         written = _write_report(rows, local, summary)
     return ReportPaths(
@@ -184,17 +185,34 @@ def write_report(
     )
 
 
-def _write_report(
-    rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str, Any]
-) -> ReportPaths:
-    metric = str(summary.get("metric", "metric"))
-    task = str(summary.get("task", ""))
-    plots = _write_plots(rows, out_dir, metric, task)
-    cur = curves(rows)
-    fractions = sorted({float(r["fraction"]) for r in rows})
-    lines = [f"# Label-efficiency sweep `{summary.get('sweep', '')}`", ""]
+def _table(
+    title: str,
+    by_init: dict[str, dict[float, dict[int, float]]],
+    fractions: list[float],
+    *,
+    signed: bool = False,
+) -> list[str]:
+    """A markdown table: one row per initialisation, one column per label fraction."""
+    lines = [
+        title,
+        "",
+        "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
+        "|---|" + "---|" * len(fractions),
+    ]
+    for name in sorted(by_init):
+        lines.append(
+            f"| {name} | "
+            + " | ".join(_fmt(by_init[name].get(f), signed=signed) for f in fractions)
+            + " |"
+        )
+    return lines
+
+
+def _setup_lines(summary: dict[str, Any], metric: str, task: str) -> list[str]:
     chips = summary.get("chips") or {}
-    lines += [
+    return [
+        f"# Label-efficiency sweep `{summary.get('sweep', '')}`",
+        "",
         "## Setup",
         "",
         f"- task: **{task}**, metric: **{metric}** (mean over classes present), backbone "
@@ -213,47 +231,27 @@ def _write_report(
         "- each cell's trial is selected on **validation**; the numbers below are its **test** "
         "scores",
         "",
-        f"## Test {metric} by label fraction",
-        "",
-        "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
-        "|---|" + "---|" * len(fractions),
     ]
-    for name in sorted(cur):
-        lines.append(f"| {name} | " + " | ".join(_fmt(cur[name].get(f)) for f in fractions) + " |")
+
+
+def _result_lines(rows: Sequence[dict[str, Any]], metric: str, task: str) -> list[str]:
+    """The test-score, boundary and gain tables."""
+    fractions = sorted({float(r["fraction"]) for r in rows})
+    lines = _table(f"## Test {metric} by label fraction", curves(rows), fractions)
     if task == "segmentation":
         b = curves(rows, "test_boundary_miou")
-        lines += [
-            "",
-            "## Test boundary mIoU by label fraction",
-            "",
-            "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
-            "|---|" + "---|" * len(fractions),
-        ]
-        for name in sorted(b):
-            lines.append(
-                f"| {name} | " + " | ".join(_fmt(b[name].get(f)) for f in fractions) + " |"
-            )
+        lines += ["", *_table("## Test boundary mIoU by label fraction", b, fractions)]
     g = gains(rows)
-    lines += ["", f"## Gain over random initialisation (test {metric}, same seed)", ""]
+    title = f"## Gain over random initialisation (test {metric}, same seed)"
     if g:
-        lines += [
-            "| initialisation | " + " | ".join(f"{f:g}" for f in fractions) + " |",
-            "|---|" + "---|" * len(fractions),
-        ]
-        for name in sorted(g):
-            lines.append(
-                f"| {name} | "
-                + " | ".join(_fmt(g[name].get(f), signed=True) for f in fractions)
-                + " |"
-            )
+        lines += ["", *_table(title, g, fractions, signed=True)]
     else:
-        lines.append("No pretrained/random pair of finished trials to compare.")
-    lines += [
-        "",
-        "![metric vs label fraction](metric_vs_fraction.png)",
-        "",
-        "![gain over random](gain_over_random.png)",
-        "",
+        lines += ["", title, "", "No pretrained/random pair of finished trials to compare."]
+    return lines
+
+
+def _trial_lines(rows: Sequence[dict[str, Any]]) -> list[str]:
+    lines = [
         "## All trials",
         "",
         "| trial | init | mode | fraction | seed | lr | wd | enc mult | labelled | status "
@@ -268,19 +266,41 @@ def _write_report(
             f"{r['best_val_metric']:.3f} | {r['test_metric']:.3f} | "
             f"{'yes' if r['selected'] else ''} |"
         )
-    lines += [
+    return lines
+
+
+_READING = [
+    "## Reading these numbers",
+    "",
+    "- Train, val and test are disjoint spatial blocks. Random pixel (or random chip) splits "
+    "put near-identical neighbours on both sides and inflate remote-sensing scores; gains "
+    "measured that way are not gains on new places.",
+    "- Label subsets are nested (1 % ⊂ 5 % ⊂ 10 %) and stratified by chip majority class with "
+    "`ceil(fraction × n_class)` per class, so the smallest budgets hold at least one chip "
+    "per class and can exceed the nominal fraction (see the labelled column).",
+    "- Each trial materialises its labelled subset in memory: this is meant for small "
+    "label budgets, which is what label-efficiency curves are about.",
+    "- With few seeds the spread is a rough guide, not a confidence interval.",
+]
+
+
+def _write_report(
+    rows: Sequence[dict[str, Any]], out_dir: str, summary: dict[str, Any]
+) -> ReportPaths:
+    metric = str(summary.get("metric", "metric"))
+    task = str(summary.get("task", ""))
+    plots = _write_plots(rows, out_dir, metric, task)
+    lines = [
+        *_setup_lines(summary, metric, task),
+        *_result_lines(rows, metric, task),
         "",
-        "## Reading these numbers",
+        "![metric vs label fraction](metric_vs_fraction.png)",
         "",
-        "- Train, val and test are disjoint spatial blocks. Random pixel (or random chip) splits "
-        "put near-identical neighbours on both sides and inflate remote-sensing scores; gains "
-        "measured that way are not gains on new places.",
-        "- Label subsets are nested (1 % ⊂ 5 % ⊂ 10 %) and stratified by chip majority class with "
-        "`ceil(fraction × n_class)` per class, so the smallest budgets hold at least one chip "
-        "per class and can exceed the nominal fraction (see the labelled column).",
-        "- Each trial materialises its labelled subset in memory: this is meant for small "
-        "label budgets, which is what label-efficiency curves are about.",
-        "- With few seeds the spread is a rough guide, not a confidence interval.",
+        "![gain over random](gain_over_random.png)",
+        "",
+        *_trial_lines(rows),
+        "",
+        *_READING,
     ]
     md = os.path.join(out_dir, "report.md")
     with open(md, "w") as fh:
@@ -292,8 +312,6 @@ def report_from_table(
     uri: str, sweep: str, out_dir: str, summary: dict[str, Any] | None = None
 ) -> ReportPaths:
     """Rebuild a sweep's report from its Delta rows alone."""
-    from earthloop.store.delta import read_table
-
     rows = [r for r in read_table(uri).to_pylist() if r["sweep"] == sweep]
     if not rows:
         raise ValueError(f"no rows of sweep {sweep!r} in {uri}")

@@ -17,7 +17,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -175,6 +175,94 @@ def _schedule(step: int, max_steps: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
 
 
+@dataclass
+class _Loop:
+    """The mutable state of one trial's training: everything a checkpoint must restore."""
+
+    model: TaskModel
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    stream: _BatchStream
+    gen: torch.Generator
+    step: int = 0
+    iteration: int = 0
+    best: dict[str, Any] = field(
+        default_factory=lambda: {"best_val": -math.inf, "best_iteration": 0}
+    )
+
+    @classmethod
+    def start(cls, model: TaskModel, n_train: int, p: TrainParams) -> _Loop:
+        torch.manual_seed(p.seed)
+        gen = torch.Generator().manual_seed(p.seed + 1)
+        opt = torch.optim.AdamW(param_groups(model, p.lr, p.weight_decay, p.encoder_lr_mult))
+        warmup = (
+            p.warmup_steps if p.warmup_steps is not None else min(50, max(1, p.max_steps // 10))
+        )
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, p.max_steps, warmup))
+        return cls(model, opt, sched, _BatchStream(n_train, p.seed), gen)
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+        self.sched.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["stream"])
+        self.gen.set_state(state["generator"])
+        self.step, self.iteration = int(state["step"]), int(state["iteration"])
+        self.best = dict(state["best"])
+
+    def state_fn(self) -> StateFn:
+        """The checkpoint of *now*: step, iteration and best are copied at this evaluation."""
+        snap = (self.step, self.iteration, dict(self.best))
+
+        def state_fn() -> dict[str, Any]:
+            return {
+                "model": self.model.state_dict(),
+                "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(),
+                "stream": self.stream.state_dict(),
+                "generator": self.gen.get_state(),
+                "step": snap[0],
+                "iteration": snap[1],
+                "best": snap[2],
+            }
+
+        return state_fn
+
+    def train_step(
+        self, x_all: Tensor, y_all: Tensor, p: TrainParams, spec: EvalSpec, mask: Tensor
+    ) -> tuple[float, int]:
+        """One optimiser step on the next batch; returns (loss, batch size)."""
+        idx = torch.from_numpy(self.stream.next(p.batch_size))
+        x, y = x_all[idx], y_all[idx]
+        if p.augment:
+            x, y_aug = _augment(x, y if spec.task == "segmentation" else None, self.gen)
+            if y_aug is not None:
+                y = y_aug
+        loss = _loss(self.model(x), y, spec, mask)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        self.step += 1
+        return float(loss.detach()), int(x.shape[0])
+
+    def evaluate(
+        self, val: TrialArrays, test: TrialArrays | None, spec: EvalSpec, p: TrainParams
+    ) -> tuple[dict[str, Any], float]:
+        """Score val; score test when val improved (or at the first evaluation)."""
+        self.iteration += 1
+        best = self.best
+        val_m = evaluate(self.model, val, spec, p.eval_batch)
+        score = float(val_m.get(spec.primary, float("nan")))
+        improved = not math.isnan(score) and score > best["best_val"]
+        if improved or (self.iteration == 1 and test is not None and "test" not in best):
+            best["best_val"] = score if not math.isnan(score) else best["best_val"]
+            best["best_iteration"] = self.iteration
+            if test is not None:
+                best["test"] = _scalars("test_", evaluate(self.model, test, spec, p.eval_batch))
+        return val_m, score
+
+
 def fit(
     model: TaskModel,
     train: TrialArrays,
@@ -193,23 +281,10 @@ def fit(
     """
     if len(train) == 0:
         raise ValueError("the labelled training subset is empty")
-    torch.manual_seed(p.seed)
-    gen = torch.Generator().manual_seed(p.seed + 1)
-    opt = torch.optim.AdamW(param_groups(model, p.lr, p.weight_decay, p.encoder_lr_mult))
-    warmup = p.warmup_steps if p.warmup_steps is not None else min(50, max(1, p.max_steps // 10))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _schedule(s, p.max_steps, warmup))
-    stream = _BatchStream(len(train), p.seed)
-    step, iteration = 0, 0
-    best: dict[str, Any] = {"best_val": -math.inf, "best_iteration": 0}
-    start_step = 0
+    loop = _Loop.start(model, len(train), p)
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        stream.load_state_dict(state["stream"])
-        gen.set_state(state["generator"])
-        step, iteration, best = int(state["step"]), int(state["iteration"]), dict(state["best"])
-        start_step = step
+        loop.load(state)
+    start_step = loop.step
     mask = spec.class_mask()
     x_all = torch.from_numpy(train.images)
     y_all = torch.from_numpy(train.targets)
@@ -218,62 +293,29 @@ def fit(
     t0 = time.perf_counter()
     samples = 0
     loss_sum, loss_n = 0.0, 0
-    while step < p.max_steps:
-        idx = torch.from_numpy(stream.next(p.batch_size))
-        x, y = x_all[idx], y_all[idx]
-        if p.augment:
-            x, y_aug = _augment(x, y if spec.task == "segmentation" else None, gen)
-            if y_aug is not None:
-                y = y_aug
-        loss = _loss(model(x), y, spec, mask)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        step += 1
-        samples += int(x.shape[0])
-        loss_sum += float(loss.detach())
+    while loop.step < p.max_steps:
+        loss, n = loop.train_step(x_all, y_all, p, spec, mask)
+        samples += n
+        loss_sum += loss
         loss_n += 1
-        if step % p.eval_every == 0 or step == p.max_steps:
-            iteration += 1
-            val_m = evaluate(model, val, spec, p.eval_batch)
-            score = float(val_m.get(spec.primary, float("nan")))
-            improved = not math.isnan(score) and score > best["best_val"]
-            if improved or (iteration == 1 and test is not None and "test" not in best):
-                best["best_val"] = score if not math.isnan(score) else best["best_val"]
-                best["best_iteration"] = iteration
-                if test is not None:
-                    best["test"] = _scalars("test_", evaluate(model, test, spec, p.eval_batch))
-            elapsed = time.perf_counter() - t0
-            last = {
-                "step": step,
-                "evals": iteration,
-                "start_step": start_step,
-                "train_loss": loss_sum / max(loss_n, 1),
-                "samples_per_s": samples / max(elapsed, 1e-9),
-                "n_labelled": len(train),
-                **_scalars("val_", val_m),
-                "val_metric": score,
-                "best_val_metric": float(best["best_val"]),
-                "best_iteration": int(best["best_iteration"]),
-                **best.get("test", {}),
-            }
-            loss_sum, loss_n = 0.0, 0
-            due = iteration % p.checkpoint_every == 0 or step >= p.max_steps
-            if report is not None:
-                snapshot = (step, iteration, dict(best))
-
-                def state_fn(snap: tuple[int, int, dict[str, Any]] = snapshot) -> dict[str, Any]:
-                    return {
-                        "model": model.state_dict(),
-                        "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict(),
-                        "stream": stream.state_dict(),
-                        "generator": gen.get_state(),
-                        "step": snap[0],
-                        "iteration": snap[1],
-                        "best": snap[2],
-                    }
-
-                report(last, state_fn if due else None)
+        if loop.step % p.eval_every != 0 and loop.step != p.max_steps:
+            continue
+        val_m, score = loop.evaluate(val, test, spec, p)
+        last = {
+            "step": loop.step,
+            "evals": loop.iteration,
+            "start_step": start_step,
+            "train_loss": loss_sum / max(loss_n, 1),
+            "samples_per_s": samples / max(time.perf_counter() - t0, 1e-9),
+            "n_labelled": len(train),
+            **_scalars("val_", val_m),
+            "val_metric": score,
+            "best_val_metric": float(loop.best["best_val"]),
+            "best_iteration": int(loop.best["best_iteration"]),
+            **loop.best.get("test", {}),
+        }
+        loss_sum, loss_n = 0.0, 0
+        due = loop.iteration % p.checkpoint_every == 0 or loop.step >= p.max_steps
+        if report is not None:
+            report(last, loop.state_fn() if due else None)
     return last
