@@ -13,10 +13,16 @@ Modules (import what you need; importing this package pulls in neither Ray nor t
 * :mod:`~earthloop.finetune.splits` — train/val/test by lon/lat blocks;
 * :mod:`~earthloop.finetune.data` — label pool (driver) and in-memory trial arrays (worker);
 * :mod:`~earthloop.finetune.metrics` — mIoU, boundary mIoU, F1, accuracy, mAP (numpy);
-* :mod:`~earthloop.finetune.model` — initialisations (checked), models, discriminative lrs;
+* :mod:`~earthloop.finetune.model` — initialisations (checked), discriminative lrs;
 * :mod:`~earthloop.finetune.train` — the plain-torch trial loop;
-* :mod:`~earthloop.finetune.sweep` — planning, the Tune trainable, ``run_sweep``;
+* :mod:`~earthloop.finetune.plan` — ``plan_sweep``: everything checked before the cluster;
+* :mod:`~earthloop.finetune.trial` — one trial (and its Tune trainable), checkpoint resume;
+* :mod:`~earthloop.finetune.rows` — the ``finetune_trials`` schema, rows and selection;
+* :mod:`~earthloop.finetune.sweep` — the Tuner's wiring, ``run_sweep``, ``plain_loop``;
 * :mod:`~earthloop.finetune.report` — markdown + PNG report from the trial rows;
 * :mod:`~earthloop.finetune.bigearthnet` — real BigEarthNet patches, 19/43-class multi-hot;
-* :mod:`~earthloop.finetune.quick_pretrain` — a short in-process SeCo run (tests, evidence).
+* :mod:`~earthloop.finetune.quick_pretrain` — a short in-process SeCo run (tests, benchmarks).
+
+The task model and prediction live outside this package (:mod:`earthloop.models.task`,
+:mod:`earthloop.inference`): using a trained model never imports how it was trained.
 """
