@@ -88,7 +88,7 @@ def main() -> None:
     ap.add_argument("--data", default=str(ROOT / "data" / "synthetic"))
     args = ap.parse_args()
 
-    from earthloop.pretrain.config import PretrainConfig
+    from earthloop.config import PretrainConfig
     from earthloop.pretrain.methods import build_method, build_optimizer, method_inputs
 
     cuda = torch.cuda.is_available()

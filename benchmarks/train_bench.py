@@ -105,7 +105,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    from earthloop.pretrain.config import PretrainConfig
+    from earthloop.config import PretrainConfig
 
     pc = PretrainConfig(backbone=args.backbone, queue_size=1024, seed=0).model_dump()
     rng = np.random.default_rng(0)

@@ -88,3 +88,24 @@ def test_cli_reports_unknown_key_on_stderr(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "ingest.chip_sise: unknown key" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_a_typo_in_a_stage_section_fails_when_the_file_loads() -> None:
+    # the pretrain section is typed at load, not when the pretraining stage first reads it
+    with pytest.raises(ConfigError, match=r"pretrain\.batch_sise: unknown key"):
+        load_config(None, ["pretrain.batch_sise=8"])
+    with pytest.raises(ConfigError, match=r"pretrain\.probe\.k: .*greater than or equal to 1"):
+        load_config(None, ["pretrain.probe.k=0"])
+
+
+def test_dead_stream_keys_are_gone() -> None:
+    for key in ("stream.bands=[red]", "stream.chips_per_task=4", "stream.seco_dates=3"):
+        with pytest.raises(ConfigError, match="unknown key"):
+            load_config(None, [key])
+
+
+def test_pretrain_bands_default_to_the_ingest_bands_once() -> None:
+    cfg = load_config(None, ["ingest.bands=[red, nir]"])
+    assert cfg.pretrain.bands == ["red", "nir"]
+    cfg = load_config(None, ["ingest.bands=[red, nir]", "pretrain.bands=[nir]"])
+    assert cfg.pretrain.bands == ["nir"]

@@ -7,7 +7,7 @@ probe went from ≈0.56 (random init) to ≈0.66–0.70 on this data (docs/bench
 from __future__ import annotations
 
 import pytest
-from earthloop.pretrain.config import PretrainConfig
+from earthloop.config import PretrainConfig
 from earthloop.pretrain.data import band_statistics, build_probe
 from earthloop.pretrain.local import load_samples, pretrain_in_memory
 from earthloop.store.labels import label_source_from_manifest

@@ -30,7 +30,7 @@ from earthloop.checkpoints import (
     load_state_file,
     save_checkpoint,
 )
-from earthloop.pretrain.config import PretrainConfig
+from earthloop.config import PretrainConfig
 from earthloop.pretrain.loop import load_state, train_loop
 from earthloop.pretrain.methods import build_method, build_optimizer
 

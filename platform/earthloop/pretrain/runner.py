@@ -21,8 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from earthloop.config import ConfigError, EarthloopConfig, resolve_path
-from earthloop.pretrain.config import PretrainConfig, pretrain_config
+from earthloop.config import ConfigError, EarthloopConfig, PretrainConfig, resolve_path
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import TableRef, merge_rows, read_table, table_exists
 from earthloop.store.fs import as_uri, local_staging, ray_storage
@@ -56,7 +55,7 @@ class PretrainResult:
 
 
 def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
-    pc = pretrain_config(cfg)
+    pc = cfg.pretrain
     try:
         bands = [b.name for b in resolve_bands(pc.bands or cfg.ingest.bands)]
     except (KeyError, ValueError) as exc:
