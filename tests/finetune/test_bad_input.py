@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from earthloop.config import ConfigError, load_config
-from earthloop.finetune.config import InitSpec, finetune_config
+from earthloop.config import ConfigError, InitSpec, load_config
 from earthloop.finetune.model import IncompatibleCheckpointError, resolve_init
 from earthloop.finetune.subsets import EmptyClassError
 from earthloop.models import build_backbone, save_backbone
@@ -75,19 +74,15 @@ def test_init_spec_validation() -> None:
     assert InitSpec(name="x", path="a.pt").kind == "earthloop"
 
 
-def test_config_errors_name_the_key() -> None:
-    cfg = load_config(None, ["finetune.fractions=[0.0, 0.1]"])
+def test_config_errors_name_the_key_when_the_file_loads() -> None:
     with pytest.raises(ConfigError, match=r"finetune\.fractions"):
-        finetune_config(cfg)
-    cfg = load_config(None, ["finetune.inits=[{name: a}, {name: a}]"])
+        load_config(None, ["finetune.fractions=[0.0, 0.1]"])
     with pytest.raises(ConfigError, match="duplicate init names"):
-        finetune_config(cfg)
-    cfg = load_config(None, ["finetune.search.lr=[0.1, 0.01]"])
+        load_config(None, ["finetune.inits=[{name: a}, {name: a}]"])
     with pytest.raises(ConfigError, match="low <= high"):
-        finetune_config(cfg)
-    cfg = load_config(None, ["finetune.tsak=segmentation"])
-    with pytest.raises(ConfigError, match="unknown key"):
-        finetune_config(cfg)
+        load_config(None, ["finetune.search.lr=[0.1, 0.01]"])
+    with pytest.raises(ConfigError, match=r"finetune\.tsak: unknown key"):
+        load_config(None, ["finetune.tsak=segmentation"])
 
 
 def test_plan_rejects_incompatible_checkpoint_before_reading_data(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from earthloop.finetune.config import SplitConfig
+from earthloop.config import SplitConfig
 from earthloop.finetune.splits import assign_split, block_key, block_unit, overlapping_eval
 
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
-from earthloop.config import ConfigError
-from earthloop.finetune.config import FinetuneConfig
+from earthloop.config import ConfigError, FinetuneConfig
 from earthloop.finetune.model import ResolvedInit
 from earthloop.finetune.plan import (
     FINGERPRINT_FILE,

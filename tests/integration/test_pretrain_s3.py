@@ -75,7 +75,7 @@ def _submit(overrides: list[str]) -> subprocess.CompletedProcess[str]:
 def test_two_node_pretraining_keeps_tables_checkpoints_and_backbone_on_s3(
     ray_cluster: str, synthetic_demo: dict, s3_root: str
 ) -> None:
-    from earthloop.finetune.config import InitSpec
+    from earthloop.config import InitSpec
     from earthloop.finetune.model import resolve_init
 
     chips = copy_chips_to_s3(str(synthetic_demo["chips"]), s3_root)

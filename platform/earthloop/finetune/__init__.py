@@ -8,7 +8,7 @@ nested stratified label subsets; it records one Delta row per trial and writes a
 
 Modules (import what you need; importing this package pulls in neither Ray nor torch):
 
-* :mod:`~earthloop.finetune.config` — the validated ``finetune:`` section;
+* the ``finetune:`` section is :class:`earthloop.config.FinetuneConfig` (the one schema);
 * :mod:`~earthloop.finetune.subsets` — nested, class-stratified, seeded label subsets;
 * :mod:`~earthloop.finetune.splits` — train/val/test by lon/lat blocks;
 * :mod:`~earthloop.finetune.data` — label pool (driver) and in-memory trial arrays (worker);

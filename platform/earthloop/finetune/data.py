@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from earthloop.config import resolve_path
+from earthloop.config import FinetuneConfig, resolve_path
 from earthloop.finetune.bigearthnet import (
     CLASSES_19,
     CLASSES_43,
@@ -34,7 +34,6 @@ from earthloop.finetune.bigearthnet import (
     read_patch,
 )
 from earthloop.finetune.bigearthnet import patch_labels as read_labels
-from earthloop.finetune.config import FinetuneConfig
 from earthloop.finetune.metrics import boundary_mask
 from earthloop.finetune.splits import assign_split, overlapping_eval
 from earthloop.finetune.subsets import check_class_coverage, nested_stratified_subset

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from earthloop.config import resolve_path
-from earthloop.finetune.config import InitSpec
+from earthloop.config import InitSpec, resolve_path
 from earthloop.models import build_backbone, load_backbone, load_external_state_dict
 from earthloop.models.backbones import Backbone
 from earthloop.models.task import TaskModel

@@ -17,9 +17,8 @@ import posixpath
 from dataclasses import dataclass
 from typing import Any
 
-from earthloop.config import ConfigError, EarthloopConfig, resolve_path
+from earthloop.config import ConfigError, EarthloopConfig, FinetuneConfig, resolve_path
 from earthloop.finetune.bigearthnet import BANDS as BIGEARTHNET_BANDS
-from earthloop.finetune.config import FinetuneConfig, finetune_config
 from earthloop.finetune.data import Pool, build_pool, train_statistics
 from earthloop.finetune.model import ResolvedInit, resolve_init
 from earthloop.finetune.rows import RowContext
@@ -238,7 +237,7 @@ def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
     :class:`~earthloop.finetune.model.IncompatibleCheckpointError` for an initialisation that
     does not fit.
     """
-    fc = finetune_config(cfg)
+    fc = cfg.finetune
     if fc.backbone not in ARCHITECTURES:
         raise ConfigError(
             f"finetune.backbone: unknown {fc.backbone!r}; available {sorted(ARCHITECTURES)}"

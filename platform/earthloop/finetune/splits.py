@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from earthloop.finetune.config import SplitConfig
+from earthloop.config import SplitConfig
 
 __all__ = ["assign_split", "block_key", "block_unit", "overlapping_eval"]
 

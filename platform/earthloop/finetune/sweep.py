@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from earthloop.config import EarthloopConfig
-from earthloop.finetune.config import FinetuneConfig
+from earthloop.config import EarthloopConfig, FinetuneConfig
 from earthloop.finetune.plan import FINGERPRINT_FILE, SweepPlan, plan_summary, plan_sweep
 from earthloop.finetune.plan import trial_configs as grid_configs
 from earthloop.finetune.report import write_report
