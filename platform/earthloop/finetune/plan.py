@@ -27,6 +27,7 @@ from earthloop.models.backbones import ARCHITECTURES
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import table_exists
 from earthloop.store.fs import read_bytes
+from earthloop.store.tables import FINETUNE_TRIALS
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -274,7 +275,7 @@ def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
         label_sets,
         fp,
         cfg.path("reports", name),
-        cfg.table_uri("finetune_trials"),
+        cfg.table_uri(FINETUNE_TRIALS),
     )
 
 

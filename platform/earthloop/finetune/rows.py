@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from earthloop.store.delta import merge_rows
 from earthloop.store.fs import as_uri
+from earthloop.store.tables import FINETUNE_TRIALS
 
 __all__ = [
     "TRIAL_KEY",
@@ -34,54 +35,9 @@ __all__ = [
     "write_rows",
 ]
 
-TRIAL_KEY = ["sweep", "trial_id"]
+TRIAL_KEY = FINETUNE_TRIALS.keys
 
-TRIAL_SCHEMA = pa.schema(
-    [
-        ("sweep", pa.string()),
-        ("trial_id", pa.string()),
-        ("cell", pa.string()),
-        ("task", pa.string()),
-        ("init", pa.string()),
-        ("init_kind", pa.string()),
-        ("init_path", pa.string()),
-        ("init_method", pa.string()),
-        ("backbone", pa.string()),
-        ("bands", pa.list_(pa.string())),
-        ("mode", pa.string()),
-        ("fraction", pa.float64()),
-        ("seed", pa.int64()),
-        ("lr", pa.float64()),
-        ("weight_decay", pa.float64()),
-        ("encoder_lr_mult", pa.float64()),
-        ("n_labelled", pa.int64()),
-        ("label_set_id", pa.string()),
-        ("label_chip_ids", pa.list_(pa.string())),
-        ("chips_table", pa.string()),
-        ("chips_table_version", pa.int64()),
-        ("labels_source", pa.string()),
-        ("status", pa.string()),
-        ("iterations", pa.int64()),
-        ("steps", pa.int64()),
-        ("stopped_early", pa.bool_()),
-        ("metric", pa.string()),
-        ("val_metric", pa.float64()),
-        ("best_val_metric", pa.float64()),
-        ("best_iteration", pa.int64()),
-        ("test_metric", pa.float64()),
-        ("test_miou", pa.float64()),
-        ("test_accuracy", pa.float64()),
-        ("test_macro_f1", pa.float64()),
-        ("test_boundary_miou", pa.float64()),
-        ("test_map", pa.float64()),
-        ("test_per_class", pa.string()),
-        ("selected", pa.bool_()),
-        ("checkpoint", pa.string()),
-        ("config", pa.string()),
-        ("error", pa.string()),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-    ]
-)
+TRIAL_SCHEMA = FINETUNE_TRIALS.schema  # the contract lives in store.tables
 
 
 @dataclass
