@@ -9,7 +9,8 @@ Results: Delta table ``<workdir>/tables/finetune_trials``, report and PNGs under
 ``<workdir>/reports/<sweep name>/``.
 """
 
+from earthloop.errors import exit_process
 from earthloop.finetune.entry import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

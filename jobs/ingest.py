@@ -4,7 +4,8 @@
         [--config configs/demo.yaml] [section.key=value ...]
 """
 
+from earthloop.errors import exit_process
 from earthloop.ingest.entry import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

@@ -6,7 +6,8 @@
 Re-submitting with the same ``pretrain.run_name`` resumes from its last checkpoint.
 """
 
+from earthloop.errors import exit_process
 from earthloop.pretrain.entry import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

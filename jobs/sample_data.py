@@ -1,6 +1,7 @@
 """Generate the synthetic Sentinel-2 demo data (``earthloop sample-data``)."""
 
+from earthloop.errors import exit_process
 from earthloop.synth.entry import main
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_process(main())

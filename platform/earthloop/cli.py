@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from earthloop.errors import exit_process
+
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample-data": ("earthloop.synth.entry", "generate synthetic Sentinel-2 L2A scenes + labels"),
     "ingest": ("earthloop.ingest.entry", "STAC search → cloud-checked chip index (Delta)"),
@@ -36,5 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     return int(module.main(rest))
 
 
+def run() -> None:
+    """The console script: :func:`main`, then an exit that deltalake cannot turn into a crash."""
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()
