@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from earthloop.config import EarthloopConfig, FinetuneConfig
+from earthloop.finetune.export import export_selected
 from earthloop.finetune.plan import FINGERPRINT_FILE, SweepPlan, plan_summary, plan_sweep
 from earthloop.finetune.plan import trial_configs as grid_configs
 from earthloop.finetune.report import write_report
@@ -179,6 +180,7 @@ class SweepResult:
     rows: list[dict[str, Any]] = field(default_factory=list)
     fit_s: float = 0.0  # Tuner.fit wall time
     report_s: float = 0.0  # Delta rows + markdown + PNGs
+    task_models: list[str] = field(default_factory=list)  # model versions exported
 
 
 def run_sweep(
@@ -220,6 +222,7 @@ def run_sweep(
     rows = result_rows(plan.row_context(), (grid[k] for k in range(len(grid))))
     write_rows(plan.table_uri, rows)
     report = write_report(rows, plan.report_dir, plan_summary(plan))
+    exported = export_selected(plan, rows)  # each cell's selected trial as a task model
     t_end = time.perf_counter()
     log.info("sweep %s: Tune %.1fs, rows + report %.1fs", plan.name, t_rows - t_fit, t_end - t_rows)
     return SweepResult(
@@ -234,6 +237,7 @@ def run_sweep(
         rows,
         fit_s=t_rows - t_fit,
         report_s=t_end - t_rows,
+        task_models=[m.model_version for m in exported],
     )
 
 
