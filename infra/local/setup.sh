@@ -26,6 +26,14 @@ if ! "$S3_VENV/bin/python" -c "import moto.server, flask" 2>/dev/null; then
   "$PY" -m venv "$S3_VENV"
   "$S3_VENV/bin/pip" install -q "moto[server]==5.2.5"
 fi
+# Label Studio (the annotation server) in its own venv: it pins its own Django stack and bundles
+# label-studio-sdk 2.1.2, which the labeling tests use only to check our brush RLE bit for bit.
+# The project itself talks REST with `requests` (docs/labelstudio.md). ~2 min and ~1 GB once.
+LS_VENV="${LS_VENV:-$EARTHLOOP_ROOT/.venv-ls}"
+if ! "$LS_VENV/bin/python" -c "import label_studio, label_studio_sdk" 2>/dev/null; then
+  "$PY" -m venv "$LS_VENV"
+  "$LS_VENV/bin/pip" install -q label-studio==1.23.2
+fi
 # Prometheus (Debian package) for the observability tests; it starts nothing by itself.
 if ! command -v prometheus >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
