@@ -89,16 +89,17 @@ def main() -> None:
     args = ap.parse_args()
 
     from earthloop.config import PretrainConfig
-    from earthloop.pretrain.methods import build_method, build_optimizer, method_inputs
+    from earthloop.pretrain.methods import build_method
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    pc = PretrainConfig(backbone=args.backbone, queue_size=16384, seed=0).model_dump()
-    model = build_method(pc, 4).to(device)
+    pc = PretrainConfig(backbone=args.backbone, queue_size=16384, seed=0)
+    method = build_method(pc, 4)
+    method.model.to(device)
     if cuda:
-        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        method.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         torch.backends.cudnn.benchmark = True
-    opt = build_optimizer(model, pc)
+    opt = method.optimizer()
     mean = torch.zeros(4, device=device)
     std = torch.ones(4, device=device)
     batches = (
@@ -125,7 +126,7 @@ def main() -> None:
         b = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
         wait += time.perf_counter() - tw
         with autocast:
-            out = model(method_inputs("seco", b, mean, std))
+            out = method.loss(method.inputs(b, mean, std))
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         opt.step()

@@ -23,19 +23,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from earthloop.config import PretrainConfig
+from earthloop.pretrain.loop import WorkerSetup, train_loop
+from earthloop.pretrain.methods import build_method
 
 os.environ.setdefault("RAY_AUTH_MODE", "token")
 os.environ.setdefault("GDAL_CACHEMAX", "16")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def plain_loop(pc: dict[str, Any], data: dict[str, np.ndarray], steps: int, batch: int) -> float:
+def plain_loop(pc: PretrainConfig, data: dict[str, np.ndarray], steps: int, batch: int) -> float:
     """Samples/s of the method on one process and one thread (warm-up excluded)."""
-    from earthloop.pretrain.methods import build_method, build_optimizer, method_inputs
-
     torch.set_num_threads(1)
-    model = build_method(pc, data["images"].shape[2])
-    opt = build_optimizer(model, pc)
+    method = build_method(pc, data["images"].shape[2])
+    opt = method.optimizer()
     mean = torch.zeros(data["images"].shape[2])
     std = torch.ones(data["images"].shape[2])
     rng = np.random.default_rng(0)
@@ -46,7 +47,7 @@ def plain_loop(pc: dict[str, Any], data: dict[str, np.ndarray], steps: int, batc
             t0 = time.perf_counter()
         idx = rng.choice(n, size=batch, replace=False)
         b = {k: torch.from_numpy(v[idx]) for k, v in data.items()}
-        out = model(method_inputs("seco", b, mean, std))
+        out = method.loss(method.inputs(b, mean, std))
         opt.zero_grad()
         out["loss"].backward()
         opt.step()
@@ -54,7 +55,7 @@ def plain_loop(pc: dict[str, Any], data: dict[str, np.ndarray], steps: int, batc
 
 
 def ray_loop(
-    pc: dict[str, Any],
+    pc: PretrainConfig,
     ds: Any,
     steps: int,
     batch: int,
@@ -64,30 +65,27 @@ def ray_loop(
     cpus: float,
     storage: str,
 ) -> dict[str, Any]:
-    from earthloop.pretrain.loop import train_loop
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    cfg = {
-        "pretrain": {
-            **pc,
-            "batch_size": 2 * batch,
-            "max_steps": steps,
-            "epochs": 1000,
-            "checkpoint_every": 10**6,
-        },
-        "mean": mean or [0.0] * channels,
-        "std": std or [1.0] * channels,
-        "probe_ref": None,
-        "probe_k": 10,
-        "job_name": "bench",
-        "run_name": "bench",
-        "metrics_table": None,
-        "cpus_per_worker": cpus,
-    }
+    setup = WorkerSetup(
+        pretrain=pc.model_copy(
+            update={
+                "batch_size": 2 * batch,
+                "max_steps": steps,
+                "epochs": 1000,
+                "checkpoint_every": 10**6,
+            }
+        ),
+        mean=mean or [0.0] * channels,
+        std=std or [1.0] * channels,
+        run_name="bench",
+        job_name="bench",
+        cpus_per_worker=cpus,
+    )
     trainer = TorchTrainer(
         train_loop_per_worker=train_loop,
-        train_loop_config=cfg,
+        train_loop_config={"setup": setup},
         scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=f"bench-{time.time_ns()}", storage_path=storage),
         datasets={"train": ds},
@@ -105,9 +103,8 @@ def main() -> None:
     args = ap.parse_args()
 
     import ray
-    from earthloop.config import PretrainConfig
 
-    pc = PretrainConfig(backbone=args.backbone, queue_size=1024, seed=0).model_dump()
+    pc = PretrainConfig(backbone=args.backbone, queue_size=1024, seed=0)
     rng = np.random.default_rng(0)
     n, t, c, s = 24 * args.batch, 3, 4, 64
     data = {

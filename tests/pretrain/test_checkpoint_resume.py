@@ -31,8 +31,9 @@ from earthloop.checkpoints import (
     save_checkpoint,
 )
 from earthloop.config import PretrainConfig
-from earthloop.pretrain.loop import load_state, train_loop
-from earthloop.pretrain.methods import build_method, build_optimizer
+from earthloop.pretrain.engine import Engine, Position, Schedule, load_state, rng_state
+from earthloop.pretrain.loop import WorkerSetup, train_loop
+from earthloop.pretrain.methods import build_method
 
 CHANNELS = 4
 BATCHES_PER_EPOCH = 6
@@ -106,18 +107,11 @@ def _config(**over: Any) -> dict[str, Any]:
         checkpoint_every=4,
         log_every_s=1000,
         **over,
-    ).model_dump()
-    return {
-        "pretrain": pc,
-        "mean": [0.0] * CHANNELS,
-        "std": [1.0] * CHANNELS,
-        "probe_ref": None,
-        "probe_k": 5,
-        "job_name": "test",
-        "cpus_per_worker": 1,
-        "run_name": "t",
-        "metrics_table": None,
-    }
+    )
+    setup = WorkerSetup(
+        pretrain=pc, mean=[0.0] * CHANNELS, std=[1.0] * CHANNELS, run_name="t", job_name="test"
+    )
+    return {"setup": setup}
 
 
 def _run(h: Harness, mp: pytest.MonkeyPatch, **over: Any) -> None:
@@ -252,17 +246,19 @@ def test_seco_checkpoint_holds_nothing_twice(tmp_path: Path) -> None:
     The file is the sum of those tensors (plus a few KB), i.e. no copy of the model is stored
     twice; measured for the demo's resnet18 in docs/methods.md.
     """
-    pc = PretrainConfig(backbone="resnet_tiny", queue_size=64).model_dump()
-    model = build_method(pc, CHANNELS)
-    opt = build_optimizer(model, pc)
-    out = model({"images": torch.rand(4, 3, CHANNELS, 32, 32)})
-    out["loss"].backward()
-    opt.step()
-    from earthloop.pretrain.loop import Position, rng_state, training_state
-
-    state = training_state(
-        model, opt, Position(1, 0, 1), epoch_losses={}, epoch_batches=1, rngs=[rng_state(model)]
+    pc = PretrainConfig(backbone="resnet_tiny", queue_size=64)
+    method = build_method(pc, CHANNELS)
+    engine = Engine(
+        method,
+        Schedule.from_config(pc),
+        mean=torch.zeros(CHANNELS),
+        std=torch.ones(CHANNELS),
+        device=torch.device("cpu"),
+        batch_size=4,
     )
+    engine.step({"images": torch.rand(4, 3, CHANNELS, 32, 32), "valid": torch.ones(4, 3, 32, 32)})
+    model, opt = method.model, engine.opt
+    state = engine.training_state(Position(1, 0, 1), {}, 1, [rng_state(method)])
     save_checkpoint(tmp_path, state, {"step": 1})
     tensor_bytes = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     tensor_bytes += sum(

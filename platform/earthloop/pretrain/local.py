@@ -1,48 +1,146 @@
-"""Pretraining without Ray: the same method modules on in-memory samples.
+"""Pretraining without Ray: the same engine and methods on in-memory samples.
 
-Used where a cluster is overkill or would blur a measurement: unit tests (does pretraining beat
-random init?), the plain-PyTorch baseline of the Ray Train overhead benchmark, and notebooks.
+Used where a cluster is overkill or would blur a measurement: tests (does pretraining beat random
+init?), the in-process SeCo of the fine-tuning evidence (:mod:`earthloop.finetune.quick_pretrain`),
+the plain-PyTorch baseline of the Ray Train overhead benchmark, and notebooks. Batches are random
+draws (without replacement within a batch) from the samples, seeded, as one long epoch.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
 
-from earthloop.pretrain.loop import probe_accuracy
-from earthloop.pretrain.methods import build_method, build_optimizer, method_inputs
+from earthloop.config import PretrainConfig
+from earthloop.pretrain.engine import Engine, Hooks, Schedule, probe_accuracy
+from earthloop.pretrain.methods import Method, build_method
+from earthloop.stream.reader import read_location
 
 log = logging.getLogger("earthloop.pretrain")
 
+__all__ = ["load_samples", "pretrain_in_memory", "train_in_memory"]
+
 
 def load_samples(
-    rows: Sequence[dict[str, Any]], bands: Sequence[str], dates: int, seed: int = 0
+    rows: Sequence[dict[str, Any]],
+    bands: Sequence[str],
+    dates: int,
+    *,
+    max_locations: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Every location with ``dates`` seasons as (N, T, C, H, W) images and (N, T, H, W) masks."""
-    from earthloop.stream.reader import read_location
+    """Every location with ``dates`` readable seasons, in location order.
 
+    ``images`` (N, T, C, H, W) float32, ``valid`` (N, T, H, W) and ``location_id`` (N,).
+    """
     by_loc: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_loc.setdefault(r["location_id"], []).append(r)
-    images, valids = [], []
+    images: list[np.ndarray] = []
+    valids: list[np.ndarray] = []
+    ids: list[str] = []
     for loc in sorted(by_loc):
-        s = read_location(by_loc[loc], bands, dates)
+        if max_locations is not None and len(ids) >= max_locations:
+            break
+        s = read_location(by_loc[loc], list(bands), dates)
         if s is not None:
             images.append(s["images"])
             valids.append(s["valid"])
+            ids.append(loc)
     if not images:
         raise ValueError(f"no location has {dates} readable seasons")
-    return {"images": np.stack(images), "valid": np.stack(valids)}
+    return {
+        "images": np.stack(images).astype(np.float32),
+        "valid": np.stack(valids),
+        "location_id": np.asarray(ids),
+    }
+
+
+class _History(Hooks):
+    """Loss (and probe) after chosen steps: the in-process run's whole report."""
+
+    def __init__(
+        self,
+        steps: int,
+        every: int,
+        probe: dict[str, np.ndarray] | None,
+        k: int,
+    ) -> None:
+        self.steps, self.every, self.probe, self.k = steps, every, probe, k
+        self.history: list[dict[str, float]] = []
+
+    def record(self, engine: Engine, step: int, loss: float) -> None:
+        entry = {"step": float(step), "loss": loss}
+        if self.probe is not None:
+            acc, estd, _ = probe_accuracy(
+                engine.method.backbone, self.probe, engine.mean, engine.std, self.k, engine.device
+            )
+            entry.update(knn_accuracy=acc, embedding_std=estd)
+        self.history.append(entry)
+
+    def after_step(self, engine: Engine, terms: dict[str, float]) -> None:
+        step = engine.pos.step
+        if self.every and step % self.every == 0 or step == self.steps:
+            self.record(engine, step, terms["loss"])
+            if self.probe is not None:
+                shown = {k: round(v, 3) for k, v in self.history[-1].items() if k != "step"}
+                log.info("step %d/%d %s", step, self.steps, shown)
+
+
+def _random_batches(
+    samples: dict[str, np.ndarray], batch_size: int, steps: int, seed: int
+) -> Iterator[dict[str, Tensor]]:
+    rng = np.random.default_rng(seed)
+    arrays = {k: v for k, v in samples.items() if v.dtype.kind in "fbiu"}
+    n = len(samples["images"])
+    for _ in range(steps):
+        idx = rng.choice(n, size=batch_size, replace=False)
+        yield {k: torch.from_numpy(v[idx]) for k, v in arrays.items()}
+
+
+def train_in_memory(
+    method: Method,
+    samples: dict[str, np.ndarray],
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    steps: int,
+    batch_size: int,
+    seed: int = 0,
+    probe: dict[str, np.ndarray] | None = None,
+    probe_every: int = 0,
+    k: int = 10,
+    log_every_s: float = 30.0,
+) -> list[dict[str, float]]:
+    """Train ``method`` for ``steps`` steps of random batches on the CPU; returns the history.
+
+    The history has an entry before training, every ``probe_every`` steps and after the last;
+    with a ``probe`` each carries the kNN accuracy and embedding std. The caller seeds torch
+    before building ``method`` (its initial weights); ``seed`` drives the batch draws.
+    """
+    hooks = _History(steps, probe_every, probe, k)
+    engine = Engine(
+        method,
+        Schedule(epochs=1, max_steps=steps, log_every_s=log_every_s, amp=False),
+        mean=torch.tensor(list(mean), dtype=torch.float32),
+        std=torch.tensor(list(std), dtype=torch.float32),
+        device=torch.device("cpu"),
+        batch_size=min(batch_size, len(samples["images"])),
+        hooks=hooks,
+    )
+    method.model.train()
+    hooks.record(engine, 0, float("nan"))
+    engine.run(lambda epoch: _random_batches(samples, engine.batch_size, steps, seed))
+    return hooks.history
 
 
 def pretrain_in_memory(
     samples: dict[str, np.ndarray],
-    pc: dict[str, Any],
+    cfg: PretrainConfig,
     mean: Sequence[float],
     std: Sequence[float],
     *,
@@ -50,43 +148,21 @@ def pretrain_in_memory(
     probe: dict[str, np.ndarray] | None = None,
     probe_every: int = 0,
     k: int = 10,
-) -> tuple[torch.nn.Module, list[dict[str, float]]]:
-    """Train ``pc['method']`` for ``steps`` steps on random batches; returns model and history."""
-    torch.manual_seed(pc["seed"])
-    rng = np.random.default_rng(pc["seed"])
-    model = build_method(pc, len(mean))
-    opt = build_optimizer(model, pc)
-    m = torch.tensor(mean, dtype=torch.float32)
-    s = torch.tensor(std, dtype=torch.float32)
-    history: list[dict[str, float]] = []
-    device = torch.device("cpu")
-
-    def record(step: int, loss: float) -> None:
-        entry = {"step": float(step), "loss": loss}
-        if probe is not None:
-            acc, estd, _ = probe_accuracy(model.backbone, probe, m, s, k, device)  # type: ignore[arg-type]
-            entry.update(knn_accuracy=acc, embedding_std=estd)
-        history.append(entry)
-
-    record(0, float("nan"))
-    n = len(samples["images"])
-    bs = min(pc["batch_size"], n)
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        idx = rng.choice(n, size=bs, replace=False)
-        batch = {k_: torch.from_numpy(v[idx]) for k_, v in samples.items()}
-        out = model(method_inputs(pc["method"], batch, m, s))
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
-        if probe_every and step % probe_every == 0 or step == steps:
-            record(step, float(out["loss"].detach()))
-            log.info(
-                "step %d/%d loss %.3f %s (%.1f steps/s)",
-                step,
-                steps,
-                history[-1]["loss"],
-                {k_: round(v, 3) for k_, v in history[-1].items() if k_ not in {"step", "loss"}},
-                step / (time.perf_counter() - t0),
-            )
-    return model, history
+) -> tuple[Method, list[dict[str, float]]]:
+    """Train the configured method for ``steps`` steps; returns the method and its history."""
+    torch.manual_seed(cfg.seed)
+    method = build_method(cfg, len(mean))
+    history = train_in_memory(
+        method,
+        samples,
+        mean,
+        std,
+        steps=steps,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        probe=probe,
+        probe_every=probe_every,
+        k=k,
+        log_every_s=cfg.log_every_s,
+    )
+    return method, history

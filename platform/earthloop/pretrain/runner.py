@@ -22,10 +22,16 @@ from typing import Any
 import pyarrow as pa
 
 from earthloop.config import ConfigError, EarthloopConfig, PretrainConfig, resolve_path
+from earthloop.models import save_backbone
+from earthloop.pretrain.data import band_statistics, build_probe
+from earthloop.pretrain.engine import load_state
+from earthloop.pretrain.loop import WorkerSetup, train_loop
+from earthloop.pretrain.methods import Method, build_method, method_class
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import TableRef, merge_rows, read_table, table_exists
 from earthloop.store.fs import as_uri, local_staging, ray_storage
 from earthloop.store.labels import LabelSource, label_source_from_manifest
+from earthloop.stream import chip_dataset, load_index, seco_dataset
 
 log = logging.getLogger("earthloop.pretrain")
 
@@ -36,6 +42,7 @@ class PretrainPlan:
 
     cfg: EarthloopConfig
     pc: PretrainConfig
+    method: type[Method]
     bands: list[str]
     run_name: str
     storage_path: str
@@ -56,6 +63,7 @@ class PretrainResult:
 
 def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
     pc = cfg.pretrain
+    method = method_class(pc.method)
     try:
         bands = [b.name for b in resolve_bands(pc.bands or cfg.ingest.bands)]
     except (KeyError, ValueError) as exc:
@@ -65,10 +73,7 @@ def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
             f"pretrain.batch_size={pc.batch_size} is smaller than ray.num_workers="
             f"{cfg.ray.num_workers}: every worker needs at least one sample per step"
         )
-    if pc.method == "seco" and pc.dates < 3:
-        raise ConfigError("pretrain.dates must be >= 3 for SeCo (query, season key, augment key)")
-    if pc.method == "cscl" and not pc.probe.labels:
-        raise ConfigError("pretrain.method=cscl is supervised: set pretrain.probe.labels")
+    method.check(pc)
     chips_uri = cfg.table_uri("chips")
     if not table_exists(chips_uri):
         raise ConfigError(f"no chip table at {chips_uri}: run `earthloop ingest` first")
@@ -76,14 +81,12 @@ def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
     if pc.probe.labels:
         try:
             pc.probe.labels = resolve_path(pc.probe.labels)
-            labels = label_source_from_manifest(
-                pc.probe.labels, "croptype" if pc.method == "cscl" else pc.probe.kind
-            )
+            labels = label_source_from_manifest(pc.probe.labels, method.label_kind or pc.probe.kind)
         except (FileNotFoundError, KeyError, ValueError) as exc:
             raise ConfigError(f"pretrain.probe.labels: {exc}") from None
     run_name = pc.run_name or f"{cfg.name}-{pc.method}"
     storage = pc.storage_path or cfg.path("ray_results")
-    return PretrainPlan(cfg, pc, bands, run_name, storage, chips_uri, labels)
+    return PretrainPlan(cfg, pc, method, bands, run_name, storage, chips_uri, labels)
 
 
 def _check_bands_in_index(rows: list[dict[str, Any]], bands: list[str], uri: str) -> None:
@@ -96,95 +99,85 @@ def _check_bands_in_index(rows: list[dict[str, Any]], bands: list[str], uri: str
         )
 
 
-def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
-    """Validate, then train with Ray Train on the connected cluster; returns where things are."""
-    import ray
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
+@dataclass
+class TrainingData:
+    """The run's Ray dataset, the index rows it was read from and the pinned table version."""
 
-    from earthloop.pretrain.data import band_statistics, build_probe
-    from earthloop.pretrain.loop import train_loop
-    from earthloop.stream import chip_dataset, load_index, seco_dataset
+    ds: Any
+    rows: list[dict[str, Any]]
+    ref: TableRef
+    n_samples: int
 
-    plan = plan_pretrain(cfg)
-    pc = plan.pc
-    # one progress line per epoch from our loop is readable; Ray Data's bars per operator are not
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    split = cfg.stream.split
+
+def training_data(plan: PretrainPlan) -> TrainingData:
+    """The stream the method asks for: date series per location, or labelled single chips."""
+    cfg, pc, split = plan.cfg, plan.pc, plan.cfg.stream.split
     rows, ref = load_index(plan.chips_uri, split=split, max_cloud=cfg.stream.max_cloud)
     if not rows:
         raise ConfigError(f"the chip index {plan.chips_uri} has no '{split}' chips")
     _check_bands_in_index(rows, plan.bands, plan.chips_uri)
-    if pc.method in {"seco", "dense"}:
-        dates = pc.dates if pc.method == "seco" else 2
-        ds, ref, n_loc = seco_dataset(
-            plan.chips_uri,
-            version=ref.version,
-            split=split,
-            bands=plan.bands,
-            dates=dates,
-            max_cloud=cfg.stream.max_cloud,
-            cachemax_mb=cfg.stream.gdal_cachemax_mb,
-        )
-        n_samples = n_loc
+    common: dict[str, Any] = {
+        "version": ref.version,
+        "split": split,
+        "bands": plan.bands,
+        "max_cloud": cfg.stream.max_cloud,
+        "cachemax_mb": cfg.stream.gdal_cachemax_mb,
+    }
+    dates = plan.method.stream_dates(pc)
+    if dates is not None:
+        ds, ref, n_samples = seco_dataset(plan.chips_uri, dates=dates, **common)
     else:
-        assert plan.labels is not None
-        ds, ref = chip_dataset(
-            plan.chips_uri,
-            version=ref.version,
-            split=split,
-            bands=plan.bands,
-            max_cloud=cfg.stream.max_cloud,
-            labels=plan.labels.rasters,
-            cachemax_mb=cfg.stream.gdal_cachemax_mb,
-        )
+        assert plan.labels is not None  # checked by the method in plan_pretrain
+        ds, ref = chip_dataset(plan.chips_uri, labels=plan.labels.rasters, **common)
         n_samples = len(rows)
-    ds = ds.select_columns(
-        ["images", "valid"] if pc.method in {"seco", "dense"} else ["image", "valid", "label"]
-    )
     if n_samples < pc.batch_size:
         raise ConfigError(
             f"only {n_samples} training samples but pretrain.batch_size={pc.batch_size}"
         )
-    mean, std = band_statistics(rows, plan.bands, seed=pc.seed)
+    return TrainingData(ds.select_columns(list(plan.method.columns)), rows, ref, n_samples)
+
+
+def worker_setup(plan: PretrainPlan, data: TrainingData) -> WorkerSetup:
+    """Normalisation statistics and the kNN probe, computed once on the driver for every worker."""
+    # Ray is a heavy optional dependency: imported only when a run is launched
+    import ray
+
+    pc = plan.pc
+    mean, std = band_statistics(data.rows, plan.bands, seed=pc.seed)
     probe_ref = None
     if plan.labels is not None:
+        # a supervised method trains on its own label kind; the probe uses the configured one
         probe_labels = (
             label_source_from_manifest(pc.probe.labels, pc.probe.kind)
-            if pc.method == "cscl" and pc.probe.labels
+            if plan.method.label_kind is not None and pc.probe.labels
             else plan.labels
         )
-        probe = build_probe(rows, plan.bands, probe_labels, pc.probe.chips, seed=pc.seed)
+        probe = build_probe(data.rows, plan.bands, probe_labels, pc.probe.chips, seed=pc.seed)
         probe_ref = ray.put(probe)
-    metrics_table = cfg.table_uri("pretrain_metrics")
-    loop_config = {
-        "pretrain": pc.model_dump(),
-        "mean": mean,
-        "std": std,
-        "probe_ref": probe_ref,
-        "probe_k": pc.probe.k,
-        "job_name": "pretrain",
-        "cpus_per_worker": cfg.ray.cpus_per_worker,
-        "run_name": plan.run_name,
-        "metrics_table": metrics_table,
-    }
-    log.info(
-        "pretraining %s (%s, %s) on %d %s samples from %s@v%d; %d workers",
-        plan.run_name,
-        pc.method,
-        pc.backbone,
-        n_samples,
-        split,
-        plan.chips_uri,
-        ref.version,
-        cfg.ray.num_workers,
+    return WorkerSetup(
+        pretrain=pc,
+        mean=mean,
+        std=std,
+        run_name=plan.run_name,
+        probe_ref=probe_ref,
+        cpus_per_worker=plan.cfg.ray.cpus_per_worker,
+        metrics_table=plan.cfg.table_uri("pretrain_metrics"),
     )
+
+
+def make_trainer(plan: PretrainPlan, data: TrainingData, setup: WorkerSetup) -> Any:
+    """The Ray ``TorchTrainer`` of the run, storing checkpoints where the plan says."""
+    # Ray is a heavy optional dependency: imported only when a run is launched
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg, pc = plan.cfg, plan.pc
     # s3:// storage: Ray gets our filesystem (endpoint and http consent as for Delta); a local
     # path stays Ray's default. Workers resolve S3 credentials from their own environment.
     storage_path, storage_fs = ray_storage(plan.storage_path)
-    trainer = TorchTrainer(
+    return TorchTrainer(
         train_loop_per_worker=train_loop,
-        train_loop_config=loop_config,
+        train_loop_config={"setup": setup},
         scaling_config=ScalingConfig(
             num_workers=cfg.ray.num_workers,
             use_gpu=cfg.ray.use_gpu,
@@ -198,15 +191,67 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
             failure_config=FailureConfig(max_failures=pc.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=pc.keep_checkpoints),
         ),
-        datasets={"train": ds},
+        datasets={"train": data.ds},
         dataset_config=data_config(),
     )
-    recorder = RunRecorder(cfg.table_uri("pretrain_runs"), plan, ref)
+
+
+def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
+    """Validate, then train with Ray Train on the connected cluster; returns where things are."""
+    # Ray is a heavy optional dependency: imported only when a run is launched
+    import ray
+
+    plan = plan_pretrain(cfg)
+    # one progress line per epoch from our loop is readable; Ray Data's bars per operator are not
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    data = training_data(plan)
+    setup = worker_setup(plan, data)
+    log.info(
+        "pretraining %s (%s, %s) on %d %s samples from %s@v%d; %d workers",
+        plan.run_name,
+        plan.pc.method,
+        plan.pc.backbone,
+        data.n_samples,
+        cfg.stream.split,
+        plan.chips_uri,
+        data.ref.version,
+        cfg.ray.num_workers,
+    )
+    trainer = make_trainer(plan, data, setup)
+    recorder = RunRecorder(cfg.table_uri("pretrain_runs"), plan, data.ref)
+    result = _fit(trainer, recorder)
+    checkpoint = (
+        as_uri(result.checkpoint.filesystem, result.checkpoint.path)
+        if result.checkpoint is not None
+        else None
+    )
+    final = dict(result.metrics or {})
+    try:
+        backbone_path = _export(result, plan, setup, checkpoint)
+    except BaseException as exc:
+        recorder.write("failed", error=f"export: {type(exc).__name__}: {exc}", final=final)
+        raise
+    status = "failed" if result.error else "finished"
+    err = f"{type(result.error).__name__}: {result.error}" if result.error else None
+    recorder.write(status, error=err, final=final, checkpoint=checkpoint, backbone=backbone_path)
+    return PretrainResult(
+        plan.run_name,
+        checkpoint,
+        backbone_path,
+        data.ref,
+        final,
+        recorder.uri,
+        setup.metrics_table or "",
+    )
+
+
+def _fit(trainer: Any, recorder: RunRecorder) -> Any:
+    """``trainer.fit()`` with the run row saying running, interrupted or failed."""
     recorder.write("running")
     signals: list[str] = []
     try:
         with _sigterm_as_interrupt(signals):
-            result = trainer.fit()
+            return trainer.fit()
     except (KeyboardInterrupt, SystemExit) as exc:
         # SystemExit: Ray's own Ctrl-C handler aborts the run and exits the driver that way
         why = f"stopped by {signals[-1]}" if signals else f"{type(exc).__name__}: {exc}"
@@ -215,34 +260,22 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
     except BaseException as exc:
         recorder.write("failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    checkpoint = (
-        as_uri(result.checkpoint.filesystem, result.checkpoint.path)
-        if result.checkpoint is not None
-        else None
-    )
-    backbone_path = None
-    final = dict(result.metrics or {})
-    try:
-        if result.checkpoint is not None:
-            # as_directory: the checkpoint itself when local, a download when on S3
-            with result.checkpoint.as_directory() as local_ckpt:
-                backbone_path = export_backbone(
-                    local_ckpt,
-                    plan,
-                    mean,
-                    std,
-                    cfg.path("models", plan.run_name, "backbone.pt"),
-                    source=checkpoint,
-                )
-    except BaseException as exc:
-        recorder.write("failed", error=f"export: {type(exc).__name__}: {exc}", final=final)
-        raise
-    status = "failed" if result.error else "finished"
-    err = f"{type(result.error).__name__}: {result.error}" if result.error else None
-    recorder.write(status, error=err, final=final, checkpoint=checkpoint, backbone=backbone_path)
-    return PretrainResult(
-        plan.run_name, checkpoint, backbone_path, ref, final, recorder.uri, metrics_table
-    )
+
+
+def _export(result: Any, plan: PretrainPlan, setup: WorkerSetup, source: str | None) -> str | None:
+    """The final checkpoint's backbone as ``models/<run>/backbone.pt``; None without one."""
+    if result.checkpoint is None:
+        return None
+    # as_directory: the checkpoint itself when local, a download when on S3
+    with result.checkpoint.as_directory() as local_ckpt:
+        return export_backbone(
+            local_ckpt,
+            plan,
+            setup.mean,
+            setup.std,
+            plan.cfg.path("models", plan.run_name, "backbone.pt"),
+            source=source,
+        )
 
 
 def data_config() -> Any:
@@ -396,17 +429,13 @@ def export_backbone(
     file). ``out`` may be an ``s3://`` URI: ``save_backbone`` knows only local files (models
     stay free of storage), so the file is written in a local staging folder and uploaded.
     """
-    from earthloop.models import save_backbone
-    from earthloop.pretrain.loop import load_state
-    from earthloop.pretrain.methods import build_method
-
-    model: Any = build_method(plan.pc.model_dump(), len(plan.bands))
+    method = build_method(plan.pc, len(plan.bands))
     state = load_state(checkpoint_dir)
-    model.load_state_dict(state["model"])
+    method.load_state_dict(state["model"])
     with local_staging(posixpath.dirname(out)) as folder:
         save_backbone(
             os.path.join(folder, posixpath.basename(out)),
-            model.backbone,
+            method.backbone,
             arch=plan.pc.backbone,
             bands=plan.bands,
             mean=mean,
