@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("earthloop.ingest.entry", "STAC search → cloud-checked chip index (Delta)"),
     "pretrain": ("earthloop.pretrain.entry", "contrastive pretraining on Ray Train"),
     "finetune": ("earthloop.finetune.entry", "label-efficiency sweep on Ray Tune"),
+    "embed": ("earthloop.active.embed", "task-model embeddings + uncertainty per chip (Ray Data)"),
 }
 
 
