@@ -7,10 +7,16 @@ from earthloop.active import BatchFilter, Pool
 from earthloop.active.pool import unit_rows
 
 
-def make_pool(emb: np.ndarray, **columns: object) -> Pool:
+def make_pool(emb: np.ndarray, **columns: np.ndarray | None) -> Pool:
     """A pool over ``emb`` rows with chip ids c000, c001, ... and any extra columns."""
     ids = np.array([f"c{i:03d}" for i in range(len(emb))], dtype=object)
-    return Pool(chip_ids=ids, embeddings=unit_rows(np.asarray(emb, dtype=np.float32)), **columns)  # type: ignore[arg-type]
+    pool = Pool(chip_ids=ids, embeddings=unit_rows(np.asarray(emb, dtype=np.float32)))
+    for name, value in columns.items():
+        if not hasattr(pool, name):
+            raise TypeError(f"Pool has no column {name}")
+        setattr(pool, name, value)
+    pool.__post_init__()  # re-check lengths, fold labelled into excluded
+    return pool
 
 
 def free_filter(pool: Pool, n: int) -> BatchFilter:

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 from al_helpers import free_filter, make_pool, spread_embeddings
+from earthloop.active import Picked, Pool, Strategy
 from earthloop.active.base import js_divergence, rank_normalise
 from earthloop.active.entropy import EntropyStrategy
 from earthloop.active.knn import KnnStrategy
@@ -16,7 +17,7 @@ from earthloop.active.seasonal import SeasonalStrategy
 from earthloop.active.uncertainty import pixel_entropy, pixel_margin
 
 
-def _select(strategy, pool, n, seed=0):  # type: ignore[no-untyped-def]
+def _select(strategy: Strategy, pool: Pool, n: int, seed: int = 0) -> Picked:
     return strategy.select(pool, n, free_filter(pool, n), np.random.default_rng(seed))
 
 
@@ -57,7 +58,7 @@ def test_random_is_seeded_and_covers_the_pool() -> None:
     assert len(set(a.tolist())) == 10
 
 
-def _knn_world(backend: str) -> tuple[KnnStrategy, object]:
+def _knn_world(backend: str) -> tuple[KnnStrategy, Pool]:
     """Labelled class 0 around +x, class 1 around −x; candidates at +x, −x and between."""
     rng = np.random.default_rng(0)
     dim = 8
@@ -81,7 +82,7 @@ def _knn_world(backend: str) -> tuple[KnnStrategy, object]:
     vectors[23:26, 0] = 1
     vectors[26:29, 1] = 1
     pool = make_pool(emb, labelled=labelled, label_vectors=vectors)
-    return KnnStrategy(k=6, backend=backend), pool  # type: ignore[arg-type]
+    return KnnStrategy(k=6, backend="numpy" if backend == "numpy" else "faiss"), pool
 
 
 @pytest.mark.parametrize("backend", ["faiss", "numpy"])
@@ -101,11 +102,11 @@ def test_knn_backends_agree() -> None:
     np.testing.assert_allclose(
         s_faiss.scores(pool, rng).score,
         s_numpy.scores(pool, rng).score,
-        atol=1e-6,  # type: ignore[arg-type]
+        atol=1e-6,
     )
 
 
-def _seasonal_pool(hist: np.ndarray | None = None) -> object:
+def _seasonal_pool(hist: np.ndarray | None = None) -> Pool:
     """4 locations × 4 dates; location 2's dates point in different directions."""
     rng = np.random.default_rng(3)
     dim = 16
@@ -127,7 +128,7 @@ def _seasonal_pool(hist: np.ndarray | None = None) -> object:
 def test_seasonal_picks_the_location_whose_dates_disagree() -> None:
     pool = _seasonal_pool()
     strategy = SeasonalStrategy(source="embeddings")
-    scores = strategy.scores(pool, np.random.default_rng(0))  # type: ignore[arg-type]
+    scores = strategy.scores(pool, np.random.default_rng(0))
     loc_scores = scores.score.reshape(4, 4)
     assert np.argmax(loc_scores[:, 0]) == 2
     assert (loc_scores == loc_scores[:, :1]).all()  # one score per location
