@@ -216,12 +216,17 @@ TASK_MODELS = TableSpec(
         [
             ("model_version", pa.string()),
             ("task", pa.string()),  # segmentation | classification | multilabel
+            ("arch", pa.string()),
             ("path", pa.string()),  # encoder + head + classes + bands + normalisation
             ("classes", pa.list_(pa.string())),
             ("bands", pa.list_(pa.string())),
             ("source_sweep", pa.string()),
             ("source_trial", pa.string()),
+            ("checkpoint_step", pa.int64()),
+            # what it was trained on: a version means nothing without its table
+            ("chips_table", pa.string()),
             ("chips_table_version", pa.int64()),
+            ("labels_source", pa.string()),
             ("labels_table_version", pa.int64()),
             ("val_metric", pa.float64()),
             ("created_at", _TS),
