@@ -12,6 +12,7 @@ from earthloop.active.base import js_divergence, rank_normalise
 from earthloop.active.entropy import EntropyStrategy
 from earthloop.active.knn import KnnStrategy
 from earthloop.active.margin import MarginStrategy
+from earthloop.active.nn import IndexOptions
 from earthloop.active.random_baseline import RandomStrategy
 from earthloop.active.seasonal import SeasonalStrategy
 from earthloop.active.uncertainty import pixel_entropy, pixel_margin
@@ -82,7 +83,8 @@ def _knn_world(backend: str) -> tuple[KnnStrategy, Pool]:
     vectors[23:26, 0] = 1
     vectors[26:29, 1] = 1
     pool = make_pool(emb, labelled=labelled, label_vectors=vectors)
-    return KnnStrategy(k=6, backend="numpy" if backend == "numpy" else "faiss"), pool
+    opts = IndexOptions(backend="numpy" if backend == "numpy" else "faiss")
+    return KnnStrategy(k=6, options=opts), pool
 
 
 @pytest.mark.parametrize("backend", ["faiss", "numpy"])

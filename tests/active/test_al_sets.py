@@ -8,6 +8,7 @@ from earthloop.active import BatchFilter
 from earthloop.active.coreset import CoresetStrategy
 from earthloop.active.entropy import EntropyStrategy
 from earthloop.active.hybrid import HybridStrategy
+from earthloop.active.nn import IndexOptions
 from earthloop.active.pool import unit_rows
 
 
@@ -50,7 +51,9 @@ def test_lazy_coreset_equals_textbook_kcenter_greedy() -> None:
     labelled = np.zeros(len(emb), dtype=bool)
     labelled[covered] = True
     pool = make_pool(raw, labelled=labelled)
-    strategy = CoresetStrategy(backend="numpy", top_m=8)  # tiny candidate set: many rescans
+    strategy = CoresetStrategy(
+        options=IndexOptions(backend="numpy"), top_m=8
+    )  # tiny candidate set: many rescans
     picked = strategy.select(pool, 40, free_filter(pool, 40), np.random.default_rng(0))
     assert picked.rows.tolist() == _textbook_kcenter(emb, covered, 40)
     assert strategy.rescans > 1

@@ -21,7 +21,7 @@ import numpy as np
 from earthloop.active.base import Picked
 from earthloop.active.constraints import BatchFilter
 from earthloop.active.coverage import distance_to_covered, lower_distances
-from earthloop.active.nn import Backend
+from earthloop.active.nn import IndexOptions
 from earthloop.active.pool import Pool
 from earthloop.observe.progress import Progress
 
@@ -39,15 +39,11 @@ class CoresetStrategy:
     def __init__(
         self,
         *,
-        backend: Backend = "faiss",
-        exact_max_pairs: int = 500_000_000,
-        nprobe: int = 16,
+        options: IndexOptions | None = None,
         top_m: int | None = None,
     ) -> None:
-        self.backend: Backend = backend
+        self.options = options or IndexOptions()
         self.top_m = top_m  # candidates kept exact between rescans; None = 8n in [4096, 65536]
-        self.exact_max_pairs = exact_max_pairs
-        self.nprobe = nprobe
         self.index_kind = ""
         self.rescans = 0
 
@@ -58,9 +54,7 @@ class CoresetStrategy:
         dist[cand], self.index_kind = distance_to_covered(
             pool,
             cand,
-            backend=self.backend,
-            exact_max_pairs=self.exact_max_pairs,
-            nprobe=self.nprobe,
+            self.options,
             seed=int(rng.integers(2**31)),
         )
         rows: list[int] = []

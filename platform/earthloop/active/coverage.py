@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from earthloop.active.nn import Backend, NeighbourIndex
+from earthloop.active.nn import IndexOptions, index_over
 from earthloop.active.pool import Pool
 
 __all__ = ["distance_to_covered", "lower_distances"]
@@ -19,10 +19,8 @@ __all__ = ["distance_to_covered", "lower_distances"]
 def distance_to_covered(
     pool: Pool,
     rows: np.ndarray,
+    options: IndexOptions,
     *,
-    backend: Backend = "faiss",
-    exact_max_pairs: int = 500_000_000,
-    nprobe: int = 16,
     seed: int = 0,
 ) -> tuple[np.ndarray, str]:
     """Cosine distance (1 − cos) from each of ``rows`` to its nearest excluded pool row.
@@ -35,15 +33,8 @@ def distance_to_covered(
     ref_rows = np.flatnonzero(pool.excluded)
     if not len(ref_rows):
         return np.full(len(rows), np.inf, dtype=np.float32), "none"
-    index = NeighbourIndex(
-        emb[ref_rows],
-        backend=backend,
-        expected_queries=len(rows),
-        exact_max_pairs=exact_max_pairs,
-        nprobe=nprobe,
-        seed=seed,
-    )
-    sims, _ = index.search(emb, 1, rows=rows, label="coverage neighbours")
+    index = index_over(emb, ref_rows, len(rows), options, seed)
+    sims, _ = index.search(emb, 1, rows=rows, exact_sims=True, label="coverage neighbours")
     return np.maximum(1.0 - sims[:, 0], 0.0).astype(np.float32), index.kind
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from earthloop.active.base import Picked, ScoreStrategy, rank_normalise, ranking
 from earthloop.active.constraints import BatchFilter
 from earthloop.active.coverage import distance_to_covered
-from earthloop.active.nn import Backend
+from earthloop.active.nn import IndexOptions
 from earthloop.active.pool import Pool
 
 __all__ = ["HybridStrategy"]
@@ -29,15 +29,11 @@ class HybridStrategy:
         uncertainty: ScoreStrategy,
         *,
         pool_factor: int = 10,
-        backend: Backend = "faiss",
-        exact_max_pairs: int = 500_000_000,
-        nprobe: int = 16,
+        options: IndexOptions | None = None,
     ) -> None:
         self.uncertainty = uncertainty
         self.pool_factor = pool_factor
-        self.backend: Backend = backend
-        self.exact_max_pairs = exact_max_pairs
-        self.nprobe = nprobe
+        self.options = options or IndexOptions()
         self.name = f"hybrid({uncertainty.name})"
         self.index_kind = ""
 
@@ -51,9 +47,7 @@ class HybridStrategy:
         dist, self.index_kind = distance_to_covered(
             pool,
             top,
-            backend=self.backend,
-            exact_max_pairs=self.exact_max_pairs,
-            nprobe=self.nprobe,
+            self.options,
             seed=int(rng.integers(2**31)),
         )
         # nothing covered yet: distance carries no information, uncertainty alone decides first

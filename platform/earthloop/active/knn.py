@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from earthloop.active.base import Scores, ScoreStrategy, js_divergence
-from earthloop.active.nn import Backend, NeighbourIndex
+from earthloop.active.nn import IndexOptions, index_over
 from earthloop.active.pool import Pool
 
 __all__ = ["KnnStrategy"]
@@ -23,19 +23,9 @@ class KnnStrategy(ScoreStrategy):
 
     name = "knn"
 
-    def __init__(
-        self,
-        *,
-        k: int = 10,
-        backend: Backend = "faiss",
-        exact_max_pairs: int = 500_000_000,
-        nprobe: int = 16,
-        nlist: int | None = None,
-    ) -> None:
+    def __init__(self, *, k: int = 10, options: IndexOptions | None = None) -> None:
         self.k = k
-        self.index_args = {"backend": backend, "exact_max_pairs": exact_max_pairs}
-        self.nprobe = nprobe
-        self.nlist = nlist
+        self.options = options or IndexOptions()
         self.index_kind = ""
 
     def scores(self, pool: Pool, rng: np.random.Generator) -> Scores:
@@ -46,15 +36,7 @@ class KnnStrategy(ScoreStrategy):
         if len(ref_rows) < 2:
             return Scores(score)  # nothing to disagree about yet: every chip ties
         queries = np.flatnonzero(pool.candidates)
-        index = NeighbourIndex(
-            emb[ref_rows],
-            backend=self.index_args["backend"],  # type: ignore[arg-type]
-            expected_queries=len(queries),
-            exact_max_pairs=int(self.index_args["exact_max_pairs"]),
-            nlist=self.nlist,
-            nprobe=self.nprobe,
-            seed=int(rng.integers(2**31)),
-        )
+        index = index_over(emb, ref_rows, len(queries), self.options, int(rng.integers(2**31)))
         self.index_kind = index.kind
         _, nbr = index.search(emb, self.k, rows=queries, label="knn neighbours")
         ref_vectors = vectors[ref_rows]

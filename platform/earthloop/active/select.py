@@ -24,6 +24,7 @@ from earthloop.active.entropy import EntropyStrategy
 from earthloop.active.hybrid import HybridStrategy
 from earthloop.active.knn import KnnStrategy
 from earthloop.active.margin import MarginStrategy
+from earthloop.active.nn import IndexOptions
 from earthloop.active.pool import Pool
 from earthloop.active.random_baseline import RandomStrategy
 from earthloop.active.seasonal import SeasonalStrategy
@@ -62,6 +63,16 @@ class NeighbourConfig(_Model):
     exact_max_pairs: int = Field(500_000_000, ge=0)  # queries × references below this: exact
     nprobe: int = Field(16, ge=1)
     nlist: int | None = Field(None, ge=1)
+    pca_dims: int | None = Field(64, ge=2)  # projection for IVF searches; None = full dims
+
+    def options(self) -> IndexOptions:
+        return IndexOptions(
+            backend=self.backend,
+            exact_max_pairs=self.exact_max_pairs,
+            nprobe=self.nprobe,
+            nlist=self.nlist,
+            pca_dims=self.pca_dims,
+        )
 
 
 class ConstraintConfig(_Model):
@@ -133,13 +144,7 @@ def _scorer(name: str, cfg: SelectionConfig) -> ScoreStrategy:
     if name == "margin":
         return MarginStrategy()
     if name == "knn":
-        return KnnStrategy(
-            k=cfg.knn.k,
-            backend=nn.backend,
-            exact_max_pairs=nn.exact_max_pairs,
-            nprobe=nn.nprobe,
-            nlist=nn.nlist,
-        )
+        return KnnStrategy(k=cfg.knn.k, options=nn.options())
     if name == "seasonal":
         return SeasonalStrategy(source=cfg.seasonal.source, min_dates=cfg.seasonal.min_dates)
     raise ValueError(f"{name} is not a scoring strategy")
@@ -156,16 +161,12 @@ def build_strategy(cfg: SelectionConfig) -> Strategy:
     nn = cfg.neighbours
     first = cfg.strategies[0].name
     if first == "coreset":
-        return CoresetStrategy(
-            backend=nn.backend, exact_max_pairs=nn.exact_max_pairs, nprobe=nn.nprobe
-        )
+        return CoresetStrategy(options=nn.options())
     if first == "hybrid":
         return HybridStrategy(
             _mix(cfg.hybrid.uncertainty, cfg),
             pool_factor=cfg.hybrid.pool_factor,
-            backend=nn.backend,
-            exact_max_pairs=nn.exact_max_pairs,
-            nprobe=nn.nprobe,
+            options=nn.options(),
         )
     return _mix(cfg.strategies, cfg)
 
