@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from earthloop.labelstudio.client import Connection, LabelStudio
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,21 @@ class LabelStudioServer:
 
     def client(self) -> LabelStudio:
         return LabelStudio(Connection(self.url, self.token_path.read_text().strip()))
+
+    def ui_session(self) -> requests.Session:
+        """A logged-in browser-like session (local files are served to UI sessions only)."""
+        http = requests.Session()
+        http.get(f"{self.url}/user/login/", timeout=30)
+        form = {
+            "email": "admin@earthloop.local",
+            "password": (self.stack_dir / "labelstudio_password").read_text().strip(),
+            "csrfmiddlewaretoken": http.cookies.get("csrftoken", ""),
+        }
+        resp = http.post(
+            f"{self.url}/user/login/", data=form, headers={"Referer": self.url}, timeout=30
+        )
+        assert resp.ok and not resp.url.endswith("/user/login/"), "UI login failed"
+        return http
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 import rasterio
+import requests
 from earthloop.labelstudio.configs import SEGMENTATION
 from earthloop.labelstudio.project import UNCERTAINTY_SAMPLING, ProjectSpec
 from earthloop.labelstudio.pull import PullReport, pull_labels
@@ -98,6 +99,9 @@ def test_push_creates_tasks_once_with_previews_and_preannotations(
     assert task["data"]["image"].endswith(f"project-{pid}/{chip}.png")
     size = archive["rows"][chip]["chip_size"]
     assert mpimg.imread(png).shape == (size, size, 3)  # one preview pixel per chip pixel
+    served_png = label_studio.ui_session().get(label_studio.url + task["data"]["image"], timeout=30)
+    assert served_png.status_code == 200 and served_png.content == png.read_bytes()
+    assert requests.get(label_studio.url + task["data"]["image"], timeout=30).status_code == 401
 
     again = push_chips(
         client, spec, [Selected(c, "entropy", 0.5) for c in archive["rows"]], archive["rows"]

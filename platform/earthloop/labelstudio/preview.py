@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib.image as mpimg
 import numpy as np
+from PIL import Image  # Pillow: installed with matplotlib; writes RGB (imsave adds alpha)
 
 from earthloop.stream.reader import plan_groups, read_group
 
@@ -77,7 +77,7 @@ def write_previews(rows: Sequence[Row], out_dir: Path) -> tuple[dict[str, Path],
                 failed[out["chip_id"]] = out["error"]
                 continue
             path = out_dir / f"{out['chip_id']}.png"
-            mpimg.imsave(path, to_rgb8(out["image"], out["valid"]), format="png")
+            Image.fromarray(to_rgb8(out["image"], out["valid"])).save(path, "PNG")
             written[out["chip_id"]] = path
     if failed:
         log.warning("%d chip preview(s) could not be read: %s", len(failed), _first(failed))
