@@ -101,8 +101,9 @@ up() {
     if curl -sf -o /dev/null --max-time 2 "$(url)/health"; then
       if ! curl -sf -o /dev/null --max-time 5 -H "Authorization: Token $(cat "$TOKEN_FILE")" \
           "$(url)/api/current-user/whoami"; then
-        echo "labelstudio: up, but the token in $TOKEN_FILE is refused: the database in" \
-          "$LS_DATA_DIR was created with other credentials (remove it or restore the files)" >&2
+        down >/dev/null
+        echo "labelstudio: the token in $TOKEN_FILE is refused: the database in $LS_DATA_DIR" \
+          "was created with other credentials (remove it or restore the files); stopped" >&2
         exit 1
       fi
       echo "labelstudio: up at $(url) (user $LS_USER; credentials in $STACK_DIR, see status)"
@@ -111,6 +112,7 @@ up() {
     if ! kill -0 "$(cat "$PIDFILE")" 2>/dev/null; then break; fi
     sleep 1
   done
+  down >/dev/null
   tail -n 30 "$LOG" >&2; echo "labelstudio: did not start (log: $LOG)" >&2; exit 1
 }
 

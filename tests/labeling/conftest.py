@@ -51,6 +51,7 @@ class LabelStudioServer:
     token_path: Path
     files_root: Path  # the local-files document root the server was started with
     stack_dir: Path
+    env: dict[str, str]  # the environment labelstudio.sh ran with (STACK_DIR, LS_PORT...)
 
     def client(self) -> LabelStudio:
         return LabelStudio(Connection(self.url, self.token_path.read_text().strip()))
@@ -104,6 +105,7 @@ def label_studio(
         token_path=base / "stack" / "labelstudio_token",
         files_root=base / "files",
         stack_dir=base / "stack",
+        env=env,
     )
     try:
         yield server
