@@ -58,11 +58,13 @@ close_extra_fds() {
 port_busy() { (exec 3<>"/dev/tcp/$LS_HOST/$1") 2>/dev/null; }
 
 # The server's environment. Sentry DSNs are set empty on purpose: their defaults report to the
-# vendor. The bare HOST/PORT/USERNAME/PASSWORD variables are read by Label Studio too: unset.
+# vendor. The bare HOST/PORT/USERNAME/PASSWORD variables are read by Label Studio too, and the
+# client-side settings (`env` below) are not the server's business: unset.
 start_server() {
   (
     close_extra_fds
-    unset HOST PORT USERNAME PASSWORD
+    unset HOST PORT USERNAME PASSWORD \
+      LABEL_STUDIO_URL LABEL_STUDIO_USER LABEL_STUDIO_API_KEY LABEL_STUDIO_TOKEN_PATH
     export LABEL_STUDIO_BASE_DATA_DIR="$LS_DATA_DIR" DJANGO_DB=sqlite \
       DATABASE_NAME="$LS_DATA_DIR/label_studio.sqlite3" \
       LABEL_STUDIO_USERNAME="$LS_USER" \
