@@ -84,10 +84,13 @@ class SeasonalStrategy(ScoreStrategy):
 
     def _embedding_spread(self, pool: Pool, groups: _Groups) -> tuple[np.ndarray, np.ndarray]:
         emb = pool.need("embeddings", self.name)
-        sums = groups.sums(lambda rows: emb[rows].astype(np.float64))
-        mean = sums / groups.sizes[:, None]
-        length = np.linalg.norm(mean, axis=1)
-        direction = (mean / np.maximum(length, 1e-12)[:, None]).astype(np.float32)
+        # float32 sums: a location has a handful of dates, and float64 would double the largest
+        # temporary (locations × D) of the whole round
+        mean = groups.sums(lambda rows: emb[rows])
+        mean /= groups.sizes[:, None].astype(np.float32)
+        length = np.linalg.norm(mean, axis=1).astype(np.float64)
+        mean /= np.maximum(length, 1e-12)[:, None].astype(np.float32)
+        direction = mean
         deviation = np.empty(len(pool), dtype=np.float64)
         for s in range(0, len(pool), 65536):
             g = groups.group_of[s : s + 65536]
