@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pytest
 import rasterio
 import requests
-from earthloop.labelstudio.configs import SEGMENTATION
+from earthloop.labelstudio.configs import CLASSIFICATION, SEGMENTATION
 from earthloop.labelstudio.project import UNCERTAINTY_SAMPLING, ProjectSpec
 from earthloop.labelstudio.pull import PullReport, pull_labels
 from earthloop.labelstudio.push import Prediction, Selected, push_chips
@@ -188,3 +188,30 @@ def test_malformed_annotations_are_rejected_and_counted(
     assert {r[0] for r in report.rejections} == set(chips[1:4])
     table = read_table(str(tmp_path / "tables" / LABELS.name))
     assert table.column("chip_id").to_pylist() == [chips[0]]
+
+
+def test_scene_classification_push_and_pull(
+    label_studio: Any, archive: dict[str, Any], tmp_path: Path
+) -> None:
+    spec = ProjectSpec("scenes", CLASSIFICATION, archive["classes"], label_studio.files_root)
+    chips = sorted(archive["rows"])[:3]
+    # Scene truth: every class covering at least a tenth of the chip.
+    truth = {
+        c: sorted(
+            spec.classes[int(i)]
+            for i in np.unique(archive["truth"][c])
+            if i and (archive["truth"][c] == i).mean() >= 0.1
+        )
+        for c in chips
+    }
+    preds = {c: Prediction("model-a", 0.5, classes=tuple(truth[c][:1])) for c in chips}
+    selected = [Selected(c, "margin", 0.5) for c in chips]
+    pushed = push_chips(label_studio.client(), spec, selected, archive["rows"], preds)
+    assert pushed.created == 3
+    assert len(annotate(label_studio.client(), spec, truth)) == 3
+    report = _pull(label_studio, archive, spec, tmp_path)
+    assert report.inserted == 3 and not report.rejected
+    table = read_table(str(tmp_path / "tables" / LABELS.name))
+    got = {r["chip_id"]: r for r in table.to_pylist()}
+    assert {c: got[c]["classes"] for c in chips} == truth
+    assert all(r["kind"] == CLASSIFICATION and r["mask_href"] is None for r in got.values())
