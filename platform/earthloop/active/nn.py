@@ -7,8 +7,8 @@ budget. FAISS's inverted-file index (IVF) scans only the few clusters nearest ea
 keeps the same search at a few seconds with recall measured in benchmarks/al_selection_bench.py.
 Above that size the index also searches in a ``pca_dims``-dimensional projection (uncentred
 principal axes of a sample of the pool, so inner products are preserved as well as any rank-r
-map can): at 512 dims even IVF spends ≈ 100 s on two busy cores, at 64 dims ≈ 10 s, with the
-same recall on the benchmark's data. When the product is small the index is exact (FAISS flat
+map can): on two busy cores IVF at 512 dims took 35–100 s for 1 M queries, at 64 dims 8–24 s,
+with the same recall on the benchmark's data. When the product is small the index is exact (FAISS flat
 over the full dimensions), so small rounds lose nothing. The numpy search stays as the
 reference the benchmark and tests compare against.
 """
