@@ -48,3 +48,11 @@ export S3_VENV="${S3_VENV:-$EARTHLOOP_ROOT/.venv-s3}"
 export S3_HOST="${S3_HOST:-127.0.0.1}"
 export S3_PORT="${S3_PORT:-9000}"
 export S3_BUCKET="${S3_BUCKET:-earthloop}"
+# Label Studio (own venv; infra/local/labelstudio.sh). Password and token live in 0600 files
+# under $STACK_DIR, created once; only their paths are exported.
+export LS_VENV="${LS_VENV:-$EARTHLOOP_ROOT/.venv-ls}"
+export LS_HOST="${LS_HOST:-127.0.0.1}"
+export LS_PORT="${LS_PORT:-8080}"
+export LS_FILES_ROOT="${LS_FILES_ROOT:-$EARTHLOOP_ROOT/runs}"
+export LABEL_STUDIO_URL="${LABEL_STUDIO_URL:-http://$LS_HOST:$LS_PORT}"
+export LABEL_STUDIO_TOKEN_PATH="${LABEL_STUDIO_TOKEN_PATH:-$STACK_DIR/labelstudio_token}"
