@@ -406,6 +406,88 @@ class FinetuneConfig(Section):
         return -(-self.max_steps // self.eval_every)
 
 
+ScoreName = Literal["random", "entropy", "margin", "knn", "seasonal"]
+StrategyName = Literal["random", "entropy", "margin", "knn", "seasonal", "coreset", "hybrid"]
+SET_STRATEGIES = frozenset({"coreset", "hybrid"})  # strategies that choose a whole set
+
+
+class WeightedStrategy(Section):
+    """One strategy of a mix and how much its rank counts."""
+
+    name: StrategyName
+    weight: float = Field(1.0, gt=0)
+
+
+class NeighbourConfig(Section):
+    """Nearest-neighbour search for knn, coreset and hybrid (see ``active/nn.py``)."""
+
+    backend: Literal["faiss", "numpy"] = "faiss"
+    exact_max_pairs: int = Field(500_000_000, ge=0)  # queries × references below this: exact
+    nprobe: int = Field(16, ge=1)
+    nlist: int | None = Field(None, ge=1)
+    pca_dims: int | None = Field(64, ge=2)  # projection for IVF searches; None = full dims
+
+
+class ConstraintConfig(Section):
+    """What may never share a batch."""
+
+    min_cosine_distance: float = Field(0.05, ge=0, le=2)  # closer = near-duplicate
+    min_distance_m: float = Field(1000.0, ge=0)  # closer on the ground = neighbour; 0 = off
+    one_per_location: bool = True
+
+
+class KnnConfig(Section):
+    k: int = Field(10, ge=1)
+
+
+class SeasonalConfig(Section):
+    source: Literal["embeddings", "predictions", "both"] = "embeddings"
+    min_dates: int = Field(2, ge=2)
+
+
+class HybridConfig(Section):
+    uncertainty: list[WeightedStrategy] = Field(
+        default_factory=lambda: [WeightedStrategy(name="entropy")]
+    )
+    pool_factor: int = Field(10, ge=1)
+
+    @model_validator(mode="after")
+    def _scorers_only(self) -> HybridConfig:
+        bad = [s.name for s in self.uncertainty if s.name in SET_STRATEGIES]
+        if bad or not self.uncertainty:
+            raise ValueError(f"hybrid.uncertainty takes scoring strategies only, not {bad}")
+        return self
+
+
+class SelectionConfig(Section):
+    """The ``active:`` section: how a round picks the chips to label.
+
+    ``strategies`` is one strategy, or a weighted mix of scoring strategies (random, entropy,
+    margin, knn, seasonal); coreset and hybrid choose sets and stand alone.
+    """
+
+    batch_size: int = Field(100, ge=1)
+    seed: int = 0
+    strategies: list[WeightedStrategy] = Field(
+        default_factory=lambda: [WeightedStrategy(name="hybrid")], min_length=1
+    )
+    knn: KnnConfig = Field(default_factory=lambda: KnnConfig())
+    seasonal: SeasonalConfig = Field(default_factory=lambda: SeasonalConfig())
+    hybrid: HybridConfig = Field(default_factory=lambda: HybridConfig())
+    neighbours: NeighbourConfig = Field(default_factory=lambda: NeighbourConfig())
+    constraints: ConstraintConfig = Field(default_factory=lambda: ConstraintConfig())
+
+    @model_validator(mode="after")
+    def _combinable(self) -> SelectionConfig:
+        names = [s.name for s in self.strategies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"strategies: each strategy at most once, got {names}")
+        sets = [n for n in names if n in SET_STRATEGIES]
+        if sets and len(names) > 1:
+            raise ValueError(f"strategies: {sets[0]} chooses a whole set and cannot be mixed")
+        return self
+
+
 class RayConfig(Section):
     address: str | None = "auto"
     num_workers: int = Field(2, ge=1)
@@ -426,6 +508,7 @@ class EarthloopConfig(Section):
     ray: RayConfig = Field(default_factory=lambda: RayConfig())
     pretrain: PretrainConfig = Field(default_factory=lambda: PretrainConfig())
     finetune: FinetuneConfig = Field(default_factory=lambda: FinetuneConfig())
+    active: SelectionConfig = Field(default_factory=lambda: SelectionConfig())
 
     @model_validator(mode="after")
     def _default_bands(self) -> EarthloopConfig:

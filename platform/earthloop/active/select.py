@@ -10,11 +10,9 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import time
-from typing import Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from earthloop.active.base import Picked, ScoreStrategy, Strategy
 from earthloop.active.combine import WeightedScores
@@ -28,6 +26,7 @@ from earthloop.active.nn import IndexOptions
 from earthloop.active.pool import Pool
 from earthloop.active.random_baseline import RandomStrategy
 from earthloop.active.seasonal import SeasonalStrategy
+from earthloop.config import NeighbourConfig, SelectionConfig, WeightedStrategy
 from earthloop.store.tables import AL_ROUNDS
 
 __all__ = [
@@ -40,99 +39,15 @@ __all__ = [
 
 _LOG = logging.getLogger("earthloop.active")
 
-ScoreName = Literal["random", "entropy", "margin", "knn", "seasonal"]
-StrategyName = Literal["random", "entropy", "margin", "knn", "seasonal", "coreset", "hybrid"]
-SET_STRATEGIES = {"coreset", "hybrid"}
 
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class WeightedStrategy(_Model):
-    """One strategy of a mix and how much its rank counts."""
-
-    name: StrategyName
-    weight: float = Field(1.0, gt=0)
-
-
-class NeighbourConfig(_Model):
-    """Nearest-neighbour search for knn, coreset and hybrid (see ``active/nn.py``)."""
-
-    backend: Literal["faiss", "numpy"] = "faiss"
-    exact_max_pairs: int = Field(500_000_000, ge=0)  # queries × references below this: exact
-    nprobe: int = Field(16, ge=1)
-    nlist: int | None = Field(None, ge=1)
-    pca_dims: int | None = Field(64, ge=2)  # projection for IVF searches; None = full dims
-
-    def options(self) -> IndexOptions:
-        return IndexOptions(
-            backend=self.backend,
-            exact_max_pairs=self.exact_max_pairs,
-            nprobe=self.nprobe,
-            nlist=self.nlist,
-            pca_dims=self.pca_dims,
-        )
-
-
-class ConstraintConfig(_Model):
-    """What may never share a batch."""
-
-    min_cosine_distance: float = Field(0.05, ge=0, le=2)  # closer = near-duplicate
-    min_distance_m: float = Field(1000.0, ge=0)  # closer on the ground = neighbour; 0 = off
-    one_per_location: bool = True
-
-
-class KnnConfig(_Model):
-    k: int = Field(10, ge=1)
-
-
-class SeasonalConfig(_Model):
-    source: Literal["embeddings", "predictions", "both"] = "embeddings"
-    min_dates: int = Field(2, ge=2)
-
-
-class HybridConfig(_Model):
-    uncertainty: list[WeightedStrategy] = Field(
-        default_factory=lambda: [WeightedStrategy(name="entropy")]
+def _index_options(nn: NeighbourConfig) -> IndexOptions:
+    return IndexOptions(
+        backend=nn.backend,
+        exact_max_pairs=nn.exact_max_pairs,
+        nprobe=nn.nprobe,
+        nlist=nn.nlist,
+        pca_dims=nn.pca_dims,
     )
-    pool_factor: int = Field(10, ge=1)
-
-    @model_validator(mode="after")
-    def _scorers_only(self) -> HybridConfig:
-        bad = [s.name for s in self.uncertainty if s.name in SET_STRATEGIES]
-        if bad or not self.uncertainty:
-            raise ValueError(f"hybrid.uncertainty takes scoring strategies only, not {bad}")
-        return self
-
-
-class SelectionConfig(_Model):
-    """The active-learning selection section (to move into ``earthloop/config.py``).
-
-    ``strategies`` is one strategy, or a weighted mix of scoring strategies (random, entropy,
-    margin, knn, seasonal); coreset and hybrid choose sets and stand alone.
-    """
-
-    batch_size: int = Field(100, ge=1)
-    seed: int = 0
-    strategies: list[WeightedStrategy] = Field(
-        default_factory=lambda: [WeightedStrategy(name="hybrid")], min_length=1
-    )
-    knn: KnnConfig = Field(default_factory=KnnConfig)
-    seasonal: SeasonalConfig = Field(default_factory=SeasonalConfig)
-    hybrid: HybridConfig = Field(default_factory=HybridConfig)
-    neighbours: NeighbourConfig = Field(default_factory=NeighbourConfig)
-    constraints: ConstraintConfig = Field(default_factory=ConstraintConfig)
-
-    @model_validator(mode="after")
-    def _combinable(self) -> SelectionConfig:
-        names = [s.name for s in self.strategies]
-        if len(set(names)) != len(names):
-            raise ValueError(f"strategies: each strategy at most once, got {names}")
-        sets = [n for n in names if n in SET_STRATEGIES]
-        if sets and len(names) > 1:
-            raise ValueError(f"strategies: {sets[0]} chooses a whole set and cannot be mixed")
-        return self
 
 
 def _scorer(name: str, cfg: SelectionConfig) -> ScoreStrategy:
@@ -144,7 +59,7 @@ def _scorer(name: str, cfg: SelectionConfig) -> ScoreStrategy:
     if name == "margin":
         return MarginStrategy()
     if name == "knn":
-        return KnnStrategy(k=cfg.knn.k, options=nn.options())
+        return KnnStrategy(k=cfg.knn.k, options=_index_options(nn))
     if name == "seasonal":
         return SeasonalStrategy(source=cfg.seasonal.source, min_dates=cfg.seasonal.min_dates)
     raise ValueError(f"{name} is not a scoring strategy")
@@ -161,12 +76,12 @@ def build_strategy(cfg: SelectionConfig) -> Strategy:
     nn = cfg.neighbours
     first = cfg.strategies[0].name
     if first == "coreset":
-        return CoresetStrategy(options=nn.options())
+        return CoresetStrategy(options=_index_options(nn))
     if first == "hybrid":
         return HybridStrategy(
             _mix(cfg.hybrid.uncertainty, cfg),
             pool_factor=cfg.hybrid.pool_factor,
-            options=nn.options(),
+            options=_index_options(nn),
         )
     return _mix(cfg.strategies, cfg)
 
