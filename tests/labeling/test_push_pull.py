@@ -133,7 +133,11 @@ def test_pull_round_trips_masks_and_is_idempotent(
     table = read_table(labels_uri)
     assert table.schema.names == LABELS.schema.names and table.num_rows == N_CHIPS
     for row in table.to_pylist():
-        assert np.array_equal(_mask(row["mask_href"]), archive["truth"][row["chip_id"]])
+        truth = archive["truth"][row["chip_id"]]
+        assert np.array_equal(_mask(row["mask_href"]), truth)
+        counts = np.bincount(truth.ravel(), minlength=len(row["class_histogram"]))
+        counts[0] = 0  # unlabelled pixels are no class
+        assert row["class_histogram"] == pytest.approx((counts / counts.sum()).tolist())
         assert row["annotator"] == "admin@earthloop.local" and row["al_round"] == 1
         assert 5.0 <= row["lead_time_s"] <= 30.0
         grid = archive["rows"][row["chip_id"]]

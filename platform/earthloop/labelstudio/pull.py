@@ -137,6 +137,21 @@ def write_mask(
     return href
 
 
+def class_histogram(spec: ProjectSpec, dec: _Decoded) -> list[float]:
+    """Share of each class id (index) among the labelled pixels, or among the chosen labels."""
+    size = max(spec.classes) + 1 if spec.classes else 1
+    if dec.mask is not None:
+        counts = np.bincount(dec.mask.ravel(), minlength=size)[:size].astype(np.float64)
+        counts[0] = 0.0  # unlabelled pixels are not a class
+    else:
+        ids = {name: cid for cid, name in spec.classes.items()}
+        counts = np.zeros(size, dtype=np.float64)
+        for name in dec.classes:
+            counts[ids[name]] += 1.0
+    total = counts.sum()
+    return (counts / total).tolist() if total > 0 else counts.tolist()
+
+
 def _row(spec: ProjectSpec, dec: _Decoded, mask_href: str | None, users: Mapping[int, str]) -> Json:
     ann = dec.annotation
     who = ann.get("completed_by")
@@ -147,6 +162,7 @@ def _row(spec: ProjectSpec, dec: _Decoded, mask_href: str | None, users: Mapping
         "kind": spec.kind,
         "mask_href": mask_href,
         "classes": dec.classes or None,
+        "class_histogram": class_histogram(spec, dec),
         "annotator": users.get(int(who), f"user:{who}") if who is not None else None,
         "lead_time_s": float(ann["lead_time"]) if ann.get("lead_time") is not None else None,
         "al_round": int((dec.task.get("data") or {}).get("al_round", 0)),

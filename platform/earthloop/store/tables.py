@@ -281,6 +281,9 @@ LABELS = TableSpec(
             ("kind", pa.string()),  # segmentation | classification
             ("mask_href", pa.string()),  # label raster for segmentation
             ("classes", pa.list_(pa.string())),  # scene labels for classification
+            # fraction of the labelled pixels (or of the chosen scene labels) per class id:
+            # what knn selection compares without opening every mask
+            ("class_histogram", pa.list_(pa.float64())),
             ("annotator", pa.string()),
             ("lead_time_s", pa.float64()),
             ("al_round", pa.int64()),
