@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pretrain": ("earthloop.pretrain.entry", "contrastive pretraining on Ray Train"),
     "finetune": ("earthloop.finetune.entry", "label-efficiency sweep on Ray Tune"),
     "embed": ("earthloop.active.embed", "task-model embeddings + uncertainty per chip (Ray Data)"),
+    "active-round": ("earthloop.active.round", "one round: embed → select → push to Label Studio"),
+    "sync-labels": ("earthloop.labelstudio.sync", "pull Label Studio annotations into labels"),
 }
 
 
