@@ -56,3 +56,13 @@ export LS_PORT="${LS_PORT:-8080}"
 export LS_FILES_ROOT="${LS_FILES_ROOT:-$EARTHLOOP_ROOT/runs}"
 export LABEL_STUDIO_URL="${LABEL_STUDIO_URL:-http://$LS_HOST:$LS_PORT}"
 export LABEL_STUDIO_TOKEN_PATH="${LABEL_STUDIO_TOKEN_PATH:-$STACK_DIR/labelstudio_token}"
+
+# Daemons must not inherit the caller's extra file descriptors: a held lock file (flock) or a
+# pipe would stay open for as long as the service runs. Call it in the subshell that execs one.
+close_extra_fds() {
+  local fd
+  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do  # BASHPID: the calling subshell
+    # 255: the fd bash reads its script from
+    { [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; } 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
+  done
+}

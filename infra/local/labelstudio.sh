@@ -45,16 +45,6 @@ secret_file() {
   chmod 600 "$path"
 }
 
-# Daemons must not inherit the caller's extra file descriptors: a held lock file (flock) or a
-# pipe would stay open for as long as the server runs.
-close_extra_fds() {
-  local fd
-  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do  # BASHPID: this subshell
-    # 255: the fd bash reads this script from
-    { [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; } 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
-  done
-}
-
 port_busy() { (exec 3<>"/dev/tcp/$LS_HOST/$1") 2>/dev/null; }
 
 # The server's environment. Sentry DSNs are set empty on purpose: their defaults report to the

@@ -39,16 +39,6 @@ raylet_alive() {
 
 node_up() { has_ip "$1" "$2" && raylet_alive "$1"; }
 
-# Daemons must not inherit the caller's extra file descriptors: a held lock file (flock) or a
-# pipe would stay open for as long as the cluster runs.
-close_extra_fds() {
-  local fd
-  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do  # BASHPID: this subshell
-    # 255: the fd bash reads this script from
-    { [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; } 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
-  done
-}
-
 start_head() {
   (close_extra_fds; exec "$VENV/bin/ray" start --head --node-ip-address="$RAY_HEAD_IP" --port="$RAY_GCS_PORT" \
     --num-cpus="$RAY_NODE_CPUS" --object-store-memory="$RAY_OBJECT_STORE_BYTES" \

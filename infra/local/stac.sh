@@ -19,16 +19,6 @@ status() {
   else echo "stac: down"; return 1; fi
 }
 
-# Daemons must not inherit the caller's extra file descriptors: a held lock file (flock) or a
-# pipe would stay open for as long as the cluster runs.
-close_extra_fds() {
-  local fd
-  for fd in $(ls /proc/$BASHPID/fd 2>/dev/null); do  # BASHPID: this subshell
-    # 255: the fd bash reads this script from
-    { [ "$fd" -gt 2 ] && [ "$fd" != 255 ]; } 2>/dev/null && eval "exec $fd>&-" 2>/dev/null || true
-  done
-}
-
 up() {
   local dir="$1" port="${2:-$STAC_PORT}"
   [ -f "$dir/items.ndjson" ] || { echo "stac: $dir/items.ndjson not found (run earthloop sample-data)" >&2; exit 1; }

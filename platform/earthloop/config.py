@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from earthloop.errors import ConfigError, fail
+from earthloop.observe.logs import redact_url
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.tables import TableSpec, table_uri
 
@@ -519,6 +520,13 @@ class EarthloopConfig(Section):
         if self.finetune.bands is None and self.finetune.source != "bigearthnet":
             self.finetune.bands = list(self.ingest.bands)
         return self
+
+    def redacted_dump(self) -> dict[str, Any]:
+        """The whole config as plain data, safe to store in a run row or print: credentials in
+        URLs are masked (``stac.url`` may carry a password; run tables live for ever)."""
+        data = self.model_dump()
+        data["stac"]["url"] = redact_url(self.stac.url)
+        return data
 
     def table_uri(self, table: TableSpec | str) -> str:
         """URI of a Delta table under the workdir (see :mod:`earthloop.store.tables`)."""

@@ -145,3 +145,13 @@ def test_delta_write_then_read_exits_cleanly_every_time(tmp_path: Path) -> None:
         for i in range(12)
     ]
     assert codes == [0] * 12
+
+
+def test_the_config_stored_in_run_rows_has_no_credentials() -> None:
+    import json
+
+    cfg = load_config(None, ["stac.url=http://earthuser:Planted-Pw-42@stac.example:81/api"])
+    dumped = json.dumps(cfg.redacted_dump(), default=str)
+    assert "Planted-Pw-42" not in dumped
+    assert "http://earthuser:***@stac.example:81/api" in dumped
+    assert cfg.stac.url.endswith("@stac.example:81/api")  # the live config still connects

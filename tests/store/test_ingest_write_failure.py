@@ -14,12 +14,14 @@ from earthloop.store import delta
 from earthloop.store.delta import read_table
 
 
-def test_ingest_counts_chips_it_could_not_write(
+@pytest.fixture
+def losing_overrides(
     synthetic_demo: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> list[str]:
+    """Config overrides of an ingest whose chip commits always lose to another writer."""
     base = [o for o in synthetic_demo["overrides"] if not str(o).startswith("workdir=")]
-    cfg = load_config(None, [*base, f"workdir={tmp_path}"])
-    chips_uri = cfg.table_uri("chips")
+    overrides = [*base, f"workdir={tmp_path}"]
+    chips_uri = load_config(None, overrides).table_uri("chips")
     real = delta._open_latest
 
     def always_lose(uri: str) -> DeltaTable:  # another writer commits before every attempt
@@ -30,6 +32,11 @@ def test_ingest_counts_chips_it_could_not_write(
 
     monkeypatch.setattr(delta, "_open_latest", always_lose)
     monkeypatch.setenv("EARTHLOOP_COMMIT_ATTEMPTS", "2")
+    return overrides
+
+
+def test_ingest_counts_chips_it_could_not_write(losing_overrides: list[str]) -> None:
+    cfg = load_config(None, losing_overrides)
     report = run_ingest(cfg)
     assert report.chips > 0 and report.failed == report.chips and report.inserted == 0
     assert "NOT WRITTEN" in report.summary()
@@ -41,26 +48,11 @@ def test_ingest_counts_chips_it_could_not_write(
 
 
 def test_ingest_job_exits_non_zero_when_chips_were_not_written(
-    synthetic_demo: dict[str, Any],
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    losing_overrides: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     from earthloop.ingest import entry
 
-    base = [o for o in synthetic_demo["overrides"] if not str(o).startswith("workdir=")]
-    chips_uri = load_config(None, [*base, f"workdir={tmp_path}"]).table_uri("chips")
-    real = delta._open_latest
-
-    def always_lose(uri: str) -> DeltaTable:
-        dt = real(uri)
-        if uri == chips_uri:
-            write_deltalake(uri, pa.table({"chip_id": ["x"]}), mode="append", schema_mode="merge")
-        return dt
-
-    monkeypatch.setattr(delta, "_open_latest", always_lose)
-    monkeypatch.setenv("EARTHLOOP_COMMIT_ATTEMPTS", "2")
-    code = entry.main([*base, f"workdir={tmp_path}", "ray.address=null"])
+    code = entry.main([*losing_overrides, "ray.address=null"])
     err = capsys.readouterr().err
     assert code == 1
     assert "chips could not be committed" in err and "re-run the ingest" in err

@@ -322,7 +322,7 @@ def _write_chips(cfg: EarthloopConfig, rows: list[dict[str, Any]], report: Inges
 def _write_run_row(cfg: EarthloopConfig, report: IngestReport, started: datetime) -> None:
     # the run row is kept for ever and read by anyone with the table: no credentials in it
     params = {
-        "stac": {**cfg.stac.model_dump(), "url": redact_url(cfg.stac.url)},
+        "stac": cfg.redacted_dump()["stac"],
         "ingest": cfg.ingest.model_dump(),
     }
     run_row = {

@@ -31,6 +31,7 @@ from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import TableRef, merge_rows, read_table, table_exists
 from earthloop.store.fs import as_uri, local_staging, ray_storage
 from earthloop.store.labels import LabelSource, label_source_from_manifest
+from earthloop.store.tables import CHIPS, PRETRAIN_METRICS, PRETRAIN_RUNS
 from earthloop.stream import chip_dataset, load_index, seco_dataset
 
 log = logging.getLogger("earthloop.pretrain")
@@ -74,7 +75,7 @@ def plan_pretrain(cfg: EarthloopConfig) -> PretrainPlan:
             f"{cfg.ray.num_workers}: every worker needs at least one sample per step"
         )
     method.check(pc)
-    chips_uri = cfg.table_uri("chips")
+    chips_uri = cfg.table_uri(CHIPS)
     if not table_exists(chips_uri):
         raise ConfigError(f"no chip table at {chips_uri}: run `earthloop ingest` first")
     labels = None
@@ -161,7 +162,7 @@ def worker_setup(plan: PretrainPlan, data: TrainingData) -> WorkerSetup:
         run_name=plan.run_name,
         probe_ref=probe_ref,
         cpus_per_worker=plan.cfg.ray.cpus_per_worker,
-        metrics_table=plan.cfg.table_uri("pretrain_metrics"),
+        metrics_table=plan.cfg.table_uri(PRETRAIN_METRICS),
     )
 
 
@@ -218,7 +219,7 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
         cfg.ray.num_workers,
     )
     trainer = make_trainer(plan, data, setup)
-    recorder = RunRecorder(cfg.table_uri("pretrain_runs"), plan, data.ref)
+    recorder = RunRecorder(cfg.table_uri(PRETRAIN_RUNS), plan, data.ref)
     result = _fit(trainer, recorder)
     checkpoint = (
         as_uri(result.checkpoint.filesystem, result.checkpoint.path)
@@ -326,27 +327,7 @@ def _sigterm_as_interrupt(received: list[str]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-RUNS_SCHEMA = pa.schema(
-    [
-        ("run_name", pa.string()),
-        ("method", pa.string()),
-        ("backbone", pa.string()),
-        ("bands", pa.list_(pa.string())),
-        ("config", pa.string()),
-        ("chips_table", pa.string()),
-        ("chips_table_version", pa.int64()),
-        ("checkpoint", pa.string()),
-        ("backbone_path", pa.string()),
-        ("final_step", pa.int64()),
-        ("resumed_from_step", pa.int64()),
-        ("world_size", pa.int64()),
-        ("knn_accuracy", pa.float64()),
-        ("started_at", pa.timestamp("us", tz="UTC")),
-        ("finished_at", pa.timestamp("us", tz="UTC")),
-        ("status", pa.string()),
-        ("error", pa.string()),
-    ]
-)
+RUNS_SCHEMA = PRETRAIN_RUNS.schema  # the contract lives in store.tables
 
 
 class RunRecorder:
@@ -377,7 +358,7 @@ class RunRecorder:
             "method": plan.pc.method,
             "backbone": plan.pc.backbone,
             "bands": plan.bands,
-            "config": json.dumps(plan.cfg.model_dump(), default=str, sort_keys=True),
+            "config": json.dumps(plan.cfg.redacted_dump(), default=str, sort_keys=True),
             "chips_table": self.ref.uri,
             "chips_table_version": self.ref.version,
             "checkpoint": checkpoint,
