@@ -79,6 +79,7 @@ def _world(n_loc: int = 40, dates: int = 2, seed: int = 0) -> dict[str, pa.Table
             "kind": ["classification"] * len(lab_rows),
             "mask_href": [None] * len(lab_rows),
             "classes": [[f"k{labels[i]}"] for i in lab_rows],
+            "class_histogram": [None] * len(lab_rows),
             "annotator": ["sim"] * len(lab_rows),
             "lead_time_s": [1.0] * len(lab_rows),
             "al_round": [0] * len(lab_rows),
