@@ -51,6 +51,7 @@ from earthloop.checkpoints import (
 from earthloop.config import PretrainConfig
 from earthloop.models.metrics import embedding_std, is_collapsed, knn_accuracy, uniformity
 from earthloop.models.normalise import normalise
+from earthloop.observe.progress import Progress
 from earthloop.observe.recorders import StreamMetrics, TrainMetrics
 from earthloop.pretrain.methods import Method
 
@@ -248,9 +249,15 @@ class Engine:
             if on_gpu
             else torch.autocast("cpu", enabled=False)
         )
-        self._t_start = time.perf_counter()
-        self._last_log = self._t_start
-        self._steps_here = 0
+        # rank 0 speaks for the group: samples of every rank, one line per log_every_s
+        self.progress = Progress(
+            "pretrain",
+            schedule.max_steps * batch_size * world if schedule.max_steps else None,
+            unit="samples",
+            every_s=schedule.log_every_s,
+            logger=log,
+            level=logging.INFO if rank == 0 else logging.DEBUG,
+        )
 
     # -- checkpoint state ---------------------------------------------------------------------
 
@@ -400,7 +407,6 @@ class Engine:
         if self.sched is not None:
             self.sched.step()
         self.pos.step += 1
-        self._steps_here += 1
         self.epoch_batches += 1
         terms = {
             k: float(v.detach()) for k, v in out.items() if k.startswith("loss") and v.ndim == 0
@@ -410,22 +416,12 @@ class Engine:
         return terms, int(next(iter(inputs.values())).shape[0])
 
     def _log_progress(self, epoch: int, terms: dict[str, float], clock: _Clock) -> None:
-        now = clock.t_prev
-        if self.rank != 0 or now - self._last_log < self.schedule.log_every_s:
-            return
-        self._last_log = now
-        elapsed = max(now - self._t_start, 1e-9)
-        rate = self._steps_here * self.batch_size * self.world / elapsed
-        total = self.schedule.max_steps
-        eta = (total - self.pos.step) * elapsed / self._steps_here if total else None
-        log.info(
-            "step %d epoch %d loss %.4f %.1f samples/s data-wait %.0f%% ETA %s",
-            self.pos.step,
-            epoch,
-            terms.get("loss", float("nan")),
-            rate,
-            100 * clock.wait_fraction(),
-            f"{eta:.0f}s" if eta is not None else "?",
+        self.progress.update(
+            self.batch_size * self.world,
+            step=self.pos.step,
+            epoch=epoch,
+            loss=terms.get("loss", float("nan")),
+            data_wait=f"{clock.wait_fraction():.0%}",
         )
 
     # -- end of epoch: collapse watch and a checkpoint at the epoch boundary --------------------
