@@ -1,5 +1,6 @@
 # earthloop — the two commands of a newcomer:
 #   make demo   set up, generate the embedded demo data, start the local stack, run the loop
+#   (make demo-round: label the queued tasks with a simulated annotator, then the next round)
 #   make test   set up and run every test (unit + integration against real servers)
 SHELL := /bin/bash
 VENV ?= .venv
@@ -8,7 +9,7 @@ CONFIG ?= configs/demo.yaml
 DATA ?= data/synthetic
 export RAY_AUTH_MODE ?= token
 
-.PHONY: setup data stack-up stack-down demo test test-unit lint bench clean
+.PHONY: setup data stack-up stack-down demo demo-round test test-unit lint bench clean
 
 setup:
 	@infra/local/setup.sh
@@ -24,6 +25,10 @@ stack-down:
 
 demo: data stack-up
 	infra/local/demo.sh $(CONFIG)
+
+# After `make demo`: simulated annotator on the queued tasks, sync-labels, then the next round.
+demo-round:
+	infra/local/demo_round.sh $(CONFIG)
 
 # env.sh: one Ray auth mode and the project's own token (.stack/ray_auth_token) for every client.
 test: setup
