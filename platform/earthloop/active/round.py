@@ -460,6 +460,10 @@ def run_round(
         rep.seconds["select"] = time.perf_counter() - t
     else:
         rep.strategy = str(existing[0]["strategy"])
+        if not params.model_version and existing[0]["model_version"] != model["model_version"]:
+            # the pre-annotations of a round come from the model that selected it
+            model = resolve_model(cfg, str(existing[0]["model_version"]))
+            rep.model_version = model["model_version"]
         missing = [p["chip_id"] for p in existing if p["chip_id"] not in chips]
         for c in missing:  # a chip dropped from the index since: its row is kept, not pushed
             log.warning("round %d: chip %s is no longer in the chip index", round_, c)
@@ -476,7 +480,8 @@ def run_round(
         log.warning("round %d: %d chip(s) have no preview; next round", round_, rep.no_preview)
         return run_round(cfg, RoundParams(**{**asdict(params), "round": round_ + 1}), client)
     metrics = LabelMetrics("label")
-    metrics.tasks_pushed(rep.pushed, method=rep.strategy or "other")
+    # "hybrid(entropy)" → "hybrid": a metric label is a bounded identifier
+    metrics.tasks_pushed(rep.pushed, method=rep.strategy.split("(")[0] or "other")
     log.info("round %d done: %s", round_, json.dumps(asdict(rep), default=str))
     return rep
 
