@@ -22,14 +22,21 @@ import pytest
 import torch
 from earthloop.active.embed import result_tables
 from earthloop.active.round import RoundParams, pick_task_model, project_spec, run_round
-from earthloop.config import EarthloopConfig, load_config
+from earthloop.config import ConfigError, EarthloopConfig, load_config
 from earthloop.finetune.export import ExportContext, export_rows
 from earthloop.labelstudio.client import LabelStudioError
 from earthloop.labelstudio.rle import rle_to_mask
 from earthloop.models import build_backbone
 from earthloop.models.task import TaskModel
 from earthloop.store.delta import merge_rows, read_table
-from earthloop.store.tables import AL_ROUNDS, EMBEDDINGS, LABELS, PREDICTIONS, TASK_MODELS
+from earthloop.store.tables import (
+    AL_ROUNDS,
+    EMBEDDINGS,
+    FINETUNE_TRIALS,
+    LABELS,
+    PREDICTIONS,
+    TASK_MODELS,
+)
 
 Json = dict[str, Any]
 CLASSES = {1: "water", 2: "urban", 3: "grassland"}
@@ -227,3 +234,33 @@ def test_default_pick_is_the_largest_fraction_then_best_score(world: dict[str, A
     spec = project_spec(cfg, picked, files_root=str(world["files"]))
     assert spec.classes == CLASSES and spec.kind == "segmentation"
     assert spec.title == f"earthloop {cfg.name} landcover segmentation"
+
+
+def test_the_pick_prefers_the_largest_fraction_of_the_init_then_the_best_score(
+    world: dict[str, Any],
+) -> None:
+    cfg = world["cfg"]
+    ctx_rows = read_table(cfg.table_uri(TASK_MODELS)).to_pylist()
+    base = ctx_rows[0]
+    # task_models rows of four trials, joined to their trials for init and fraction
+    cells = {"a": ("seco", 0.1, 0.4), "b": ("seco", 0.1, 0.6), "c": ("seco", 0.01, 0.9),
+             "d": ("random", 0.1, 0.95)}  # fmt: skip
+    models = [{**base, "model_version": f"m-{t}", "source_trial": t, "val_metric": v}
+              for t, (_, _, v) in cells.items()]  # fmt: skip
+    trials = [{"sweep": base["source_sweep"], "trial_id": t, "init": i, "fraction": f}
+              for t, (i, f, _) in cells.items()]  # fmt: skip
+    merge_rows(
+        cfg.table_uri(TASK_MODELS),
+        pa.Table.from_pylist(models, TASK_MODELS.schema),
+        ["model_version"],
+    )
+    merge_rows(
+        cfg.table_uri(FINETUNE_TRIALS),
+        pa.Table.from_pylist(trials, FINETUNE_TRIALS.schema),
+        FINETUNE_TRIALS.keys,
+    )
+    assert pick_task_model(cfg, init="seco")["model_version"] == "m-b"
+    assert pick_task_model(cfg, init="random")["model_version"] == "m-d"
+    assert pick_task_model(cfg, model_version="m-c")["model_version"] == "m-c"
+    with pytest.raises(ConfigError, match="init 'moco'"):
+        pick_task_model(cfg, init="moco")
