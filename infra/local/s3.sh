@@ -31,8 +31,8 @@ case "${1:-status}" in
     if [ ! -x "$S3_VENV/bin/python" ] || ! "$S3_VENV/bin/python" -c "import moto.server" 2>/dev/null; then
       echo "s3: moto is not installed in $S3_VENV; run infra/local/setup.sh" >&2; exit 1
     fi
-    nohup "$S3_VENV/bin/python" "$EARTHLOOP_ROOT/infra/local/moto_serial.py" "$S3_HOST" "$S3_PORT" \
-      >"$LOG" 2>&1 &
+    (close_extra_fds; exec nohup "$S3_VENV/bin/python" "$EARTHLOOP_ROOT/infra/local/moto_serial.py" \
+      "$S3_HOST" "$S3_PORT" >"$LOG" 2>&1) &
     echo $! >"$PIDFILE"
     for _ in $(seq 100); do answers && break; sleep 0.1; done
     if ! answers; then echo "s3: did not answer at $URL; see $LOG" >&2; exit 1; fi

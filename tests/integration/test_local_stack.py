@@ -54,13 +54,47 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _private_stack(tmp_path: Path, *, with_services: bool) -> dict[str, str]:
+    """Private ports and state dir for everything but Ray (the shared cluster, the project's
+    token); without services, S3 and Label Studio count as not installed."""
+    env = {
+        **os.environ,
+        "STACK_DIR": str(tmp_path / "stack"),
+        "STAC_PORT": str(_free_port()),
+        "S3_PORT": str(_free_port()),
+        "LS_PORT": str(_free_port()),
+        "LS_FILES_ROOT": str(tmp_path / "files"),
+    }
+    if not with_services:
+        env["S3_VENV"] = env["LS_VENV"] = str(tmp_path / "not-installed")
+    assert env.get("RAY_AUTH_TOKEN_PATH") or env.get("RAY_AUTH_TOKEN")  # set by conftest
+    return env
+
+
+def _stop_services(env: dict[str, str]) -> None:
+    for script in ("stac.sh", "s3.sh", "labelstudio.sh"):
+        subprocess.run(
+            ["bash", str(ROOT / "infra" / "local" / script), "down"],
+            env=env,
+            timeout=120,
+            capture_output=True,
+        )
+
+
 @pytest.fixture
 def stack_env(ray_cluster: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A private STAC port and state dir; the shared Ray cluster and the project's Ray token."""
-    env = {**os.environ, "STACK_DIR": str(tmp_path / "stack"), "STAC_PORT": str(_free_port())}
-    assert env.get("RAY_AUTH_TOKEN_PATH") or env.get("RAY_AUTH_TOKEN")  # set by conftest
+    """Ray and STAC only: what the healing test kills and restarts."""
+    env = _private_stack(tmp_path, with_services=False)
     yield env
-    subprocess.run(["bash", str(ROOT / "infra/local/stac.sh"), "down"], env=env, timeout=60)
+    _stop_services(env)
+
+
+@pytest.fixture
+def full_stack_env(ray_cluster: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Every part of the stack, S3 and Label Studio included, on private ports."""
+    env = _private_stack(tmp_path, with_services=True)
+    yield env
+    _stop_services(env)
 
 
 def _up(env: dict[str, str], data: Path) -> subprocess.CompletedProcess[str]:
@@ -130,8 +164,9 @@ def _stack_listeners(stac_pid: int) -> list[tuple[str, int, str, int]]:
 
 
 def test_what_listens_beyond_loopback_is_only_what_the_docs_name(
-    stack_env: dict[str, str], synthetic_demo: dict[str, object]
+    full_stack_env: dict[str, str], synthetic_demo: dict[str, object]
 ) -> None:
+    stack_env = full_stack_env
     _up(stack_env, synthetic_demo["manifest"].root)  # type: ignore[attr-defined]
     stac_pid = int((Path(stack_env["STACK_DIR"]) / "stac.pid").read_text())
     listeners = _stack_listeners(stac_pid)
@@ -141,6 +176,15 @@ def test_what_listens_beyond_loopback_is_only_what_the_docs_name(
     assert _is_loopback(by_port[dash_port][0]), by_port[dash_port]
     stac_port = int(stack_env["STAC_PORT"])
     assert by_port[stac_port][2] == stac_pid and _is_loopback(by_port[stac_port][0])
+    # the S3 stand-in and Label Studio: listening, and on loopback only
+    for port_var in ("S3_PORT", "LS_PORT"):
+        port = int(stack_env[port_var])
+        addrs = [
+            c.laddr.ip
+            for c in psutil.net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+        ]
+        assert addrs and all(_is_loopback(a) for a in addrs), (port_var, addrs)
     exposed = [(ip, port, name) for ip, port, name, pid in listeners if not _is_loopback(ip)]
     assert exposed, "Ray binds nothing beyond loopback any more: update docs/deployment.md"
     for ip, port, name in exposed:
