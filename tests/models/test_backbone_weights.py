@@ -175,3 +175,20 @@ def test_external_pickled_checkpoint_needs_trust(tmp_path: Path) -> None:
         load_external_state_dict(path, "resnet_tiny", 3)
     bb, report = load_external_state_dict(path, "resnet_tiny", 3, trust_pickle=True)
     assert report.loaded_all
+
+
+class _Payload:
+    """Stands for any class a malicious checkpoint could make torch.load import and call."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("code ran",))
+
+
+def test_trust_pickle_still_refuses_arbitrary_globals(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": build_backbone("resnet_tiny", 3).state_dict(), "x": _Payload()}, path)
+    with pytest.raises(ValueError, match=r"builtins\.print"):
+        load_external_state_dict(path, "resnet_tiny", 3, trust_pickle=True)
+    assert "code ran" not in capsys.readouterr().out

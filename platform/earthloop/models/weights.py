@@ -19,6 +19,7 @@ encoder is an ``nn.Sequential``) to our parameter names and reports what did not
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -135,7 +136,34 @@ def save_backbone(
     return out
 
 
+# Classes a third-party training checkpoint pickles next to its tensors (Lightning hparams,
+# numpy scalars in metrics) that rebuild without running code of the file's choosing.
+_TRUSTABLE_GLOBALS = frozenset(
+    {
+        "argparse.Namespace",
+        "collections.OrderedDict",
+        "collections.defaultdict",
+        "builtins.set",
+        "pathlib.PosixPath",
+        "pathlib.PurePosixPath",
+        "numpy.dtype",
+        "numpy.core.multiarray.scalar",
+        "numpy._core.multiarray.scalar",
+        "numpy.core.multiarray._reconstruct",
+        "numpy._core.multiarray._reconstruct",
+        "numpy.ndarray",
+    }
+)
+
+
 def _load_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
+    """Load a weight file without ever executing code from it.
+
+    ``weights_only=True`` first. A foreign checkpoint that pickles extra objects is refused
+    unless the caller passes ``trust_pickle=True``; even then only the globals in
+    :data:`_TRUSTABLE_GLOBALS` are allowed (still ``weights_only``), and any other one is named
+    in the error instead of being imported.
+    """
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -146,7 +174,21 @@ def _load_file(path: PathLike, *, trust_pickle: bool = False) -> Any:
                 f"{path} cannot be read with weights_only=True ({type(exc).__name__}: {exc}); it "
                 "contains pickled objects. Pass trust_pickle=True only if you trust its source."
             ) from exc
-        return torch.load(path, map_location="cpu", weights_only=False)
+    found = set(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    unknown = sorted(found - _TRUSTABLE_GLOBALS)
+    if unknown:
+        raise ValueError(
+            f"{path} pickles {unknown}, which earthloop does not rebuild (they could run code); "
+            "save the state_dict alone and load that"
+        )
+    allowed = [_import_global(name) for name in sorted(found)]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def _import_global(name: str) -> Any:
+    module, _, attr = name.rpartition(".")
+    return getattr(importlib.import_module(module), attr)
 
 
 def _is_state_dict(obj: Any) -> bool:
