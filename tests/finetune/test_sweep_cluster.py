@@ -98,6 +98,14 @@ def test_tiny_sweep_writes_rows_report_and_pngs(
     print(f"tiny sweep: 4 trials in {elapsed:.0f}s")
 
 
+def _meta_step(meta: Path) -> int:
+    """The step a checkpoint's meta.json names; 0 while it is still being copied."""
+    try:
+        return int(json.loads(meta.read_text())["step"])
+    except (OSError, ValueError, KeyError):
+        return 0
+
+
 def _attempts(exp: Path) -> dict[str, list[dict[str, Any]]]:
     d = exp / "attempts"
     return (
@@ -156,10 +164,14 @@ def test_restore_after_kill_finishes_only_the_remaining_trials(
 
     # kill while a third trial is mid-way: after its first checkpoint, before its end
     def third_running() -> bool:
+        # a trial not yet finished whose checkpoint is complete (meta.json written last) and
+        # short of the end: killing now leaves it something to resume from
         done_ids = {r["trial_id"] for r in _rows(uri, "killed")}
         return len(done_ids) < 4 and any(
-            d.is_dir() and d.name.rsplit("-", 1)[-1] not in done_ids and any(d.glob("checkpoint_*"))
+            0 < _meta_step(m) < 16
             for d in exp.iterdir()
+            if d.is_dir() and "-f" in d.name and d.name.rsplit("-", 1)[-1] not in done_ids
+            for m in d.glob("checkpoint_*/meta.json")
         )
 
     while time.monotonic() < deadline and len(_rows(uri, "killed")) < 4 and not third_running():
