@@ -64,7 +64,12 @@ start_server() {
       LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK=true \
       LATEST_VERSION_CHECK=false COLLECT_ANALYTICS=false SENTRY_DSN= FRONTEND_SENTRY_DSN= \
       LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED=true \
-      LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$LS_FILES_ROOT"
+      LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT="$LS_FILES_ROOT" \
+      USE_DEFAULT_BANNED_SUBNETS="${LS_BAN_PRIVATE_WEBHOOKS:-false}"
+    # ^ Label Studio refuses webhook targets on private/loopback addresses (an SSRF guard); the
+    # local stack's webhook receiver (labeling/webhook.py) is on 127.0.0.1, so the guard is off
+    # here. On a shared server keep it on (LS_BAN_PRIVATE_WEBHOOKS=true) and reach the receiver
+    # through the cluster's ingress (docs/labeling.md).
     exec nohup "$LS_VENV/bin/label-studio" start --internal-host "$LS_HOST" --port "$LS_PORT" \
       --no-browser --data-dir "$LS_DATA_DIR" --database "$LS_DATA_DIR/label_studio.sqlite3" \
       >"$LOG" 2>&1
