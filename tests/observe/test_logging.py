@@ -123,3 +123,16 @@ def test_bad_format_args_still_log_redacted(root_logging: None) -> None:
     setup_logging("INFO", stream=buf)
     logging.getLogger("earthloop").info("token=%d abcdefgh", "not-a-number")
     assert "token=***" in buf.getvalue()
+
+
+def test_paths_of_secret_files_are_not_masked() -> None:
+    from earthloop.observe.logs import secret_env_values
+
+    env = {
+        "LABEL_STUDIO_TOKEN_PATH": "/srv/stack/labelstudio_token",
+        "RAY_AUTH_TOKEN": "0123456789abcdef",
+        "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMIK7MDENG",
+    }
+    values = secret_env_values(env)
+    assert "/srv/stack/labelstudio_token" not in values
+    assert {"0123456789abcdef", "wJalrXUtnFEMIK7MDENG"} <= set(values)

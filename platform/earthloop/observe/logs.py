@@ -43,6 +43,9 @@ MIN_SECRET_LENGTH = 6
 MASK = "***"
 
 _SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY", re.IGNORECASE)
+# RAY_AUTH_TOKEN_PATH, LABEL_STUDIO_TOKEN_PATH …: masking a path would hide the one thing an
+# error message needs to say (which file to fix), and reveals nothing secret.
+_LOCATION_SUFFIXES = ("_PATH", "_FILE", "_DIR")
 _NOT_SECRET_VALUES = frozenset({"true", "false", "none", "null", "yes", "no", "on", "off"})
 
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -81,6 +84,7 @@ def secret_env_values(
         v
         for k, v in env.items()
         if _SECRET_NAME.search(k)
+        and not k.upper().endswith(_LOCATION_SUFFIXES)  # where a secret lives is no secret
         and len(v) >= min_length
         and v.strip().lower() not in _NOT_SECRET_VALUES
     }
