@@ -7,8 +7,10 @@ offending key (``ingest.bands.2: unknown Sentinel-2 band 'B13'``).
 
 from __future__ import annotations
 
+import argparse
 import datetime as _dt
 import os
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -614,20 +616,29 @@ def load_config(
         raise ConfigError(format_validation_error(exc, str(source))) from None
 
 
-def parse_job_args(argv: list[str] | None, description: str) -> tuple[EarthloopConfig, Any]:
-    """Common ``--config FILE [section.key=value ...]`` handling for every job entry point.
+def parse_job_args(
+    argv: list[str] | None, description: str, flags: argparse.ArgumentParser | None = None
+) -> tuple[EarthloopConfig, argparse.Namespace]:
+    """Common ``[job flags] --config FILE [section.key=value ...]`` handling of every entry point.
 
-    Returns the validated config and the argparse namespace (for job-specific flags added by
-    nobody yet; kept so entries can grow flags without changing this signature).
+    ``flags`` is a job's own parser (``add_help=False``): its options are taken out first, the
+    rest is the config, and ``--help`` shows both. Returns the validated config and the job's
+    flags (or the common namespace when the job has none).
     """
-    import argparse
-
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--config", default=None, help=f"YAML config (default {DEFAULT_CONFIG})")
-    parser.add_argument("overrides", nargs="*", help="section.key=value overrides")
-    ns = parser.parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    common = argparse.ArgumentParser(description=description, add_help=flags is None)
+    common.add_argument("--config", default=None, help=f"YAML config (default {DEFAULT_CONFIG})")
+    common.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    job_ns = None
+    if flags is not None:
+        if "-h" in args or "--help" in args:  # one help for both, before any required flag
+            argparse.ArgumentParser(
+                prog=flags.prog, description=description, parents=[flags, common]
+            ).parse_args(["--help"])
+        job_ns, args = flags.parse_known_args(args)
+    ns = common.parse_args(args)
     try:
         cfg = load_config(ns.config, ns.overrides)
     except ConfigError as exc:
         raise SystemExit(fail("earthloop", exc)) from None
-    return cfg, ns
+    return cfg, (job_ns if job_ns is not None else ns)

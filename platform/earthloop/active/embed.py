@@ -28,7 +28,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -413,12 +412,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``earthloop embed --model-version V [flags] [--config FILE] [section.key=value ...]``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in args or "--help" in args:
-        _parser().print_help()
-        parse_job_args(["--help"], "Common options:")  # prints them and exits 0
-    ns, rest = _parser().parse_known_args(args)
-    cfg, _ = parse_job_args(rest, "Embed and summarise chips with a task model (Ray Data).")
+    cfg, ns = parse_job_args(
+        argv, "Embed and summarise chips with a task model (Ray Data).", _parser()
+    )
     setup_logging()
     params = EmbedParams(**vars(ns))
     try:

@@ -31,7 +31,6 @@ import logging
 import math
 import os
 import posixpath
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -519,12 +518,7 @@ def _print(rep: RoundReport, url: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``earthloop active-round [flags] [--config FILE] [section.key=value ...]``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in args or "--help" in args:
-        _parser().print_help()
-        parse_job_args(["--help"], "Common options:")  # prints them and exits 0
-    ns, rest = _parser().parse_known_args(args)
-    cfg, _ = parse_job_args(rest, "One active-learning round: embed, select, push.")
+    cfg, ns = parse_job_args(argv, "One active-learning round: embed, select, push.", _parser())
     setup_logging()
     params = RoundParams(**vars(ns))
     try:

@@ -14,7 +14,6 @@ Studio (or the configuration) fails; rejected annotations are counted and report
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import dataclass
 
 import pyarrow.compute as pc
@@ -105,12 +104,9 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """``earthloop sync-labels [flags] [--config FILE] [section.key=value ...]``."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if "-h" in args or "--help" in args:
-        _parser().print_help()
-        parse_job_args(["--help"], "Common options:")  # prints them and exits 0
-    ns, rest = _parser().parse_known_args(args)
-    cfg, _ = parse_job_args(rest, "Pull Label Studio annotations into the labels table.")
+    cfg, ns = parse_job_args(
+        argv, "Pull Label Studio annotations into the labels table.", _parser()
+    )
     setup_logging()
     try:
         client = LabelStudio(Connection.from_env())
