@@ -261,11 +261,21 @@ class SplitConfig(Section):
     index_test_share: float = Field(0.5, gt=0, lt=1)  # index mode: val blocks that become test
     salt: str = "earthloop-finetune"
     drop_overlapping: bool = True  # drop val/test chips whose footprint touches a train chip
+    # A held-out region (lon/lat [west, south, east, north]): its chips are never trained on,
+    # selected on or counted in "test"; they are scored apart as "heldout" at the trial's best
+    # val iteration. Does a model trained in one country work in another? Only this tells.
+    heldout_bbox: list[float] | None = None
 
     @model_validator(mode="after")
     def _fractions(self) -> SplitConfig:
         if self.mode == "blocks" and self.val_fraction + self.test_fraction >= 1:
             raise ValueError("val_fraction + test_fraction must leave blocks for training")
+        b = self.heldout_bbox
+        if b is not None and (len(b) != 4 or not (b[0] < b[2] and b[1] < b[3])):
+            raise ValueError(
+                f"finetune.split.heldout_bbox must be [west, south, east, north] with west < east "
+                f"and south < north, got {b}"
+            )
         return self
 
 

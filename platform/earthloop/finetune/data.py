@@ -116,7 +116,10 @@ class Pool:
         return idx
 
     def summary(self) -> dict[str, int]:
-        return {s: len(self.indices(s)) for s in ("train", "val", "test")}
+        out = {s: len(self.indices(s)) for s in ("train", "val", "test")}
+        if any(s.split == "heldout" for s in self.samples):
+            out["heldout"] = len(self.indices("heldout"))
+        return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -291,11 +294,11 @@ def _log_pool(pool: Pool, fc: FinetuneConfig) -> None:
 
 
 def _cap_eval(samples: list[Sample], cap: int | None) -> list[Sample]:
-    """At most ``cap`` val and ``cap`` test samples, chosen by a stable hash of their ids."""
+    """At most ``cap`` val, test and held-out samples each, chosen by a stable hash of ids."""
     if cap is None:
         return samples
     out = [s for s in samples if s.split == "train"]
-    for split in ("val", "test"):
+    for split in ("val", "test", "heldout"):
         members = sorted(
             (s for s in samples if s.split == split), key=lambda s: zlib.crc32(s.id.encode())
         )

@@ -20,7 +20,7 @@ from earthloop.config import SplitConfig
 
 __all__ = ["assign_split", "block_key", "block_unit", "overlapping_eval"]
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "heldout")
 
 
 def block_key(lon: float, lat: float, block_deg: float) -> str:
@@ -35,7 +35,13 @@ def block_unit(key: str, salt: str) -> float:
 
 
 def assign_split(lon: float, lat: float, index_split: str | None, sc: SplitConfig) -> str:
-    """``train``/``val``/``test`` for a location (see :class:`SplitConfig` for the two modes)."""
+    """``train``/``val``/``test`` for a location (see :class:`SplitConfig` for the two modes).
+
+    ``heldout`` for a location inside ``sc.heldout_bbox``, whatever its block.
+    """
+    b = sc.heldout_bbox
+    if b is not None and b[0] <= lon < b[2] and b[1] <= lat < b[3]:
+        return "heldout"
     u = block_unit(block_key(lon, lat, sc.block_deg), sc.salt)
     if sc.mode == "index":
         if index_split not in {"train", "val"}:

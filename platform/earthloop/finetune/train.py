@@ -35,6 +35,8 @@ __all__ = ["EvalSpec", "TrainParams", "evaluate", "fit"]
 
 StateFn = Callable[[], dict[str, Any]]
 ReportFn = Callable[[dict[str, Any], StateFn | None], None]
+# what is scored at the best val iteration: one test set, or named ones ("test", "heldout")
+Scored = TrialArrays | dict[str, TrialArrays] | None
 
 
 @dataclass
@@ -247,19 +249,28 @@ class _Loop:
         return float(loss.detach()), int(x.shape[0])
 
     def evaluate(
-        self, val: TrialArrays, test: TrialArrays | None, spec: EvalSpec, p: TrainParams
+        self, val: TrialArrays, test: Scored, spec: EvalSpec, p: TrainParams
     ) -> tuple[dict[str, Any], float]:
-        """Score val; score test when val improved (or at the first evaluation)."""
+        """Score val; score the test set(s) when val improved (or at the first evaluation)."""
         self.iteration += 1
         best = self.best
         val_m = evaluate(self.model, val, spec, p.eval_batch)
         score = float(val_m.get(spec.primary, float("nan")))
         improved = not math.isnan(score) and score > best["best_val"]
-        if improved or (self.iteration == 1 and test is not None and "test" not in best):
+        sets = {"test": test} if isinstance(test, TrialArrays) else dict(test or {})
+        if improved or (self.iteration == 1 and sets and "test" not in best):
             best["best_val"] = score if not math.isnan(score) else best["best_val"]
             best["best_iteration"] = self.iteration
-            if test is not None:
-                best["test"] = _scalars("test_", evaluate(self.model, test, spec, p.eval_batch))
+            if sets:
+                # every scored set at the same (best-val) weights: a held-out region is judged
+                # by the model selected on val, never by its own best iteration
+                best["test"] = {
+                    k: v
+                    for name, arrays in sets.items()
+                    for k, v in _scalars(
+                        f"{name}_", evaluate(self.model, arrays, spec, p.eval_batch)
+                    ).items()
+                }
         return val_m, score
 
 
@@ -267,7 +278,7 @@ def fit(
     model: TaskModel,
     train: TrialArrays,
     val: TrialArrays,
-    test: TrialArrays | None,
+    test: Scored,
     p: TrainParams,
     spec: EvalSpec,
     *,

@@ -82,8 +82,9 @@ def trial_params(config: dict[str, Any], ctx: TrialContext) -> TrainParams:
 
 def _trial_data(
     config: dict[str, Any], ctx: TrialContext
-) -> tuple[TrialArrays, TrialArrays, TrialArrays]:
-    """Train (the trial's label subset), val and test arrays, normalised as the init expects."""
+) -> tuple[TrialArrays, TrialArrays, dict[str, TrialArrays]]:
+    """Train (the trial's label subset), val and the scored sets (``test``, and ``heldout`` when
+    the split holds a region out), normalised as the init expects."""
     init = ctx.inits[config["init"]]
     mean, std = (
         (init.mean, init.std) if init.mean is not None and init.std is not None else ctx.train_stats
@@ -92,8 +93,13 @@ def _trial_data(
     idx = pool.train_subset(float(config["fraction"]), int(config["seed"]))
     train = materialise(pool, idx, mean, std, boundary_px=ctx.boundary_px)
     val = materialise(pool, pool.indices("val"), mean, std, boundary_px=ctx.boundary_px)
-    test = materialise(pool, pool.indices("test"), mean, std, boundary_px=ctx.boundary_px)
-    return train, val, test
+    scored = {
+        "test": materialise(pool, pool.indices("test"), mean, std, boundary_px=ctx.boundary_px)
+    }
+    held = pool.indices("heldout")
+    if held:
+        scored["heldout"] = materialise(pool, held, mean, std, boundary_px=ctx.boundary_px)
+    return train, val, scored
 
 
 def execute_trial(
