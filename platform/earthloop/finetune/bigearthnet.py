@@ -15,7 +15,6 @@ bare rock, burnt areas, intertidal flats). A label name outside the 43 is an err
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,13 @@ import numpy as np
 import rasterio
 from rasterio.enums import Resampling
 from rasterio.warp import transform as warp_transform
+
+from earthloop.finetune.bigearthnet_layout import (
+    detect_layout,
+    patch_record,
+    record_labels,
+    scan,
+)
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -143,6 +149,7 @@ _GROUPS_19: tuple[tuple[str, tuple[str, ...]], ...] = (
 CLASSES_19: tuple[str, ...] = tuple(name for name, _ in _GROUPS_19)
 _TO_19: dict[str, int] = {old: i for i, (_, olds) in enumerate(_GROUPS_19) for old in olds}
 _TO_43: dict[str, int] = {name: i for i, name in enumerate(CLASSES_43)}
+_IDX_19: dict[str, int] = {name: i for i, name in enumerate(CLASSES_19)}
 
 
 @dataclass
@@ -155,17 +162,17 @@ class BigEarthNetData:
     patch_ids: list[str]
     lonlat: np.ndarray  # (N, 2) patch centres, for spatial splits
     bands: list[str]
+    splits: list[str] | None = None  # official train/val/test (v2); None: v1 has none
+    version: int = 1  # layout of the download (1 or 2)
+    excluded: int = 0  # patches left out as advised (seasonal snow, cloud/shadow)
 
 
 def find_patches(root: str | Path) -> list[Path]:
-    """Patch folders under ``root`` (any depth), sorted by name."""
-    base = Path(root)
-    if not base.is_dir():
-        raise FileNotFoundError(f"BigEarthNet folder not found: {base}")
-    found = sorted({p.parent for p in base.rglob("*_labels_metadata.json")}, key=lambda p: p.name)
-    if not found:
-        raise FileNotFoundError(f"no BigEarthNet patch (*_labels_metadata.json) under {base}")
-    return found
+    """Folders of the usable patches of a v1 or v2 download, sorted by patch id.
+
+    Patches on the release's snow/cloud/shadow lists are left out (and counted in the log).
+    """
+    return [r.folder for r in scan(root).patches]
 
 
 def _band_file(folder: Path, band: str) -> Path:
@@ -187,30 +194,65 @@ def read_patch(folder: str | Path, bands: Sequence[str] = BANDS, size: int = 120
     return out
 
 
-def patch_labels(folder: str | Path) -> tuple[list[str], tuple[float, float]]:
-    """CORINE label names and the patch centre (lon, lat) from its metadata and B02 georeference."""
-    f = Path(folder)
-    meta_path = f / f"{f.name}_labels_metadata.json"
-    meta = json.loads(meta_path.read_text())
-    labels = list(meta.get("labels", []))
-    with rasterio.open(_band_file(f, "B02")) as src:
+def _centre(folder: Path) -> tuple[float, float]:
+    """The patch centre (lon, lat) from its B02 georeference (both layouts carry a CRS)."""
+    with rasterio.open(_band_file(folder, "B02")) as src:
         b = src.bounds
         crs = src.crs
     cx, cy = (b.left + b.right) / 2, (b.bottom + b.top) / 2
     lon, lat = warp_transform(crs, "EPSG:4326", [cx], [cy])
-    return labels, (float(lon[0]), float(lat[0]))
+    return float(lon[0]), float(lat[0])
+
+
+def patch_labels(folder: str | Path) -> tuple[list[str], tuple[float, float]]:
+    """Label names and the patch centre (lon, lat) of one patch folder of either layout.
+
+    v1 names are CORINE level-3 (43 classes) from the patch's JSON; v2 names are the 19 classes,
+    looked up in the ``metadata.parquet`` of the download the folder belongs to.
+    """
+    f = Path(folder)
+    return list(record_labels(patch_record(f))), _centre(f)
+
+
+def _name_list(names: Sequence[str]) -> str:
+    return ", ".join(repr(n) for n in names)
 
 
 def multi_hot(labels: Sequence[str], nomenclature: int, where: str = "") -> np.ndarray:
-    """Map CORINE names to a multi-hot vector of the 19- or 43-class nomenclature."""
+    """Map label names to a multi-hot vector of the 19- or 43-class nomenclature.
+
+    Accepts both vocabularies: v1's 43 CORINE level-3 names (mapped to 19 by the merge of
+    Sumbul et al.; the dropped classes give nothing) and v2's 19 names (which are the 19 classes
+    already). Names shared by both (e.g. "Pastures") mean the same class in both.
+
+    Raises:
+        ValueError: a name in neither vocabulary (all such names listed), or v2 (19-class) names
+            asked for in the 43-class nomenclature, which they cannot be split back into.
+    """
     if nomenclature not in (19, 43):
         raise ValueError(f"nomenclature must be 19 or 43, got {nomenclature}")
+    unknown = [n for n in labels if n not in _TO_43 and n not in _IDX_19]
+    if unknown:
+        plural = "s" if len(unknown) > 1 else ""
+        raise ValueError(
+            f"unknown BigEarthNet label{plural} {_name_list(unknown)}{where}: neither a "
+            "43-class (v1, CORINE level-3) nor a 19-class (v2) name"
+        )
     k = len(CLASSES_19) if nomenclature == 19 else len(CLASSES_43)
     vec = np.zeros(k, dtype=np.float32)
+    if nomenclature == 43:
+        only_19 = [n for n in labels if n not in _TO_43]
+        if only_19:
+            raise ValueError(
+                f"BigEarthNet label(s) {_name_list(only_19)}{where} are 19-class (v2) names: "
+                "the 43-class nomenclature needs the CORINE level-3 labels of BigEarthNet v1; "
+                "use the 19-class nomenclature"
+            )
+        for name in labels:
+            vec[_TO_43[name]] = 1.0
+        return vec
     for name in labels:
-        if name not in _TO_43:
-            raise ValueError(f"unknown BigEarthNet label {name!r}{where}")
-        idx = _TO_19.get(name) if nomenclature == 19 else _TO_43[name]
+        idx = _IDX_19[name] if name in _IDX_19 else _TO_19.get(name)
         if idx is not None:
             vec[idx] = 1.0
     return vec
@@ -224,28 +266,49 @@ def load_bigearthnet(
     size: int = 120,
     folders: Sequence[str | Path] | None = None,
 ) -> BigEarthNetData:
-    """Load every patch under ``root`` (or the given ``folders``) into memory.
+    """Load every usable patch of the v1 or v2 download at ``root`` (or just ``folders``).
 
-    Patches left without any label by the 19-class nomenclature are skipped (as in BigEarthNet-19)
-    with a log line, not an error.
+    The layout is recognised from the folder (see :mod:`earthloop.finetune.bigearthnet_layout`).
+    v2 brings its labels and official split from ``metadata.parquet`` and leaves out the
+    patches its snow/cloud/shadow list names; v1 reads each patch's JSON (no official split).
+    Patches left without any label by the 19-class nomenclature are skipped (as in
+    BigEarthNet-19) with a log line, not an error.
+
+    Raises:
+        FileNotFoundError: neither layout at ``root`` (the message names what is missing).
+        ValueError: unknown bands or label names, or the 43-class nomenclature on v2 data.
     """
     unknown = [b for b in bands if b not in BANDS]
     if unknown:
         raise ValueError(f"BigEarthNet has no band(s) {unknown}; available {list(BANDS)}")
-    paths = [Path(p) for p in folders] if folders is not None else find_patches(root)
-    images, targets, ids, centres = [], [], [], []
-    for folder in paths:
-        names, centre = patch_labels(folder)
-        vec = multi_hot(names, nomenclature, f" in patch {folder.name}")
+    if nomenclature not in (19, 43):
+        raise ValueError(f"nomenclature must be 19 or 43, got {nomenclature}")
+    if folders is None:
+        cat = scan(root)
+        layout, records, excluded = cat.layout, cat.patches, cat.excluded
+    else:
+        layout, excluded = detect_layout(root), 0
+        records = [patch_record(f) for f in folders]
+    if nomenclature == 43 and layout.version == 2:
+        raise ValueError(
+            f"BigEarthNet v2 at {layout.root} carries 19-class labels only; the 43-class "
+            "nomenclature needs BigEarthNet v1 (CORINE level-3 names in *_labels_metadata.json)"
+            ": use nomenclature 19"
+        )
+    images, targets, ids, centres, splits = [], [], [], [], []
+    unlabelled = 0
+    for rec in records:
+        vec = multi_hot(record_labels(rec), nomenclature, f" in patch {rec.id}")
         if not vec.any():
-            log.info(
-                "BigEarthNet patch %s has no %d-class label; skipped", folder.name, nomenclature
-            )
+            unlabelled += 1
             continue
-        images.append(read_patch(folder, bands, size))
+        images.append(read_patch(rec.folder, bands, size))
         targets.append(vec)
-        ids.append(folder.name)
-        centres.append(centre)
+        ids.append(rec.id)
+        centres.append(_centre(rec.folder))
+        splits.append(rec.split or "")
+    if unlabelled:
+        log.info("%d BigEarthNet patches have no %d-class label; skipped", unlabelled, nomenclature)
     if not ids:
         raise ValueError(f"no usable BigEarthNet patch under {root}")
     return BigEarthNetData(
@@ -255,4 +318,7 @@ def load_bigearthnet(
         patch_ids=ids,
         lonlat=np.asarray(centres, dtype=np.float64),
         bands=list(bands),
+        splits=splits if layout.version == 2 else None,
+        version=layout.version,
+        excluded=excluded,
     )
