@@ -12,6 +12,7 @@ from typing import Any
 
 import matplotlib.image as mpimg
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 import rasterio
@@ -22,7 +23,7 @@ from earthloop.labelstudio.pull import PullReport, pull_labels
 from earthloop.labelstudio.push import Prediction, Selected, push_chips
 from earthloop.labelstudio.results import brush_result
 from earthloop.labelstudio.simulate import add_noise, annotate, read_truth
-from earthloop.store.delta import read_table, table_version
+from earthloop.store.delta import merge_rows, read_table, table_version
 from earthloop.store.labels import label_source_from_manifest
 from earthloop.store.tables import LABELS
 
@@ -165,6 +166,22 @@ def test_pull_round_trips_masks_and_is_idempotent(
     old = read_table(labels_uri, version=version)
     old_row = old.filter(pc.equal(old["chip_id"], target.chip_id)).to_pylist()[0]
     assert np.array_equal(_mask(old_row["mask_href"]), archive["truth"][target.chip_id])
+
+    # A label of another project in the same table is not this project's to remove.
+    other = {**row, "project": "another project", "annotation_id": "999999"}
+    merge_rows(labels_uri, pa.Table.from_pylist([other], schema=LABELS.schema), LABELS.keys)
+    # An annotator deletes one annotation: its row goes, nothing else does; then it stays gone.
+    gone = done[1]
+    label_studio.client().request("DELETE", f"/api/annotations/{gone.annotation_id}/")
+    fourth = _pull(label_studio, archive, spec, tmp_path)
+    assert (fourth.removed, fourth.inserted, fourth.updated) == (1, 0, 0)
+    after = read_table(labels_uri)
+    mine = after.filter(pc.equal(after["project"], spec.title))
+    assert sorted(mine["chip_id"].to_pylist()) == sorted(
+        c for c in archive["rows"] if c != gone.chip_id
+    )
+    assert after.filter(pc.equal(after["project"], "another project")).num_rows == 1
+    assert _pull(label_studio, archive, spec, tmp_path).removed == 0
 
 
 def test_malformed_annotations_are_rejected_and_counted(

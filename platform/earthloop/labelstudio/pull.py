@@ -35,7 +35,7 @@ from earthloop.labelstudio.results import (
     decode_classification,
     decode_segmentation,
 )
-from earthloop.store.delta import merge_rows, read_table, row_hash
+from earthloop.store.delta import delete_keys, merge_rows, read_table, row_hash, table_exists
 from earthloop.store.fs import pyarrow_filesystem
 from earthloop.store.tables import LABELS
 
@@ -55,6 +55,7 @@ class PullReport:
     updated: int = 0
     unchanged: int = 0
     cancelled: int = 0  # skipped tasks: the annotator pressed "skip", not a label
+    removed: int = 0  # rows of annotations deleted (or turned into skips) in Label Studio
     rejected: Counter[str] = field(default_factory=Counter)
     rejections: list[tuple[str, str, str, str]] = field(default_factory=list)
     version: int = -1  # the labels table version after the MERGE
@@ -63,7 +64,8 @@ class PullReport:
         bad = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected.items())) or "none"
         return (
             f"{self.annotations} annotation(s) on {self.tasks} task(s): {self.inserted} new, "
-            f"{self.updated} updated, {self.unchanged} unchanged, {self.cancelled} skipped; "
+            f"{self.updated} updated, {self.unchanged} unchanged, {self.cancelled} skipped, "
+            f"{self.removed} removed (deleted in Label Studio); "
             f"rejected: {bad}; labels table v{self.version}"
         )
 
@@ -172,6 +174,38 @@ def _row(spec: ProjectSpec, dec: _Decoded, mask_href: str | None, users: Mapping
     return row
 
 
+def _remove_deleted(labels_uri: str, project: str, live: set[str]) -> tuple[int, int]:
+    """Delete this project's label rows whose annotation Label Studio no longer holds.
+
+    The export is the whole project, so an annotation absent from it was deleted (or turned
+    into a skip) by a person; a label kept after that would train on a decision they took back.
+    A rejected (malformed) annotation is still live: its last valid version stays. Mask files
+    are left where they are (they are addressed by annotation id, never reused).
+    """
+    if not table_exists(labels_uri):
+        return 0, -1
+    have = read_table(labels_uri, columns=["chip_id", "annotation_id", "project"])
+    stale = [
+        (c, a)
+        for c, a, p in zip(
+            have["chip_id"].to_pylist(),
+            have["annotation_id"].to_pylist(),
+            have["project"].to_pylist(),
+            strict=True,
+        )
+        if p == project and a not in live
+    ]
+    if not stale:
+        return 0, -1
+    keys = pa.table(
+        {"chip_id": [c for c, _ in stale], "annotation_id": [a for _, a in stale]},
+        schema=pa.schema([("chip_id", pa.string()), ("annotation_id", pa.string())]),
+    )
+    stats = delete_keys(labels_uri, keys)
+    log.info("removed %d label row(s) of annotations deleted in %r", stats["deleted"], project)
+    return stats["deleted"], stats["version"]
+
+
 def pull_labels(
     client: LabelStudio, spec: ProjectSpec, *, chips_uri: str, labels_uri: str, masks_root: str
 ) -> PullReport:
@@ -196,6 +230,7 @@ def pull_labels(
     grids = chip_grids(chips_uri, [str(t["data"].get("chip_id", "")) for t in tasks])
     users = client.user_emails()
     rows: list[Json] = []
+    live: set[str] = set()  # annotation ids the project still holds (a rejected one included)
     for task in tasks:
         chip_id = str(task["data"].get("chip_id", ""))
         for ann in task.get("annotations") or []:
@@ -203,6 +238,7 @@ def pull_labels(
             if ann.get("was_cancelled"):
                 report.cancelled += 1
                 continue
+            live.add(str(ann.get("id")))
             try:
                 dec = _decode(spec, task, ann, grids.get(chip_id))
             except InvalidAnnotation as exc:
@@ -220,6 +256,8 @@ def pull_labels(
         stats["version"],
     )
     report.unchanged = len(rows) - report.inserted - report.updated
+    report.removed, version = _remove_deleted(labels_uri, spec.title, live)
+    report.version = max(report.version, version)
     for chip_id, ann_id, reason, message in report.rejections:
         log.warning("annotation %s of chip %s rejected (%s): %s", ann_id, chip_id, reason, message)
     log.info("pull from project %d: %s", pid, report.summary())

@@ -122,7 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = ", ".join(f"{k}={v}" for k, v in sorted(p.rejected.items())) or "none"
     print(f"project:     {spec.title}")
     print(f"annotations: {p.annotations} on {p.tasks} task(s), {p.cancelled} skipped")
-    print(f"labels:      {p.inserted} new, {p.updated} updated, {p.unchanged} unchanged")
+    print(
+        f"labels:      {p.inserted} new, {p.updated} updated, {p.unchanged} unchanged, "
+        f"{p.removed} removed"
+    )
     print(f"rejected:    {sum(p.rejected.values())} ({bad})")
     print(f"queue:       {rep.queue} task(s) waiting; {rep.labeled_chips} chip(s) labelled")
     print(f"table:       {cfg.table_uri(LABELS)} v{p.version}")

@@ -240,6 +240,29 @@ def merge_rows(
     return _with_retries(uri, rows.num_rows, retry, attempt)
 
 
+def delete_keys(uri: str, keys: pa.Table, *, retry: RetryPolicy | None = None) -> dict[str, int]:
+    """Delete the rows whose key columns match a row of ``keys``; safe under concurrency.
+
+    A MERGE with only a delete clause, retried like :func:`merge_rows`: a plain SQL predicate
+    would have to spell every key into a string, and a concurrent writer's rows are re-read.
+    Returns the rows deleted and the version committed (unchanged when nothing matched).
+    """
+    if keys.num_rows == 0 or not table_exists(uri):
+        return {"deleted": 0, "version": table_version(uri) if table_exists(uri) else -1}
+    predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys.column_names)
+
+    def attempt() -> dict[str, int]:
+        dt = _open_latest(uri)
+        merger = dt.merge(keys, predicate=predicate, source_alias="s", target_alias="t")
+        stats = merger.when_matched_delete().execute()
+        return {
+            "deleted": int(stats.get("num_target_rows_deleted", 0)),
+            "version": int(dt.version()),
+        }
+
+    return _with_retries(uri, keys.num_rows, retry, attempt)
+
+
 def append_rows(uri: str, rows: pa.Table, *, retry: RetryPolicy | None = None) -> int:
     """Append rows (logs such as run records); returns a version that contains them.
 
