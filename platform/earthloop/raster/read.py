@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import numpy as np
@@ -19,19 +20,16 @@ import rasterio
 from rasterio.enums import Resampling
 from rasterio.windows import Window, from_bounds
 
-Bounds = tuple[float, float, float, float]
+from earthloop.raster.remote import (
+    apply_defaults,
+    gdal_path,
+    is_remote,
+    open_options,
+    read_threads,
+    redact,
+)
 
-# GDAL options that matter for COGs: merged range requests and a block cache sized by the caller
-# (the default, ~5 % of RAM per process, makes benchmarks lie). Directory listing is disabled for
-# remote files only: local rasters may carry their georeferencing in a ``.aux.xml`` sidecar (the
-# JPEG2000 files of the Earth Search test catalog do), which GDAL finds by listing the folder.
-_REMOTE_PREFIXES = ("http://", "https://", "s3://", "gs://", "az://", "/vsi")
-_COG_OPTIONS = {
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "GDAL_HTTP_MULTIPLEX": "YES",
-    "VSI_CACHE": "TRUE",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF,.jp2",
-}
+Bounds = tuple[float, float, float, float]
 
 
 class ChipReadError(RuntimeError):
@@ -51,7 +49,8 @@ def gdal_env(cachemax_mb: int = 64) -> Iterator[None]:
     every resampled read decoded the same tile again per scanline (benchmarks, fix 1).
     """
     os.environ.setdefault("GDAL_CACHEMAX", str(cachemax_mb))
-    with rasterio.Env(GDAL_CACHEMAX=cachemax_mb * 1024 * 1024, **_COG_OPTIONS):
+    apply_defaults()  # merged range requests, caches, timeouts: see ``raster.remote``
+    with rasterio.Env(GDAL_CACHEMAX=cachemax_mb * 1024 * 1024):
         yield
 
 
@@ -64,41 +63,83 @@ def map_href(href: str, href_map: Mapping[str, str] | None = None) -> str:
 
 
 def open_raster(href: str) -> rasterio.io.DatasetReader:
-    """Open a raster, skipping the sidecar directory listing for remote files."""
-    if href.startswith(_REMOTE_PREFIXES):
-        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"):
-            return rasterio.open(href)
-    return rasterio.open(href)
+    """Open a raster; HTTP(S) URLs through ``/vsicurl/`` without the sidecar directory listing.
 
-
-class _OpenFiles(threading.local):
-    """A small per-thread LRU of open datasets.
-
-    Opening a COG parses its header and overview directories and probes for sidecars; a reader
-    that re-opens every band file for every read group spent a quarter of its time there
-    (benchmarks, fix 5). Per thread, because a GDAL dataset must not be shared between threads.
+    Raises:
+        ChipReadError: reason ``read_error``, naming the file (a URL without its credentials).
     """
+    apply_defaults()
+    try:
+        if is_remote(href):
+            with rasterio.Env(**open_options()):
+                return rasterio.open(gdal_path(href))
+        return rasterio.open(href)
+    except Exception as exc:
+        raise ChipReadError("read_error", redact(f"cannot open {href}: {exc}")) from exc
+
+
+class _Handle:
+    """One open dataset and the lock that keeps two threads from using it at once."""
 
     def __init__(self) -> None:
-        self.files: OrderedDict[str, rasterio.io.DatasetReader] = OrderedDict()
+        self.lock = threading.Lock()
+        self.src: rasterio.io.DatasetReader | None = None
 
 
-_OPEN = _OpenFiles()
-_MAX_OPEN = 32
+class _OpenFiles:
+    """A process-wide LRU of open datasets: one open per file per process (so per Ray task).
+
+    Opening a COG parses its header and overview directories; a reader that re-opened every band
+    file for every read group spent a quarter of its time there on local files (benchmarks, fix
+    5), and over HTTP each open is a round trip. Process-wide rather than per thread, so that the
+    threads of :func:`read_windows` share one open per file; a GDAL dataset must not be used by
+    two threads at once, hence a lock per file, held for the whole open or read.
+    """
+
+    def __init__(self, max_open: int) -> None:
+        self.max_open = max_open
+        self.lock = threading.Lock()
+        self.handles: OrderedDict[str, _Handle] = OrderedDict()
+
+    @contextmanager
+    def use(self, href: str) -> Iterator[rasterio.io.DatasetReader]:
+        """The open dataset of ``href``, this thread's alone until the block ends."""
+        with self.lock:
+            handle = self.handles.get(href)
+            if handle is None:
+                handle = self.handles[href] = _Handle()
+            self.handles.move_to_end(href)
+        with handle.lock:
+            if handle.src is None or handle.src.closed:
+                handle.src = open_raster(href)
+            yield handle.src
+        self._evict()
+
+    def _evict(self) -> None:
+        """Close least recently used files beyond ``max_open`` (skipping any in use)."""
+        with self.lock:
+            for href in list(self.handles)[: max(0, len(self.handles) - self.max_open)]:
+                handle = self.handles[href]
+                if handle.lock.acquire(blocking=False):
+                    try:
+                        if handle.src is not None:
+                            handle.src.close()
+                        del self.handles[href]
+                    finally:
+                        handle.lock.release()
+
+
+_OPEN = _OpenFiles(max_open=64)
 
 
 def cached_raster(href: str) -> rasterio.io.DatasetReader:
-    files = _OPEN.files
-    src = files.get(href)
-    if src is not None and not src.closed:
-        files.move_to_end(href)
+    """The process's open dataset for ``href`` (for metadata: reads go through ``read_window``).
+
+    Raises:
+        ChipReadError: reason ``read_error`` when the file cannot be opened.
+    """
+    with _OPEN.use(href) as src:
         return src
-    src = open_raster(href)
-    files[href] = src
-    while len(files) > _MAX_OPEN:
-        _, old = files.popitem(last=False)
-        old.close()
-    return src
 
 
 def _snap(win: Window) -> Window:
@@ -135,11 +176,24 @@ def read_window(
     ``crs`` (the file is not in the chip's CRS) or ``out_of_bounds`` (window outside the file).
     """
     try:
-        src = cached_raster(href)
-    except Exception as exc:
-        raise ChipReadError("read_error", f"cannot open {href}: {exc}") from exc
+        with _OPEN.use(href) as src:
+            return _read_open(src, href, crs, bounds, shape, resampling)
+    except ChipReadError:
+        raise
+    except Exception as exc:  # the lock or cache itself: still the file's failure, counted
+        raise ChipReadError("read_error", redact(f"cannot read {href}: {exc}")) from exc
+
+
+def _read_open(
+    src: rasterio.io.DatasetReader,
+    href: str,
+    crs: str,
+    bounds: Bounds,
+    shape: tuple[int, int],
+    resampling: Resampling,
+) -> np.ndarray:
     if not _same_crs(crs, src.crs):
-        raise ChipReadError("crs", f"{href} is in {src.crs}, chip expects {crs}")
+        raise ChipReadError("crs", redact(f"{href} is in {src.crs}, chip expects {crs}"))
     win = _snap(from_bounds(*bounds, transform=src.transform))
     full = Window(0, 0, src.width, src.height)
     eps = 1e-6
@@ -149,8 +203,55 @@ def read_window(
         or win.col_off + win.width > full.width + eps
         or win.row_off + win.height > full.height + eps
     ):
-        raise ChipReadError("out_of_bounds", f"window {bounds} lies outside {href}")
+        raise ChipReadError("out_of_bounds", redact(f"window {bounds} lies outside {href}"))
     try:
         return src.read(1, window=win, out_shape=shape, resampling=resampling)
     except Exception as exc:
-        raise ChipReadError("read_error", f"cannot read {href} window: {exc}") from exc
+        raise ChipReadError("read_error", redact(f"cannot read {href} window: {exc}")) from exc
+
+
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(workers: int) -> ThreadPoolExecutor:
+    """One small pool per process, created on first remote read (never in local-only runs)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None or _POOL._max_workers < workers:
+            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="earthloop-read")
+        return _POOL
+
+
+def read_windows(
+    hrefs: Sequence[str],
+    crs: str,
+    bounds: Bounds,
+    shape: tuple[int, int],
+    *,
+    resampling: Resampling = Resampling.nearest,
+    threads: int | None = None,
+) -> list[np.ndarray]:
+    """:func:`read_window` of the same ``bounds`` from several single-band rasters, in order.
+
+    When any href is remote the reads run on up to ``threads`` threads (default
+    ``EARTHLOOP_REMOTE_READ_THREADS``, 4): each band file is its own range request, and over a
+    network they wait on round trips, not on the CPU, so issuing them together costs one
+    round trip instead of one per band. Local files are read one after another (decode is
+    CPU-bound and the process's cores are already the Ray task's).
+
+    Returns:
+        One (rows, cols) array per href, in the order given.
+
+    Raises:
+        ChipReadError: the first failing href's error (the others are still waited for).
+    """
+    n = threads if threads is not None else (read_threads() if any(map(is_remote, hrefs)) else 1)
+    if n <= 1 or len(hrefs) <= 1:
+        return [read_window(h, crs, bounds, shape, resampling=resampling) for h in hrefs]
+    pool = _pool(min(n, len(hrefs)))
+    futures = [
+        pool.submit(read_window, h, crs, bounds, shape, resampling=resampling) for h in hrefs
+    ]
+    wait(futures)
+    return [f.result() for f in futures]
