@@ -96,7 +96,7 @@ def _random_batches(
 ) -> Iterator[dict[str, Tensor]]:
     rng = np.random.default_rng(seed)
     arrays = {k: v for k, v in samples.items() if v.dtype.kind in "fbiu"}
-    n = len(samples["images"])
+    n = len(next(iter(arrays.values())))  # date series ("images") or single chips ("image")
     for _ in range(steps):
         idx = rng.choice(n, size=batch_size, replace=False)
         yield {k: torch.from_numpy(v[idx]) for k, v in arrays.items()}
