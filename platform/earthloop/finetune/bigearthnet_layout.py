@@ -238,12 +238,11 @@ def _v2_metadata(path: str, _mtime_ns: int) -> _V2Metadata:
         raise ValueError(f"{path}: unknown split value(s) {bad}; expected {list(_V2_SPLITS)}")
     by_id: dict[str, tuple[tuple[str, ...], str]] = {}
     flagged: dict[str, str] = {}
+    labels, splits = table["labels"], table["split"]
     for i, pid in enumerate(table["patch_id"]):
-        labels = tuple(str(x) for x in (table["labels"][i] or []))
-        by_id[str(pid)] = (labels, _V2_SPLITS[str(table["split"][i])])
-        reason = _flag_reason({c: bool(table[c][i]) for c in flags})
-        if reason:
-            flagged[str(pid)] = reason
+        by_id[str(pid)] = (tuple(labels[i] or ()), _V2_SPLITS[str(splits[i])])
+        if any(table[c][i] for c in flags):
+            flagged[str(pid)] = _flag_reason({c: bool(table[c][i]) for c in flags})
     return _V2Metadata(by_id, flagged)
 
 
