@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from affine import Affine
 from earthloop.raster import remote
 from earthloop.raster.read import ChipReadError, gdal_env, read_window, read_windows
 from rasterio.enums import Resampling
@@ -133,12 +134,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         assert status.returncode != 0, "cogs.sh down left a server running"
 
 
-def _grid() -> tuple[str, rasterio.Affine]:
+def _grid() -> tuple[str, Affine]:
     with rasterio.open(SCENE / "B02.tif") as src:
         return src.crs.to_string(), src.transform
 
 
-def _bounds(t: rasterio.Affine, col: int, row: int, size: int) -> tuple[float, ...]:
+def _bounds(t: Affine, col: int, row: int, size: int) -> tuple[float, float, float, float]:
     return (t.c + col * t.a, t.f - (row + size) * t.a, t.c + (col + size) * t.a, t.f - row * t.a)
 
 
