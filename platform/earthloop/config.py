@@ -171,6 +171,13 @@ class PretrainConfig(Section):
     epochs: int = Field(2, ge=1)
     max_steps: int | None = Field(None, ge=1)
     lr: float | None = Field(None, gt=0)  # default: the method's (SeCo: SGD 0.03)
+    # "linear": lr x batch_size / the method's reference batch (SeCo: 0.03 at 256, as the
+    # reference code); methods without a reference batch (dense, CSCL: AdamW) are not scaled
+    lr_scaling: Literal["linear", "none"] = "linear"
+    # None: the method's own (SeCo: step, as the reference code; dense/CSCL: cosine)
+    lr_schedule: Literal["step", "cosine", "constant"] | None = None
+    # step schedule: x0.1 at each of these fractions of training (reference: epochs 120, 160/200)
+    lr_milestones: list[float] = Field(default_factory=lambda: [0.6, 0.8])
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(1e-4, ge=0)
     temperature: float = Field(0.07, gt=0)
@@ -182,6 +189,12 @@ class PretrainConfig(Section):
     cscl_window: int = Field(5, ge=3)
     cscl_dilation: int = Field(1, ge=1)
     cscl_pos_weight: float = Field(0.125, gt=0)
+    # None: every label value (background 0 included) is a class; set to treat one as unlabelled
+    cscl_ignore_index: int | None = None
+    # CSCL is supervised: the chip ids whose labels it may use (a list, or a file of ids, one a
+    # line or a JSON list), e.g. the fine-tuning label subset of one (fraction, seed). Required
+    # for method cscl; labels of every other chip are never read into training.
+    cscl_labelled_chips: list[str] | str | None = None
     checkpoint_every: int = Field(20, ge=1)
     # Checkpoints kept on storage (Ray's num_to_keep). Two, so that a newest checkpoint broken
     # mid-write still leaves one to resume from; each is ~3x the model (SeCo resnet18: 148 MB).
@@ -198,6 +211,13 @@ class PretrainConfig(Section):
     def _cscl_window_odd(self) -> PretrainConfig:
         if self.cscl_window % 2 == 0:
             raise ValueError("cscl_window must be odd (the pixel sits in the middle)")
+        return self
+
+    @model_validator(mode="after")
+    def _milestones(self) -> PretrainConfig:
+        ms = self.lr_milestones
+        if any(not 0 < m < 1 for m in ms) or ms != sorted(ms):
+            raise ValueError(f"lr_milestones must be increasing fractions in (0, 1), got {ms}")
         return self
 
 

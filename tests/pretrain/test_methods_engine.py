@@ -15,9 +15,12 @@ from earthloop.pretrain.methods import (
     METHODS,
     CSCLMethod,
     DenseMethod,
+    LabelledSubset,
     Method,
     SeCoMethod,
     build_method,
+    load_chip_ids,
+    lr_factor,
     method_class,
 )
 
@@ -42,7 +45,9 @@ def _chips(b: int = 4) -> dict[str, torch.Tensor]:
 
 
 def _cfg(method: str) -> PretrainConfig:
-    return PretrainConfig(method=method, backbone="resnet_tiny", queue_size=16)
+    return PretrainConfig(
+        method=method, backbone="resnet_tiny", queue_size=16, cscl_labelled_chips=["c0"]
+    )
 
 
 BATCHES = {"seco": _series, "dense": lambda: _series(t=2), "cscl": _chips}
@@ -67,23 +72,33 @@ def test_registry_is_the_configs_choices_and_rejects_unknown_names() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "optimiser", "lr"),
+    ("name", "optimiser", "lr", "scale"),
     [
-        ("seco", torch.optim.SGD, 0.03),
-        ("dense", torch.optim.AdamW, 1e-3),
-        ("cscl", torch.optim.AdamW, 1e-3),
+        # SeCo's 0.03 is the reference code's lr for batch 256: linear scaling to the batch (32)
+        ("seco", torch.optim.SGD, 0.03, 32 / 256),
+        # AdamW defaults of ours, not tied to a batch size: not scaled
+        ("dense", torch.optim.AdamW, 1e-3, 1.0),
+        ("cscl", torch.optim.AdamW, 1e-3, 1.0),
     ],
 )
 def test_each_method_owns_its_optimiser_and_default_lr(
-    name: str, optimiser: type, lr: float
+    name: str, optimiser: type, lr: float, scale: float
 ) -> None:
     method = build_method(_cfg(name), C)
     opt = method.optimizer()
     assert isinstance(opt, optimiser)
-    assert opt.param_groups[0]["lr"] == pytest.approx(lr)
+    assert opt.param_groups[0]["lr"] == pytest.approx(lr * scale)
     assert build_method(_cfg(name).model_copy(update={"lr": 0.5}), C).optimizer().param_groups[0][
         "lr"
-    ] == pytest.approx(0.5)
+    ] == pytest.approx(0.5 * scale)
+    unscaled = _cfg(name).model_copy(update={"lr_scaling": "none"})
+    assert build_method(unscaled, C).lr == pytest.approx(lr)
+
+
+def test_linear_lr_scaling_follows_the_batch() -> None:
+    cfg = _cfg("seco")
+    lrs = [build_method(cfg.model_copy(update={"batch_size": b}), C).lr for b in (64, 256, 512)]
+    assert lrs == pytest.approx([0.0075, 0.03, 0.06])
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
@@ -121,6 +136,8 @@ def test_method_checks_fail_on_the_driver() -> None:
         SeCoMethod.check(PretrainConfig(dates=2))
     with pytest.raises(ConfigError, match="cscl is supervised"):
         CSCLMethod.check(PretrainConfig(method="cscl"))
+    with pytest.raises(ConfigError, match="cscl_labelled_chips"):
+        CSCLMethod.check(PretrainConfig(method="cscl", probe={"labels": "m.json"}))
     assert SeCoMethod.stream_dates(PretrainConfig(dates=4)) == 4
     assert DenseMethod.stream_dates(PretrainConfig()) == 2
     assert CSCLMethod.stream_dates(PretrainConfig()) is None
@@ -154,16 +171,93 @@ def test_engine_checkpoints_on_schedule_and_stops_at_max_steps_inside_the_epoch(
     assert [m["batches"] for m in hooks.epochs] == [3, 2]
 
 
-def test_cosine_schedule_is_checkpointed_and_restored() -> None:
-    method = SeCoMethod("resnet_tiny", C, queue_size=16, seed=0, cosine_steps=4)
-    engine = _engine(method)
-    engine.step(_series())
-    state = engine.training_state(engine.pos, {}, 0, [])
-    assert state["scheduler"]["last_epoch"] == 1
-    other = _engine(SeCoMethod("resnet_tiny", C, queue_size=16, seed=0, cosine_steps=4))
-    other.restore(state)
-    assert other.opt.param_groups[0]["lr"] == pytest.approx(engine.opt.param_groups[0]["lr"])
-    assert other.opt.param_groups[0]["lr"] < 0.03
+def test_lr_schedule_values() -> None:
+    # step: x0.1 at 60 % and 80 % of training (the reference code's epochs 120 and 160 of 200)
+    step = [lr_factor("step", p) for p in (0.0, 0.59, 0.6, 0.79, 0.8, 1.0)]
+    assert step == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cosine = [lr_factor("cosine", p) for p in (0.0, 0.25, 0.5, 1.0)]
+    assert cosine == pytest.approx([1, 0.5 + 0.5 * np.cos(np.pi / 4), 0.5, 0.0])
+    assert lr_factor("constant", 0.9) == 1.0
+    with pytest.raises(ValueError, match="lr schedule"):
+        lr_factor("linear", 0.5)
+
+
+def test_engine_applies_the_schedule_per_step_and_resume_continues_it() -> None:
+    """SeCo's step schedule over 10 steps: 0.03 for 6 steps, 0.003 for 2, 0.0003 for 2."""
+
+    def run(method: Method, steps: int, state: dict[str, Any] | None = None) -> list[float]:
+        engine = _engine(method, max_steps=10)
+        if state is not None:
+            engine.restore(state)
+        used = []
+        for _ in range(steps):
+            engine.step(_series())
+            used.append(engine.opt.param_groups[0]["lr"])
+        run.state = engine.training_state(engine.pos, {}, 0, [])  # type: ignore[attr-defined]
+        return used
+
+    def seco() -> Method:
+        return SeCoMethod("resnet_tiny", C, queue_size=16, seed=0, lr=0.03)
+
+    full = run(seco(), 10)
+    assert full == pytest.approx([0.03] * 6 + [0.003] * 2 + [0.0003] * 2)
+    run(seco(), 7)
+    assert run(seco(), 3, copy.deepcopy(run.state)) == pytest.approx(full[7:])  # type: ignore[attr-defined]
+    # epochs only: the schedule moves per epoch (0/3, 1/3 -> full lr; 2/3 -> past 0.6)
+    assert [SeCoMethod("resnet_tiny", C, lr=1.0).lr_at(e / 3) for e in range(3)] == [1, 1, 0.1]
+
+
+def test_queue_not_smaller_than_an_epoch_is_refused() -> None:
+    cfg = PretrainConfig(queue_size=1024, batch_size=32)
+    # 111 locations in batches of 32 (incomplete batches dropped): 96 samples per epoch
+    with pytest.raises(ConfigError, match=r"queue_size=1024 is not smaller than the 96 samples"):
+        SeCoMethod.check_data(cfg, 111)
+    with pytest.raises(ConfigError, match="queue_size=96"):
+        SeCoMethod.check_data(cfg.model_copy(update={"queue_size": 96}), 111)
+    SeCoMethod.check_data(cfg.model_copy(update={"queue_size": 95, "key_momentum": 0.9}), 111)
+    assert DenseMethod.check_data(cfg, 111) == []  # no queue
+
+
+def test_demo_config_queue_fits_the_demo_data() -> None:
+    """The demo pretrains on ~101-111 locations: its queue must pass the refusal."""
+    from earthloop.config import load_config
+
+    pc = load_config("configs/demo.yaml", []).pretrain
+    SeCoMethod.check_data(pc, 101)
+
+
+def test_short_run_warns_that_the_key_encoder_stays_random() -> None:
+    # the demo's 3 epochs x 3 steps at momentum 0.999: the key encoder keeps 99 % of its init
+    cfg = PretrainConfig(queue_size=64, batch_size=32, epochs=3, key_momentum=0.999)
+    (warning,) = SeCoMethod.check_data(cfg, 101)
+    assert "9 steps" in warning and "keeps 99%" in warning
+    assert SeCoMethod.check_data(cfg.model_copy(update={"epochs": 400}), 101) == []
+    assert SeCoMethod.check_data(cfg.model_copy(update={"key_momentum": 0.8}), 101) == []
+
+
+def test_cscl_labelled_subset_drops_every_chip_outside_it(tmp_path: Any) -> None:
+    subset = LabelledSubset(frozenset({"a", "c"}))
+    batch = {
+        "chip_id": np.array(["a", "b", "c", "d"], dtype=object),
+        "label": np.arange(4 * 2 * 2).reshape(4, 2, 2),
+        "image": np.zeros((4, 1, 2, 2), dtype=np.float32),
+    }
+    out = subset(batch)
+    assert out["chip_id"].tolist() == ["a", "c"]
+    # no label of "b" or "d" survives: their values (4..7, 12..15) are gone
+    assert sorted(out["label"].ravel().tolist()) == [0, 1, 2, 3, 8, 9, 10, 11]
+    assert len(out["image"]) == 2
+    assert subset.rows([{"chip_id": "a"}, {"chip_id": "b"}]) == [{"chip_id": "a"}]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("a  # the first\n\nc\n")
+    assert load_chip_ids(str(ids)) == frozenset({"a", "c"})
+    (tmp_path / "ids.json").write_text('["x", "y"]')
+    assert load_chip_ids(str(tmp_path / "ids.json")) == frozenset({"x", "y"})
+    with pytest.raises(ConfigError, match="no file"):
+        load_chip_ids(str(tmp_path / "missing.txt"))
+    cfg = PretrainConfig(method="cscl", cscl_labelled_chips=str(ids))
+    assert CSCLMethod.labelled_subset(cfg) == LabelledSubset(frozenset({"a", "c"}))
+    assert SeCoMethod.labelled_subset(cfg) is None
 
 
 def test_in_memory_training_is_seeded_and_reports_history() -> None:

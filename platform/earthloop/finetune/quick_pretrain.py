@@ -4,13 +4,16 @@ Why it exists next to the real pretraining stage: the question "does pretraining
 labels" has to be asked in a test and in the evidence run without a 25 s Ray Train start-up and a
 cluster. Method, engine and export are the production ones (:class:`SeCoMethod` trained by the
 in-process engine of :mod:`earthloop.pretrain.local`, :func:`earthloop.models.save_backbone`);
-only the recipe differs: a cosine learning-rate decay over the few steps. The data set is tiny,
-so the date tuples of every usable location are read into memory once.
+only the recipe differs: a cosine learning-rate decay over the few steps, an explicit learning rate
+(not scaled with the batch) and a key momentum of 0.99. The data set is tiny, so the date tuples
+of every usable location are read into memory once. As in the Ray stage, a negative queue that is
+not smaller than the number of locations is refused (:func:`check_queue`).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ import torch
 
 from earthloop.models import save_backbone
 from earthloop.pretrain.local import load_samples, train_in_memory
-from earthloop.pretrain.methods import SeCoMethod
+from earthloop.pretrain.methods import SeCoMethod, check_queue, key_momentum_warning
 
 log = logging.getLogger("earthloop.finetune")
 
@@ -53,7 +56,7 @@ def quick_seco_pretrain(
     steps: int,
     batch_size: int = 32,
     lr: float = 0.03,
-    queue_size: int = 1024,
+    queue_size: int | None = None,
     temperature: float = 0.07,
     key_momentum: float = 0.99,
     seed: int = 0,
@@ -63,9 +66,21 @@ def quick_seco_pretrain(
 
     ``key_momentum`` defaults to 0.99 rather than the paper's 0.999: with a few hundred steps a
     0.999 key encoder barely moves from its random start and the queue holds stale keys.
+    ``queue_size`` defaults to the largest power of two below the number of locations (at most
+    the paper's 16384); a larger one is refused.
+
+    Raises:
+        ConfigError: a queue not smaller than the number of locations.
     """
     if images.shape[1] < 3:
         raise ValueError(f"SeCo needs 3 dates per location, got {images.shape[1]}")
+    n = len(images)
+    if queue_size is None:
+        queue_size = min(16384, 2 ** max(0, math.ceil(math.log2(max(n, 2))) - 1))
+    check_queue(queue_size, n)
+    warning = key_momentum_warning(key_momentum, steps)
+    if warning:
+        log.warning("%s", warning)
     torch.manual_seed(seed)
     method = SeCoMethod(
         arch,
@@ -75,7 +90,7 @@ def quick_seco_pretrain(
         key_momentum=key_momentum,
         seed=seed,
         lr=lr,
-        cosine_steps=steps,
+        lr_schedule="cosine",
     )
     history = train_in_memory(
         method,

@@ -10,8 +10,8 @@ Design choices that matter to users:
 - checkpoints every ``checkpoint_every`` steps and at each epoch's end, so a killed worker or node
   costs at most that many steps. A checkpoint holds exactly what an identical continuation needs:
   the method's state (for SeCo the query encoder, its momentum key encoder and the negative
-  queues), the optimiser (and schedule) state, the position in the data (epoch and batches
-  consumed in it), the epoch's running loss sums and every rank's RNG states;
+  queues), the optimiser state, the position in the data (epoch and batches consumed in it; the
+  learning rate follows from it), the epoch's running loss sums and every rank's RNG states;
 - resume continues *inside* the epoch: the batches the checkpoint already consumed are skipped
   (read, not trained on; the per-epoch order must be deterministic, see ``runner.data_config``),
   so a resumed run takes exactly as many steps as an uninterrupted one and each epoch ends at the
@@ -236,7 +236,6 @@ class Engine:
         self.probe, self.probe_k = probe, probe_k
         self.hooks = hooks or Hooks()
         self.opt = method.optimizer()
-        self.sched = method.scheduler(self.opt)
         self.pos = Position()
         self.resumed_from = 0
         self.epoch_losses: dict[str, float] = {}
@@ -283,8 +282,6 @@ class Engine:
             "epoch_batches": int(batches),
             "rng": rngs,
         }
-        if self.sched is not None:
-            state["scheduler"] = self.sched.state_dict()
         return state
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -294,9 +291,9 @@ class Engine:
         did. RNG states are restored when the checkpoint was written by as many ranks as now.
         """
         self.method.load_state_dict(state["model"])
+        # the learning rate is a function of the position (Method.lr_at); a "scheduler" entry
+        # of older checkpoints is not needed
         self.opt.load_state_dict(state["optimizer"])
-        if self.sched is not None and "scheduler" in state:
-            self.sched.load_state_dict(state["scheduler"])
         self.pos = Position(
             int(state["step"]), int(state["epoch"]), int(state.get("batch_in_epoch", 0))
         )
@@ -394,6 +391,17 @@ class Engine:
                 return False
         return True
 
+    def training_progress(self) -> float:
+        """Fraction of training done before the next step: epochs done, or steps of max_steps.
+
+        Per epoch, as the reference SeCo schedule; ``max_steps`` (when it ends training sooner)
+        advances it per step.
+        """
+        done = self.pos.epoch / max(self.schedule.epochs, 1)
+        if self.schedule.max_steps:
+            done = max(done, self.pos.step / self.schedule.max_steps)
+        return done
+
     def step(self, batch: dict[str, Tensor]) -> tuple[dict[str, float], int]:
         """One optimiser step on ``batch``; returns its loss terms and its number of samples."""
         inputs = {
@@ -403,9 +411,10 @@ class Engine:
             out = self.method.loss(inputs)
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
+        lr = self.method.lr_at(self.training_progress())
+        for group in self.opt.param_groups:
+            group["lr"] = lr
         self.opt.step()
-        if self.sched is not None:
-            self.sched.step()
         self.pos.step += 1
         self.epoch_batches += 1
         terms = {

@@ -26,7 +26,7 @@ from earthloop.models import save_backbone
 from earthloop.pretrain.data import band_statistics, build_probe
 from earthloop.pretrain.engine import load_state
 from earthloop.pretrain.loop import WorkerSetup, train_loop
-from earthloop.pretrain.methods import Method, build_method, method_class
+from earthloop.pretrain.methods import LabelledSubset, Method, build_method, method_class
 from earthloop.s2.bands import resolve_bands
 from earthloop.store.delta import TableRef, merge_rows, read_table, table_exists
 from earthloop.store.fs import as_uri, local_staging, ray_storage
@@ -131,11 +131,33 @@ def training_data(plan: PretrainPlan) -> TrainingData:
         assert plan.labels is not None  # checked by the method in plan_pretrain
         ds, ref = chip_dataset(plan.chips_uri, labels=plan.labels.rasters, **common)
         n_samples = len(rows)
+        subset = plan.method.labelled_subset(pc)
+        if subset is not None:  # a supervised method sees only the chips it may take labels from
+            n_samples = _labelled_count(subset.rows(rows), subset, split)
+            ds = ds.map_batches(subset, batch_format="numpy")
     if n_samples < pc.batch_size:
         raise ConfigError(
             f"only {n_samples} training samples but pretrain.batch_size={pc.batch_size}"
         )
     return TrainingData(ds.select_columns(list(plan.method.columns)), rows, ref, n_samples)
+
+
+def _labelled_count(inside: list[dict[str, Any]], subset: LabelledSubset, split: str | None) -> int:
+    """How many stream chips the labelled subset keeps; none at all is a configuration error."""
+    missing = len(subset.chip_ids) - len({str(r["chip_id"]) for r in inside})
+    if not inside:
+        raise ConfigError(
+            f"pretrain.cscl_labelled_chips: none of its {len(subset.chip_ids)} chip ids is a "
+            f"'{split}' chip of the index (are they chip ids of this chip table?)"
+        )
+    if missing:
+        log.warning(
+            "%d of the %d labelled chips are not '%s' chips of the index and are not used",
+            missing,
+            len(subset.chip_ids),
+            split,
+        )
+    return len(inside)
 
 
 def worker_setup(plan: PretrainPlan, data: TrainingData) -> WorkerSetup:
@@ -206,6 +228,7 @@ def run_pretrain(cfg: EarthloopConfig) -> PretrainResult:
     # one progress line per epoch from our loop is readable; Ray Data's bars per operator are not
     ray.data.DataContext.get_current().enable_progress_bars = False
     data = training_data(plan)
+    plan.method.check_data(plan.pc, data.n_samples)  # e.g. a queue not smaller than an epoch
     setup = worker_setup(plan, data)
     log.info(
         "pretraining %s (%s, %s) on %d %s samples from %s@v%d; %d workers",

@@ -4,7 +4,7 @@ import pytest
 import torch
 from earthloop.models.losses.cscl import cscl_loss, cscl_targets
 
-# label map (0 = unlabelled / ignore):
+# label map (0 = unlabelled here, by an explicit ignore_index=0):
 #   1 1 2
 #   1 2 2
 #   0 2 2
@@ -35,16 +35,53 @@ def test_loss_formula_constant_similarity() -> None:
     s = torch.full((1, 9, 3, 3), 0.5)
     w = 0.125
     expected = 0.5 * (-w * P + N) / (P + N)
-    assert cscl_loss(s, LABELS, kernel_size=3, pos_weight=w).item() == pytest.approx(
-        expected, abs=1e-6
-    )
+    loss = cscl_loss(s, LABELS, kernel_size=3, pos_weight=w, ignore_index=0)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_loss_formula_perfect_similarity() -> None:
-    y, _ = cscl_targets(LABELS, 3)
+    y, _ = cscl_targets(LABELS, 3, ignore_index=0)
     s = y.float() * 2 - 1  # +1 for same class, -1 otherwise
     expected = (-0.125 * P - N) / (P + N)
-    assert cscl_loss(s, LABELS, kernel_size=3).item() == pytest.approx(expected, abs=1e-6)
+    loss = cscl_loss(s, LABELS, kernel_size=3, ignore_index=0)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+
+
+# Background (0) next to a parcel (1), 3x3 window:
+#   0 0 1
+#   0 1 1
+# Every pixel is a query with 9 slots (54 pairs). Each pixel has exactly 3 same-label pixels in
+# its window (itself included): P = 6 * 3 = 18, N = 54 - 18 = 36, of which the in-image
+# background-vs-parcel pairs are (0,0):1 (0,1):3 (0,2):1 (1,0):1 (1,1):3 (1,2):1 = 10; the other
+# 26 negatives are out-of-image slots.
+BOUNDARY = torch.tensor([[[0, 0, 1], [0, 1, 1]]])
+
+
+def test_background_is_a_class_by_default() -> None:
+    y, mask = cscl_targets(BOUNDARY, 3, 1)
+    inside = cscl_targets(torch.ones_like(BOUNDARY), 3, 1)[0]  # same label everywhere: in-image
+    assert int(mask.sum()) == 54
+    assert int((y & mask).sum()) == 18 and int((~y & mask).sum()) == 36
+    assert int((~y & mask & inside).sum()) == 10  # parcel-vs-background pairs are contrasted
+    # the background query (0,1) has its three parcel neighbours as negatives
+    assert y[0, :, 0, 1].tolist() == [False, False, False, True, True, False, True, False, False]
+
+
+def test_explicit_ignore_index_drops_the_background_pairs() -> None:
+    y, mask = cscl_targets(BOUNDARY, 3, 1, ignore_index=0)
+    inside = cscl_targets(torch.ones_like(BOUNDARY), 3, 1)[0]
+    # parcel queries only: (0,2) P3 N5, (1,1) P3 N3, (1,2) P3 N5, and no in-image negative left
+    assert int((y & mask).sum()) == 9 and int((~y & mask).sum()) == 13
+    assert int((~y & mask & inside).sum()) == 0
+
+
+def test_negative_labels_are_unlabelled() -> None:
+    lab = BOUNDARY.clone()
+    lab[0, 0, 0] = -1  # e.g. a cloudy pixel
+    y, mask = cscl_targets(lab, 3, 1)
+    assert not mask[0, :, 0, 0].any()
+    # its neighbours no longer count the slot that points at it (slot 0 of (1,1) is (0,0))
+    assert not bool(mask[0, 0, 1, 1]) and int(mask.sum()) == 54 - 9 - 3
 
 
 def test_dilation_window_out_of_image() -> None:
@@ -63,6 +100,6 @@ def test_ignore_index_minus_one_makes_zero_a_class() -> None:
 
 def test_no_labelled_pixels_gives_zero_loss_with_grad() -> None:
     s = torch.rand(1, 9, 3, 3, requires_grad=True)
-    loss = cscl_loss(s, torch.zeros(1, 3, 3, dtype=torch.long), kernel_size=3)
+    loss = cscl_loss(s, torch.full((1, 3, 3), -1, dtype=torch.long), kernel_size=3)
     loss.backward()
     assert loss.item() == 0.0

@@ -14,11 +14,19 @@ positives are down-weighted to keep the boundary negatives from being drowned ou
 
 Masking choices:
 
-* query pixels with ``label == ignore_index`` are excluded (unknown class, unknown targets);
-* window positions outside the image count as negatives (``y = 0``), as specified for this
-  implementation: their keys are the zero-padded key plus a position embedding;
-* in-image window positions whose label is ``ignore_index`` are excluded too: their target is
-  unknown, and treating unlabelled parcels as "different class" would push them apart wrongly.
+* every label value ``>= 0`` is an ordinary class, **including 0** (background / "unknown" in
+  crop-type maps). The reference code (michaeltrs/DeepSatModels) does the same: its "unknown"
+  class is a class like any other in the CSCL targets. Background matters here: parcel-vs-
+  background borders are most of the borders in a crop map (on the demo rasters 80 % of the
+  different-label neighbour pairs), and they are what CSCL exists to sharpen;
+* negative labels are "no label here": pixels under cloud, and every pixel of a chip whose labels
+  the run may not use (:class:`earthloop.pretrain.methods.LabelledSubset`). Such query pixels
+  are excluded, and so are in-image window positions with such a label (unknown target);
+* ``ignore_index`` (default ``None``) additionally marks one class value as unlabelled, for label
+  maps where a value really means "not annotated"; it must be set explicitly;
+* window positions outside the image count as negatives (``y = 0``), as in the reference code
+  (which pads the label map with a value no class has): their keys are the zero-padded key plus a
+  position embedding.
 """
 
 from __future__ import annotations
@@ -28,27 +36,43 @@ from torch import Tensor
 
 from earthloop.models.heads import unfold_window
 
-__all__ = ["cscl_loss", "cscl_targets"]
+__all__ = ["cscl_loss", "cscl_targets", "labelled_pixels"]
+
+
+def labelled_pixels(labels: Tensor, ignore_index: int | None = None) -> Tensor:
+    """``(B, H, W)`` bool: pixels with a usable label (``>= 0`` and not ``ignore_index``)."""
+    ok = labels >= 0
+    if ignore_index is not None:
+        ok &= labels != ignore_index
+    return ok
 
 
 def cscl_targets(
-    labels: Tensor, kernel_size: int, dilation: int = 1, *, ignore_index: int = 0
+    labels: Tensor, kernel_size: int, dilation: int = 1, *, ignore_index: int | None = None
 ) -> tuple[Tensor, Tensor]:
     """Targets and weights mask for CSCL.
 
-    ``labels``: ``(B, H, W)`` long. Returns ``(y, mask)``, both ``(B, k*k, H, W)``: ``y`` is
-    ``[label_i == label_j]`` (False outside the image), ``mask`` marks the (query, window slot)
-    pairs that enter the mean.
+    Args:
+        labels: ``(B, H, W)`` long class ids; negative values are unlabelled pixels.
+        kernel_size: window side ``k`` (odd).
+        dilation: window dilation.
+        ignore_index: a class value to treat as unlabelled as well (``None``: every value
+            ``>= 0``, background 0 included, is a class).
+
+    Returns:
+        ``(y, mask)``, both ``(B, k*k, H, W)`` bool: ``y`` is ``[label_i == label_j]`` (False
+        outside the image), ``mask`` marks the (query, window slot) pairs that enter the mean.
     """
     if labels.ndim != 3:
         raise ValueError(f"labels must be (B, H, W), got {tuple(labels.shape)}")
+    known = labelled_pixels(labels, ignore_index)
     lab = labels.unsqueeze(1).to(torch.float32)  # exact for class ids below 2**24
     neigh = unfold_window(lab, kernel_size, dilation)[:, 0]  # (B, K, H, W)
     inside = unfold_window(torch.ones_like(lab), kernel_size, dilation)[:, 0] > 0.5
-    neigh_ignored = inside & (neigh == float(ignore_index))
-    y = inside & (neigh == lab)
-    query_valid = (labels != ignore_index).unsqueeze(1)
-    mask = query_valid & ~neigh_ignored
+    neigh_known = unfold_window(known.unsqueeze(1).float(), kernel_size, dilation)[:, 0] > 0.5
+    neigh_unknown = inside & ~neigh_known
+    y = inside & neigh_known & (neigh == lab)
+    mask = known.unsqueeze(1) & ~neigh_unknown
     return y, mask
 
 
@@ -59,7 +83,7 @@ def cscl_loss(
     kernel_size: int,
     dilation: int = 1,
     pos_weight: float = 0.125,
-    ignore_index: int = 0,
+    ignore_index: int | None = None,
 ) -> Tensor:
     """CSCL loss from window similarities ``(B, k*k, H, W)`` (see the module docstring).
 

@@ -34,7 +34,8 @@ class CSCL(nn.Module):
     """Supervised context-self contrastive pretraining of a U-Net.
 
     ``forward(batch)`` with ``batch = {"image": (B, C, H, W) float, "label": (B, H, W) long}``
-    (pixels whose label equals ``ignore_index`` are unlabelled) returns::
+    (negative labels are unlabelled pixels; 0 is an ordinary class, e.g. background, unless
+    ``ignore_index`` names it) returns::
 
         {"loss", "loss_cscl": the CSCL loss (the same tensor),
          "embedding": (B, num_features) pooled encoder features (detached),
@@ -53,7 +54,7 @@ class CSCL(nn.Module):
         kernel_size: int = 5,
         dilation: int = 1,
         pos_weight: float = 0.125,
-        ignore_index: int = 0,
+        ignore_index: int | None = None,
     ) -> None:
         super().__init__()
         # A bare backbone gets the default decoder, so trainers can build methods by arch name.

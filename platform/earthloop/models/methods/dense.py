@@ -97,6 +97,11 @@ class DenseContrastive(nn.Module):
         """The encoder to export after pretraining."""
         return self.unet.encoder
 
+    @property
+    def decoder(self) -> nn.Module:
+        """The U-Net decoder: exported too, since the pixel loss acts on its output."""
+        return self.unet.decoder
+
     def trainable_parameters(self) -> Iterator[nn.Parameter]:
         return (p for p in self.parameters() if p.requires_grad)
 
