@@ -271,6 +271,18 @@ def test_v2_flags_in_metadata_exclude_without_the_list(
     )
 
 
+def test_v2_patch_folders_directly_under_bigearthnet_s2(tmp_path: Path) -> None:
+    """Some mirrors drop the tile level: BigEarthNet-S2/<patch_id>/ is read as well."""
+    write_v2(tmp_path, CLEAN[:3], [])
+    images = tmp_path / "BigEarthNet-S2"
+    moved = CLEAN[1]
+    shutil.move(images / moved.tile / moved.id, images / moved.id)
+    data = load_bigearthnet(tmp_path)
+    assert data.patch_ids == sorted(p.id for p in CLEAN[:3])
+    i = data.patch_ids.index(moved.id)
+    np.testing.assert_allclose(data.images[i, BANDS.index("B04")], dn(1, "B04") / 10000)
+
+
 def test_v2_has_no_43_class_labels(v2: V2Download) -> None:
     with pytest.raises(ValueError, match="v2 .* carries 19-class labels only"):
         load_bigearthnet(v2.root, nomenclature=43)
