@@ -66,6 +66,8 @@ from earthloop.synth.stac import (
     write_static_catalog,
 )
 from earthloop.synth.tiles import TileGrid, tile_grid
+from earthloop.synth.world import WORLD_CLASSES, WorldTile, build_world_tile
+from earthloop.synth.world_render import WorldUnitTables, render_world_scene, world_unit_tables
 
 GENERATOR_VERSION = "1"
 """Bump when the same preset + seed would produce different data, so old archives regenerate."""
@@ -279,14 +281,14 @@ class _SceneContext:
 
     root: Path
     plan: ScenePlan
-    land: Landscape
-    tables: UnitTables
+    land: Any  # Landscape, or WorldTile for the benchmark world
+    tables: Any  # UnitTables or WorldUnitTables
     preset: SynthPreset
     seed: int
     sun: SunPosition
     state: Any
     layer: Any
-    atmos: Atmosphere
+    atmos: Any  # Atmosphere or SceneEffects
     edge: SwathEdge | None
 
     @property
@@ -388,12 +390,23 @@ def _render_scene(
     seed: int,
 ) -> dict[str, Any]:
     ctx = _scene_context(root, plan, land, tables, preset, seed)
-    grid, size_m = plan.grid, ctx.size_m
+    grid = plan.grid
     assets = _render_bands(ctx, bands)
     scl = _render_scl(ctx)
     if preset.include_scl:
         assets["scl"] = scl_asset(str(ctx.write("SCL", scl, 20, "nearest", "scl")), grid)
 
+    return _scene_item(ctx, assets, scl, {})
+
+
+def _scene_item(
+    ctx: _SceneContext,
+    assets: dict[str, dict[str, Any]],
+    scl: Array,
+    properties: dict[str, Any],
+) -> dict[str, Any]:
+    """The STAC item of a rendered scene (footprint clipped to the swath, SCL statistics)."""
+    plan, grid, size_m, root, seed = ctx.plan, ctx.plan.grid, ctx.size_m, ctx.root, ctx.seed
     x0, y0 = grid.mgrs.origin
     ring_local = (
         ctx.edge.clip_ring(size_m, size_m)
@@ -417,18 +430,23 @@ def _render_scene(
         sun_azimuth=ctx.sun.azimuth,
         assets=assets,
         collection_href=str(root / "collection.json"),
-        extra_properties={"earthloop:synthetic": True, "earthloop:seed": seed},
+        extra_properties={"earthloop:synthetic": True, "earthloop:seed": seed, **properties},
     )
     check_item(item)
     return item
 
 
-def _write_labels(root: Path, land: Landscape, blocksize: int) -> TileLabels:
+def _write_labels(
+    root: Path,
+    land: Landscape | WorldTile,
+    blocksize: int,
+    landcover_classes: dict[int, str] = LANDCOVER_CLASSES,
+) -> TileLabels:
     grid = land.grid
     out = root / "labels" / grid.id
     paths: dict[str, Path] = {}
     for name, classes in (
-        ("landcover", LANDCOVER_CLASSES),
+        ("landcover", landcover_classes),
         ("croptype", CROPTYPE_CLASSES),
         ("parcels", None),
     ):
@@ -547,6 +565,15 @@ def _render_all(
     scenes_assets: list[dict[str, Path]] = []
     for ti, tile in enumerate(params_obj.tiles):
         tile_plans = [p for p in plans if p.tile_index == ti]
+        if params_obj.world is not None:
+            _render_world_tile(root, tile_plans, bands, params_obj, seed, items, labels)
+            scenes_assets.extend(
+                {k: Path(a["href"]) for k, a in it["assets"].items()}
+                for it in items[len(scenes_assets) :]
+            )
+            if progress is not None:
+                progress(len(items), total, f"{tile} ({params_obj.world.regions[ti]})")
+            continue
         land = build_landscape(tile_plans[0].grid, params_obj, seed)
         tables = unit_tables(land, seed)
         labels[tile] = _write_labels(root, land, params_obj.blocksize)
@@ -564,6 +591,80 @@ def _render_all(
                 )
         del land, tables
     return items, labels, scenes_assets
+
+
+def _render_world_tile(
+    root: Path,
+    tile_plans: list[ScenePlan],
+    bands: list[Band],
+    preset: SynthPreset,
+    seed: int,
+    items: list[dict[str, Any]],
+    labels: dict[str, TileLabels],
+) -> None:
+    """Every scene of one tile of the benchmark world (docs/world.md), appended to ``items``."""
+    spec = preset.world
+    assert spec is not None
+    ti = tile_plans[0].tile_index
+    land = build_world_tile(tile_plans[0].grid, preset, seed, ti)
+    tables = world_unit_tables(land, spec, seed)
+    labels[land.grid.id] = _write_labels(root, land, preset.blocksize, WORLD_CLASSES)
+    for plan in tile_plans:
+        items.append(_render_world_scene(root, plan, land, tables, bands, preset, seed))
+
+
+def _render_world_scene(
+    root: Path,
+    plan: ScenePlan,
+    land: WorldTile,
+    tables: WorldUnitTables,
+    bands: list[Band],
+    preset: SynthPreset,
+    seed: int,
+) -> dict[str, Any]:
+    """One world scene as COGs + STAC item; the item names its region and role."""
+    spec = preset.world
+    assert spec is not None
+    grid, key = plan.grid, plan.acquired.strftime("%Y%m%d")
+    _, lat = grid.centre_lonlat()
+    sun = SunPosition.at(lat, plan.doy)
+    size_m = grid.size * 10.0
+    edge = SwathEdge.draw(rng_for(seed, "swath", grid.id, key), size_m) if plan.swath_edge else None
+
+    def valid(res: int) -> Array:
+        shape = grid.shape(res)
+        return np.ones(shape, dtype=bool) if edge is None else edge.valid(shape, res, size_m)
+
+    scene = render_world_scene(
+        land, tables, spec, doy=plan.doy, sun=sun, cloud_target=plan.cloud_target, seed=seed,
+        key=key, bands=[b.name for b in bands], valid20=valid(20),
+    )  # fmt: skip
+    ctx = _SceneContext(
+        root=root, plan=plan, land=land, tables=tables, preset=preset, seed=seed, sun=sun,
+        state=None, layer=scene.clouds, atmos=scene.effects, edge=edge,
+    )  # fmt: skip
+    assets: dict[str, dict[str, Any]] = {}
+    n = grid.size
+    for band in bands:
+        refl = scene.reflectance[band.name]
+        res = band.resolution_m
+        if res == 10:
+            dn = encode_dn(refl[:n, :n], plan.offset_dn)
+        elif res == 20:
+            dn = encode_dn(block_mean(refl[:n, :n], 2), plan.offset_dn)
+        else:
+            dn = encode_dn(block_mean(refl, 6), plan.offset_dn)
+        dn[~valid(res)] = 0
+        path = ctx.write(band.name, dn, res, preset.overview_resampling, band.common_name)
+        assets[band.common_name] = band_asset(
+            band, str(path), grid, -0.1 if plan.offset_dn else 0.0
+        )
+    if preset.include_scl:
+        assets["scl"] = scl_asset(str(ctx.write("SCL", scene.scl, 20, "nearest", "scl")), grid)
+    return _scene_item(ctx, assets, scene.scl, {
+        "earthloop:region": spec.regions[plan.tile_index],
+        "earthloop:role": spec.roles[plan.tile_index],
+    })  # fmt: skip
 
 
 def _write_catalogue(
@@ -609,7 +710,19 @@ def _write_catalogue(
             for item, path, assets in zip(items, item_paths, scenes_assets, strict=True)
         ],
         labels=labels,
-        landcover_classes=dict(LANDCOVER_CLASSES),
+        landcover_classes=dict(WORLD_CLASSES if params_obj.world else LANDCOVER_CLASSES),
         croptype_classes=dict(CROPTYPE_CLASSES),
         tiles=list(params_obj.tiles),
+        regions=_tile_regions(params_obj),
     )
+
+
+def _tile_regions(preset: SynthPreset) -> dict[str, dict[str, str]]:
+    """Region and role of every tile of a world preset (empty for the original presets)."""
+    if preset.world is None:
+        return {}
+    w = preset.world
+    return {
+        t: {"region": r, "role": o}
+        for t, r, o in zip(preset.tiles, w.regions, w.roles, strict=True)
+    }

@@ -62,6 +62,18 @@ class SynthManifest:
     landcover_classes: dict[int, str]
     croptype_classes: dict[int, str]
     tiles: list[str] = field(default_factory=list)
+    regions: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Benchmark world only: ``{tile: {"region": ..., "role": pool|test|archive}}``; the chip
+    index's ``tile`` column joins to it (items also carry ``earthloop:region``/``earthloop:role``)."""
+
+    def tiles_with(self, *, region: str | None = None, role: str | None = None) -> list[str]:
+        """Tiles of a world archive by region and/or role (for region-aware splits)."""
+        return [
+            t
+            for t, info in self.regions.items()
+            if (region is None or info["region"] == region)
+            and (role is None or info["role"] == role)
+        ]
 
     @property
     def path(self) -> Path:
@@ -110,6 +122,7 @@ class SynthManifest:
                 "landcover": {str(k): v for k, v in self.landcover_classes.items()},
                 "croptype": {str(k): v for k, v in self.croptype_classes.items()},
             },
+            **({"regions": self.regions} if self.regions else {}),
         }
 
     def save(self) -> Path:
@@ -161,6 +174,7 @@ class SynthManifest:
             landcover_classes={int(k): v for k, v in data["classes"]["landcover"].items()},
             croptype_classes={int(k): v for k, v in data["classes"]["croptype"].items()},
             tiles=list(data.get("tiles", [])),
+            regions={t: dict(v) for t, v in data.get("regions", {}).items()},
         )
 
     def missing_files(self) -> list[Path]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from earthloop.s2.bands import SPECTRAL_BANDS, resolve_bands
+from earthloop.synth.regions import WorldSpec
 from earthloop.synth.tiles import tile_grid
 
 
@@ -43,6 +44,9 @@ class SynthPreset:
     """Typical crop parcel size in 10 m pixels."""
     overview_resampling: str = "average"
     """GDAL resampling for reflectance overviews (SCL and labels always use nearest)."""
+    world: WorldSpec | None = None
+    """The benchmark world (regions, roles, realism switches; see docs/world.md), or None for
+    the original single-biome generator."""
 
     def validate(self) -> SynthPreset:
         """Fail early, naming the field, instead of halfway through writing a dataset."""
@@ -80,11 +84,25 @@ class SynthPreset:
             raise ValueError("region_px must be >= 8 and parcel_px >= 4")
         if self.overview_resampling not in {"average", "nearest", "bilinear", "cubic", "mode"}:
             raise ValueError(f"unsupported overview_resampling {self.overview_resampling!r}")
+        if self.world is not None:
+            self.world.validate(len(self.tiles))
+            if self.size_px > 1024:
+                raise ValueError(
+                    f"world presets render whole tiles in memory: size_px must be <= 1024, "
+                    f"got {self.size_px}"
+                )
         return self
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form (tuples become lists) for the manifest."""
-        return json_ready(dataclasses.asdict(self))
+        """JSON-ready form (tuples become lists) for the manifest.
+
+        ``world`` is left out when None, so archives of the original presets keep the
+        parameters (and thus the idempotence fingerprint) they had before the world existed.
+        """
+        out: dict[str, Any] = json_ready(dataclasses.asdict(self))
+        if out.get("world") is None:
+            out.pop("world", None)
+        return out
 
 
 def json_ready(value: Any) -> Any:
@@ -96,6 +114,15 @@ def json_ready(value: Any) -> Any:
     return value
 
 
+_WORLD_REGIONS = ("atlantic", "continental", "mediterranean")
+_WORLD_TILES = (
+    # atlantic: Brittany / Normandy
+    "30UVU", "30UVV", "30UWU", "30UWV", "30UXU", "30UXV", "30UYU", "30UYV",
+    # continental: north-east Germany / north-west Poland
+    "33UUU", "33UUV", "33UVU", "33UVV", "33UWU", "33UWV", "33UXU", "33UXV",
+    # mediterranean: La Mancha / Andalusia
+    "30SUH", "30SUJ", "30SVH", "30SVJ", "30SWH", "30SWJ", "30SXH", "30SXJ",
+)  # fmt: skip
 _SEASONS = ("01-14", "03-15", "05-14", "07-13", "09-11", "11-10")
 
 PRESETS: dict[str, SynthPreset] = {
@@ -134,9 +161,64 @@ PRESETS: dict[str, SynthPreset] = {
         region_px=160,
         parcel_px=32,
     ),
+    "world": SynthPreset(
+        tiles=_WORLD_TILES,
+        size_px=384,
+        dates=("02-14", "03-26", "04-25", "05-20", "06-14", "07-09", "08-18", "10-02"),
+        bands=("blue", "green", "red", "nir"),
+        blocksize=128,
+        cloud_cover=(0.0, 0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.01),
+        legacy_baseline=((0, 0),),
+        region_px=56,
+        parcel_px=16,
+        world=WorldSpec(
+            regions=tuple(r for r in _WORLD_REGIONS for _ in range(8)),
+            roles=("pool",) * 2
+            + ("test",) * 2
+            + ("archive",) * 4
+            + ("pool",) * 2
+            + ("test",) * 2
+            + ("archive",) * 4
+            + ("test",) * 2
+            + ("archive",) * 6,
+            heldout="mediterranean",
+        ),
+    ),
+    "world_small": SynthPreset(
+        tiles=("30UWU", "30UXU", "33UUU", "33UVU", "30SVH", "30SWH"),
+        size_px=96,
+        dates=("03-26", "05-20", "07-09", "10-02"),
+        bands=("blue", "green", "red", "nir"),
+        blocksize=128,
+        cloud_cover=(0.0, 0.1, 0.3),
+        legacy_baseline=(),
+        region_px=32,
+        parcel_px=12,
+        world=WorldSpec(
+            regions=("atlantic",) * 2 + ("continental",) * 2 + ("mediterranean",) * 2,
+            roles=("pool", "test", "test", "archive", "test", "archive"),
+            heldout="mediterranean",
+        ),
+    ),
 }
 """Named presets: ``tiny`` for unit tests, ``demo`` for the embedded demo, ``bench`` for
-Earth-Search-like I/O benchmarks (4392 px tiles, 1024 px internal tiles, 4 bands + SCL)."""
+Earth-Search-like I/O benchmarks (4392 px tiles, 1024 px internal tiles, 4 bands + SCL),
+``world`` for the label-efficiency benchmark world (docs/world.md) and ``world_small``, its
+seconds-to-build version for tests."""
+
+
+def _world_override(base: WorldSpec | None, value: Any) -> WorldSpec | None:
+    """``world=`` accepts a WorldSpec, None, or a dict of fields to change on the preset's."""
+    if value is None or isinstance(value, WorldSpec):
+        return value
+    if not isinstance(value, dict):
+        raise ValueError(f"world override must be a dict of WorldSpec fields, got {value!r}")
+    if base is None:
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in value.items()
+        }
+        return WorldSpec(**fields)
+    return base.with_switches(value)
 
 
 def resolve_preset(preset: str | SynthPreset, overrides: dict[str, Any]) -> SynthPreset:
@@ -156,7 +238,9 @@ def resolve_preset(preset: str | SynthPreset, overrides: dict[str, Any]) -> Synt
         raise ValueError(f"unknown override(s) {unknown}; valid keys: {sorted(known)}")
     coerced: dict[str, Any] = {}
     for key, value in overrides.items():
-        if key in {"legacy_baseline", "nodata_edge"}:
+        if key == "world":
+            value = _world_override(base.world, value)
+        elif key in {"legacy_baseline", "nodata_edge"}:
             value = tuple((int(t), int(d)) for t, d in value)
         elif isinstance(value, list):
             value = tuple(value)
