@@ -19,7 +19,13 @@ import torch
 from torch import nn
 
 from earthloop.config import InitSpec, resolve_path
-from earthloop.models import build_backbone, load_backbone, load_external_state_dict
+from earthloop.models import (
+    UNet,
+    build_backbone,
+    load_backbone,
+    load_external_state_dict,
+    load_unet,
+)
 from earthloop.models.backbones import Backbone
 from earthloop.models.task import TaskModel
 from earthloop.store.delta import read_table, table_exists
@@ -53,6 +59,7 @@ class ResolvedInit:
     std: list[float] | None
     method: str  # seco / dense / cscl / random / external
     allow_missing_keys: bool = False
+    decoder: bool = False  # the file carries a pretrained U-Net decoder (dense, CSCL)
 
 
 def _lookup_run(cfg: Any, run: str) -> str:
@@ -119,6 +126,7 @@ def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = Non
             list(mean) if mean else None,
             list(std) if std else None,
             str(meta.get("method", "earthloop")),
+            decoder=meta.get("decoder_channels") is not None,
         )
     try:
         _, report = load_external_state_dict(_weights_source(path), arch, len(bands))
@@ -143,13 +151,21 @@ def resolve_init(spec: InitSpec, arch: str, bands: Sequence[str], cfg: Any = Non
     )
 
 
-def build_encoder(init: ResolvedInit) -> Backbone:
-    """The encoder of a trial, with the initialisation's weights (loaded in the worker)."""
+def build_encoder(init: ResolvedInit) -> Backbone | UNet:
+    """The pretrained network a trial starts from (loaded in the worker).
+
+    A bare encoder, or, when the initialisation exported its U-Net decoder too (dense contrast,
+    CSCL), encoder + pretrained decoder: :class:`TaskModel` then adds only a fresh output layer
+    for segmentation (and takes the encoder alone for classification).
+    """
     if init.kind == "random":
         return build_backbone(init.arch, len(init.bands))
     assert init.path is not None
     if init.kind == "earthloop":
         source = _weights_source(init.path)
+        if init.decoder:
+            unet, _ = load_unet(source, expected_bands=init.bands, arch=init.arch)
+            return unet
         backbone, _ = load_backbone(source, expected_bands=init.bands, arch=init.arch)
         return backbone
     backbone, _ = load_external_state_dict(_weights_source(init.path), init.arch, len(init.bands))

@@ -16,7 +16,12 @@ Plain torch only (no Ray, no storage code), so every block can be built and test
 from earthloop.models.backbones import Backbone, ResNet, build_backbone
 from earthloop.models.methods import CSCL, DenseContrastive, SeCo
 from earthloop.models.unet import SegmentationModel, UNet
-from earthloop.models.weights import load_backbone, load_external_state_dict, save_backbone
+from earthloop.models.weights import (
+    load_backbone,
+    load_external_state_dict,
+    load_unet,
+    save_backbone,
+)
 
 __all__ = [
     "CSCL",
@@ -29,5 +34,6 @@ __all__ = [
     "build_backbone",
     "load_backbone",
     "load_external_state_dict",
+    "load_unet",
     "save_backbone",
 ]

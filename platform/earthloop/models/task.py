@@ -8,6 +8,11 @@ Tasks: ``segmentation`` (U-Net decoder + 1x1 head, a class per pixel), ``classif
 (pooled features + linear head, one class per chip) and ``multilabel`` (same head, one logit per
 class).
 
+The encoder may come with a pretrained U-Net decoder (a :class:`UNet`, from dense contrast or CSCL
+pretraining, :func:`earthloop.models.weights.load_unet`): segmentation then keeps that decoder and
+only its 1x1 output layer starts fresh, as the CSCL recipe restores everything but the output
+layer; classification uses the UNet's encoder alone.
+
 A frozen model is the linear probe: the encoder *including its BatchNorm statistics* stays in
 eval mode even in training mode, since updating running means on the labelled subset would
 already adapt the encoder. For segmentation the probe still trains the U-Net decoder and the
@@ -49,7 +54,9 @@ class TaskModel(nn.Module):
     even when the model is put in training mode.
     """
 
-    def __init__(self, task: str, encoder: Backbone, num_outputs: int, *, frozen: bool) -> None:
+    def __init__(
+        self, task: str, encoder: Backbone | UNet, num_outputs: int, *, frozen: bool
+    ) -> None:
         super().__init__()
         if task not in TASKS:
             raise ValueError(f"unknown task {task!r}; one of {TASKS}")
@@ -58,9 +65,11 @@ class TaskModel(nn.Module):
         self.frozen = frozen
         self.net: nn.Module
         if task == "segmentation":
-            self.net = SegmentationModel(UNet(encoder), num_outputs)
+            unet = encoder if isinstance(encoder, UNet) else UNet(encoder)
+            self.net = SegmentationModel(unet, num_outputs)
         else:
-            self.net = SceneClassifier(encoder, num_outputs)
+            backbone = encoder.encoder if isinstance(encoder, UNet) else encoder
+            self.net = SceneClassifier(backbone, num_outputs)
         if frozen:
             for p in self.encoder.parameters():
                 p.requires_grad_(False)

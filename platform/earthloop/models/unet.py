@@ -76,6 +76,7 @@ class UNetDecoder(nn.Module):
         self.blocks = nn.ModuleList(
             DecoderBlock(i, s, o) for i, s, o in zip(ins, skips, decoder_channels, strict=True)
         )
+        self.channels = tuple(int(c) for c in decoder_channels)  # exported with its weights
         self.out_channels = int(decoder_channels[-1])
 
     def forward(self, features: Sequence[Tensor], size: tuple[int, int]) -> Tensor:

@@ -9,6 +9,12 @@ first conv just sees different data), so the exported file carries that metadata
      "bands": ["B02", ...], "mean": [...], "std": [...], "method": "seco", "extra": {...},
      "state_dict": {...}}
 
+Methods whose loss acts on a U-Net decoder's output (dense contrast, CSCL) export that decoder
+too (format version 2): ``"decoder_channels": [...]`` and ``"decoder_state_dict": {...}`` beside
+the encoder. :func:`load_unet` rebuilds encoder + decoder for fine-tuning, which then only adds
+a fresh output layer; :func:`load_backbone` reads the encoder of either version. A file without
+a decoder is still written as version 1, so older readers keep loading encoder-only exports.
+
 The file is a plain ``torch.save`` of that dict, loadable with ``weights_only=True`` (no pickled
 code), and written atomically so a crashed export never leaves a truncated file.
 
@@ -31,6 +37,7 @@ import torch
 from torch import Tensor
 
 from earthloop.models.backbones import Backbone, build_backbone
+from earthloop.models.unet import UNet, UNetDecoder
 
 __all__ = [
     "FORMAT",
@@ -38,11 +45,12 @@ __all__ = [
     "ExternalLoadReport",
     "load_backbone",
     "load_external_state_dict",
+    "load_unet",
     "save_backbone",
 ]
 
 FORMAT = "earthloop.backbone"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: may carry the U-Net decoder; 1: encoder only (still written without one)
 
 PathLike = str | os.PathLike[str]
 
@@ -98,8 +106,13 @@ def save_backbone(
     std: Sequence[float],
     method: str,
     extra: dict[str, Any] | None = None,
+    decoder: UNetDecoder | None = None,
 ) -> Path:
-    """Write ``backbone`` with its input contract to ``path`` (parents created); returns the path."""
+    """Write ``backbone`` with its input contract to ``path`` (parents created); returns the path.
+
+    ``decoder``: the U-Net decoder pretrained on top of ``backbone`` (dense contrast, CSCL), stored
+    with its widths so fine-tuning can restore it (:func:`load_unet`).
+    """
     if getattr(backbone, "arch", arch) != arch:
         raise ValueError(f"arch={arch!r} but the backbone was built as {backbone.arch!r}")
     n = backbone.in_channels
@@ -121,8 +134,14 @@ def save_backbone(
         "std": [float(s) for s in std],
         "method": method,
         "extra": extra,
-        "state_dict": {k: v.detach().cpu().clone() for k, v in backbone.state_dict().items()},
+        "state_dict": _cpu(backbone.state_dict()),
     }
+    if decoder is not None:
+        payload["format_version"] = 2
+        payload["decoder_channels"] = list(decoder.channels)
+        payload["decoder_state_dict"] = _cpu(decoder.state_dict())
+    else:
+        payload["format_version"] = 1
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=out.name + ".", suffix=".tmp", dir=out.parent)
@@ -191,6 +210,10 @@ def _import_global(name: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
+def _cpu(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in state.items()}
+
+
 def _is_state_dict(obj: Any) -> bool:
     return (
         isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
@@ -213,6 +236,12 @@ def load_backbone(
     obj: Any = path_or_state_dict
     if isinstance(obj, str | os.PathLike):
         obj = _load_file(obj)
+    return _backbone_from(obj, expected_bands, arch)
+
+
+def _backbone_from(
+    obj: Any, expected_bands: Sequence[str] | None, arch: str | None
+) -> tuple[Backbone, dict[str, Any]]:
     if not isinstance(obj, Mapping):
         raise ValueError(f"expected a dict payload or state_dict, got {type(obj).__name__}")
     if obj.get("format") == FORMAT:
@@ -221,7 +250,7 @@ def load_backbone(
             raise ValueError(
                 f"backbone file format v{version} is newer than this code (v{FORMAT_VERSION})"
             )
-        meta = {k: v for k, v in obj.items() if k != "state_dict"}
+        meta = {k: v for k, v in obj.items() if k not in ("state_dict", "decoder_state_dict")}
         state = obj["state_dict"]
     elif _is_state_dict(obj):
         if arch is None:
@@ -255,6 +284,39 @@ def load_backbone(
     backbone = build_backbone(str(meta["arch"]), in_channels)
     backbone.load_state_dict(state, strict=True)
     return backbone, meta
+
+
+def load_unet(
+    path_or_payload: PathLike | Mapping[str, Any],
+    *,
+    expected_bands: Sequence[str] | None = None,
+    arch: str | None = None,
+) -> tuple[UNet, dict[str, Any]]:
+    """Rebuild encoder *and* pretrained decoder of an export; returns ``(unet, meta)``.
+
+    The encoder is checked as in :func:`load_backbone`; the decoder is built with the stored
+    widths and loaded strictly. ``meta["decoder_loaded"]`` says whether the file had a decoder
+    (an encoder-only export gives a U-Net with a fresh decoder).
+
+    Raises:
+        ValueError: band/architecture mismatch, or a decoder that does not fit its widths.
+    """
+    obj: Any = path_or_payload
+    if isinstance(obj, str | os.PathLike):
+        obj = _load_file(obj)
+    backbone, meta = _backbone_from(obj, expected_bands, arch)
+    dec_state = obj.get("decoder_state_dict") if isinstance(obj, Mapping) else None
+    channels = meta.get("decoder_channels")
+    unet = UNet(backbone, channels if dec_state is not None else None)
+    if dec_state is not None:
+        try:
+            unet.decoder.load_state_dict(dec_state, strict=True)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the exported decoder does not fit its widths {channels}: {exc}"
+            ) from None
+    meta["decoder_loaded"] = dec_state is not None
+    return unet, meta
 
 
 @dataclass

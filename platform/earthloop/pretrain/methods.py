@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from earthloop.config import ConfigError, PretrainConfig, resolve_path
 from earthloop.models import CSCL, DenseContrastive, SeCo, UNet, build_backbone
 from earthloop.models.normalise import normalise
+from earthloop.models.unet import UNetDecoder
 
 log = logging.getLogger("earthloop.pretrain")
 
@@ -280,14 +281,14 @@ class Method(ABC):
         return self.model.backbone
 
     @property
-    def decoder(self) -> nn.Module | None:
+    def decoder(self) -> UNetDecoder | None:
         """The pretrained U-Net decoder to export with the encoder (None: encoder-only method).
 
         Dense contrast and CSCL put their loss on the decoder's output, so most of what they
         learn is in the decoder; fine-tuning restores it (everything but the output layer).
         """
         dec = getattr(self.model, "decoder", None)
-        return dec if isinstance(dec, nn.Module) else None
+        return dec if isinstance(dec, UNetDecoder) else None
 
     # -- state beyond the optimiser -----------------------------------------------------------
 
