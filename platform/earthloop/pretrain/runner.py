@@ -431,8 +431,9 @@ def export_backbone(
 
     Dense contrast and CSCL export their U-Net decoder with it (their losses act on its output):
     fine-tuning restores both and adds only a fresh output layer. ``checkpoint_dir`` is local;
-    ``source`` is where that checkpoint lives (recorded in the file). ``out`` may be an ``s3://`` URI: ``save_backbone`` knows only local files (models
-    stay free of storage), so the file is written in a local staging folder and uploaded.
+    ``source`` is where that checkpoint lives (recorded in the file). ``out`` may be an
+    ``s3://`` URI: ``save_backbone`` knows only local files (models stay free of storage), so
+    the file is written in a local staging folder and uploaded.
     """
     method = build_method(plan.pc, len(plan.bands))
     state = load_state(checkpoint_dir)
