@@ -1,16 +1,18 @@
-"""BigEarthNet (v1, Sentinel-2) patches for multi-label scene classification.
+"""BigEarthNet (Sentinel-2) patches, v1 or v2 (reBEN), for multi-label scene classification.
 
 A patch is a folder with twelve single-band GeoTIFFs (``<patch>_B01.tif`` … ``_B12.tif``, no
 B10) at their native 10/20/60 m resolution — 120x120, 60x60 and 20x20 pixels for the same
-1.2 km square — and ``<patch>_labels_metadata.json`` with CORINE Land Cover level-3 names.
-Models need one grid, so every band is resampled to 120x120 (bilinear for reflectance), the
-usual BigEarthNet recipe. Values become reflectance (DN / 10000; BigEarthNet v1 is sen2cor
-L2A of 2017-2018, before the +1000 DN offset of processing baseline 04.00).
+1.2 km square. Where the folders, labels, official splits and advised exclusions are depends on
+the release; :mod:`earthloop.finetune.bigearthnet_layout` recognises both. Models need one grid,
+so every band is resampled to 120x120 (bilinear for reflectance), the usual BigEarthNet recipe.
+Values become reflectance (DN / 10000; v1 is sen2cor L2A of 2017-2018, before the +1000 DN
+offset of processing baseline 04.00, and v2 is read the same way).
 
-Labels: the 43 original CORINE classes, or the 19-class nomenclature of Sumbul et al. (2020),
-which merges classes that cannot be told apart at 10 m from a single date and drops those
-(roads, ports, airports, mines, dumps, construction sites, green urban areas, sport facilities,
-bare rock, burnt areas, intertidal flats). A label name outside the 43 is an error naming it.
+Labels: v1 carries the 43 original CORINE level-3 classes; the 19-class nomenclature of Sumbul
+et al. (2020) merges classes that cannot be told apart at 10 m from a single date and drops
+those (roads, ports, airports, mines, dumps, construction sites, green urban areas, sport
+facilities, bare rock, burnt areas, intertidal flats). v2 carries the 19 names only, so the
+43-class nomenclature exists only for v1 data. A name in neither vocabulary is an error naming it.
 """
 
 from __future__ import annotations
@@ -283,18 +285,18 @@ def load_bigearthnet(
         raise ValueError(f"BigEarthNet has no band(s) {unknown}; available {list(BANDS)}")
     if nomenclature not in (19, 43):
         raise ValueError(f"nomenclature must be 19 or 43, got {nomenclature}")
-    if folders is None:
-        cat = scan(root)
-        layout, records, excluded = cat.layout, cat.patches, cat.excluded
-    else:
-        layout, excluded = detect_layout(root), 0
-        records = [patch_record(f) for f in folders]
+    layout = detect_layout(root)
     if nomenclature == 43 and layout.version == 2:
         raise ValueError(
             f"BigEarthNet v2 at {layout.root} carries 19-class labels only; the 43-class "
             "nomenclature needs BigEarthNet v1 (CORINE level-3 names in *_labels_metadata.json)"
             ": use nomenclature 19"
         )
+    if folders is None:
+        cat = scan(root)
+        records, excluded = cat.patches, cat.excluded
+    else:
+        records, excluded = [patch_record(f) for f in folders], 0
     images, targets, ids, centres, splits = [], [], [], [], []
     unlabelled = 0
     for rec in records:

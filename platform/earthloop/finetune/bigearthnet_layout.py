@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from functools import lru_cache
@@ -140,13 +141,9 @@ def scan(root: str | Path) -> Catalogue:
     excluded_ids = _exclusion_ids(layout)
     if layout.version == 2:
         meta = _v2_metadata(str(layout.root / V2_METADATA), _mtime(layout.root / V2_METADATA))
-        candidates = [
-            _v2_record(layout, pid, labels, split) for pid, (labels, split) in meta.by_id.items()
-        ]
         for pid, reason in meta.flagged.items():
             excluded_ids.setdefault(pid, reason)
-        candidates = [r for r in candidates if r.id not in excluded_ids]
-        _check_folders(layout, candidates)
+        candidates = _v2_records(layout, meta, excluded_ids)
     else:
         folders = sorted(
             {p.parent for p in layout.root.rglob(f"*{_V1_LABELS}")}, key=lambda p: p.name
@@ -276,20 +273,36 @@ def _exclusion_ids(layout: Layout) -> dict[str, str]:
     return out
 
 
-def _v2_record(layout: Layout, pid: str, labels: tuple[str, ...], split: str) -> PatchRecord:
-    parts = pid.rsplit("_", 2)
-    nested = layout.images / parts[0] / pid if len(parts) == 3 else layout.images / pid
-    folder = (
-        nested if nested.is_dir() or not (layout.images / pid).is_dir() else layout.images / pid
-    )
-    return PatchRecord(pid, folder, labels, split)
+def _patch_dirs(images: Path) -> dict[str, str]:
+    """Patch id -> folder, from one listing per tile folder (not one stat per patch).
+
+    A folder with sub-folders is a tile (``<tile>/<patch_id>/``); one without is a patch kept
+    directly under ``BigEarthNet-S2`` (some mirrors drop the tile level).
+    """
+    out: dict[str, str] = {}
+    with os.scandir(images) as top:
+        for entry in top:
+            if not entry.is_dir():
+                continue
+            with os.scandir(entry.path) as inner:
+                subdirs = [(e.name, e.path) for e in inner if e.is_dir()]
+            if subdirs:
+                out.update(subdirs)
+            else:
+                out[entry.name] = entry.path
+    return out
 
 
-def _check_folders(layout: Layout, records: list[PatchRecord]) -> None:
-    absent = [r for r in records if not r.folder.is_dir()]
+def _v2_records(
+    layout: Layout, meta: _V2Metadata, excluded_ids: dict[str, str]
+) -> list[PatchRecord]:
+    """The kept patches of ``metadata.parquet``, each with its folder (every one must exist)."""
+    dirs = _patch_dirs(layout.images)
+    kept = [pid for pid in meta.by_id if pid not in excluded_ids]
+    absent = [pid for pid in kept if pid not in dirs]
     if absent:
         raise FileNotFoundError(
-            f"{len(absent)} of {len(records)} patches in {layout.root / V2_METADATA} have no "
-            f"folder under {layout.images} (first: {absent[0].folder}); is the image archive "
-            "fully extracted?"
+            f"{len(absent)} of {len(kept)} patches in {layout.root / V2_METADATA} have no folder "
+            f"under {layout.images} (first: {absent[0]}); is the image archive fully extracted?"
         )
+    return [PatchRecord(pid, Path(dirs[pid]), *meta.by_id[pid]) for pid in kept]
