@@ -6,6 +6,12 @@ quality flags), ``<root>/metadata_for_patches_with_snow_cloud_or_shadow.parquet`
 the advised exclusions) and ``<root>/BigEarthNet-S2/<tile>/<patch_id>/<patch_id>_<band>.tif``
 for every patch, excluded ones included (the archive ships their pixels too).
 
+The columns, their types and order, the split values and the folder rule (``<tile>`` is the
+patch id without its two grid numbers) are those of the real release: checked against its
+``metadata.parquet`` (md5 55687065e77b6d0b0f1ff604a6e7b49c, 480,038 rows) and exclusion parquet
+(md5 fe31856f4986d446c9468b59d6387c91, 69,450 rows: 60,773 snow, 8,677 cloud/shadow), as kept in
+the reBEN pipeline repository (kai-tub/bigearthnet-pipeline, tracked-artifacts/).
+
 Every band of a patch is one constant DN (``dn(patch, band)``), so a test can check that each
 band file lands in its own channel, whatever the resampling. Patch ids, tiles, places and label
 names are in the release's format; the pixels are generated.
