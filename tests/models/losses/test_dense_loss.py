@@ -4,7 +4,12 @@ import math
 
 import pytest
 import torch
-from earthloop.models.losses.dense import dense_info_nce, gather_pixels, sample_pixel_pairs
+from earthloop.models.losses.dense import (
+    dense_info_nce,
+    gather_pixels,
+    pixel_owner,
+    sample_pixel_pairs,
+)
 from earthloop.models.transforms import (
     Compose,
     RandomHorizontalFlip,
@@ -80,5 +85,39 @@ def test_dense_loss_without_pairs_is_zero_with_grad() -> None:
     emb = torch.randn(1, 4, 2, 2, requires_grad=True)
     empty = torch.empty(0, dtype=torch.long)
     loss, _, _ = dense_info_nce(emb, emb, [(empty, empty, empty)])
+    loss.backward()
+    assert loss.item() == 0.0
+
+
+def _fields() -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]]:
+    """Two images of two sampled pixels each; both pixels of an image lie in one field, so they
+    share the embedding (e0 for image 0, e1 for image 1, e0 orthogonal to e1)."""
+    emb = torch.zeros(2, 2, 1, 2)
+    emb[0, 0] = 1.0
+    emb[1, 1] = 1.0
+    pair = (torch.tensor([0, 1]), torch.tensor([0, 1]), torch.tensor([0, 1]))
+    return emb, [pair, pair]
+
+
+def test_no_negative_comes_from_the_anchors_own_image() -> None:
+    emb, pairs = _fields()
+    assert pixel_owner(pairs).tolist() == [0, 0, 1, 1]
+    t = 0.5
+    loss, _, _ = dense_info_nce(emb, emb.clone(), pairs, temperature=t)
+    # each anchor: positive logit 1/t; the same-field pixel of its own image (also 1/t) is not a
+    # negative; the two pixels of the other image give logits 0
+    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2))
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # with negatives from the own image too, the same-field pixel counts against the anchor
+    old, _, _ = dense_info_nce(emb, emb.clone(), pairs, temperature=t, negatives="all")
+    assert old.item() == pytest.approx(
+        -math.log(math.exp(1 / t) / (2 * math.exp(1 / t) + 2)), abs=1e-6
+    )
+
+
+def test_one_image_has_nothing_to_contrast_against() -> None:
+    emb, pairs = _fields()
+    e = emb[:1].clone().requires_grad_(True)
+    loss, _, _ = dense_info_nce(e, e, pairs[:1])
     loss.backward()
     assert loss.item() == 0.0

@@ -6,8 +6,11 @@ from other pixels. We implement that as InfoNCE over sampled pixels:
 
 * positives: view A pixel and the view B pixel with the same ground coordinates (exact, from the
   tracked transforms in :mod:`earthloop.models.transforms`);
-* negatives: every other sampled pixel of view B, from the same image and from the other
-  locations in the batch;
+* negatives: the sampled view-B pixels of the *other* images of the batch only (DenseCL-style,
+  ``negatives="other_images"``, the default). Pixels of the anchor's own image are not
+  negatives: sampled pixels of one chip lie a few pixels apart and mostly in the same field or
+  land-cover patch (on the demo 54.5 % of them share the anchor's class), so pushing them apart
+  teaches the network to split fields. ``negatives="all"`` restores the old behaviour;
 * ``N`` pixels per image are sampled (default 64 in the method) so the ``(B*N)^2`` similarity
   matrix stays small; each sampled pixel is a distinct ground pixel, so no negative is a copy of
   the positive;
@@ -24,7 +27,7 @@ from torch import Tensor
 from earthloop.models.losses.infonce import info_nce_in_batch
 from earthloop.models.transforms import correspondence
 
-__all__ = ["PixelPairs", "dense_info_nce", "gather_pixels", "sample_pixel_pairs"]
+__all__ = ["PixelPairs", "dense_info_nce", "gather_pixels", "pixel_owner", "sample_pixel_pairs"]
 
 PixelPairs = tuple[Tensor, Tensor, Tensor]
 """``(idx_a, idx_b, ground)``: flat pixel indices into view A and view B and the ground index."""
@@ -87,21 +90,47 @@ def dense_info_nce(
     *,
     temperature: float = 0.1,
     symmetric: bool = True,
+    negatives: str = "other_images",
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Pixel InfoNCE over the sampled pairs of every image in the batch.
 
-    ``emb_a``/``emb_b``: ``(B, D, H, W)`` embeddings of the two views; ``pairs[b]`` from
-    :func:`sample_pixel_pairs`. Returns ``(loss, z_a, z_b)`` with the ``(N, D)`` sampled pixel
-    embeddings. With fewer than two pairs in the batch there is nothing to contrast and the loss
-    is a zero that still depends on the inputs (so ``backward`` works).
+    Args:
+        emb_a: ``(B, D, H, W)`` embeddings of view A.
+        emb_b: ``(B, D, H, W)`` embeddings of view B.
+        pairs: ``pairs[b]`` from :func:`sample_pixel_pairs`, one per image.
+        temperature: softmax temperature.
+        symmetric: average the A->B and B->A terms.
+        negatives: ``"other_images"`` (pixels of the other images only) or ``"all"``.
+
+    Returns:
+        ``(loss, z_a, z_b)`` with the ``(N, D)`` sampled pixel embeddings. With no negative to
+        contrast (fewer than two pairs, or all pairs in one image with ``other_images``) the loss
+        is a zero that still depends on the inputs (so ``backward`` works).
     """
     if len(pairs) != emb_a.shape[0] or emb_a.shape[0] != emb_b.shape[0]:
         raise ValueError("one PixelPairs per image of both views is required")
+    if negatives not in ("other_images", "all"):
+        raise ValueError(f"negatives must be 'other_images' or 'all', got {negatives!r}")
     z_a = gather_pixels(emb_a, [p[0] for p in pairs])
     z_b = gather_pixels(emb_b, [p[1] for p in pairs])
+    owner = pixel_owner(pairs, z_a.device)
+    exclude = None
+    if negatives == "other_images":
+        exclude = owner[:, None] == owner[None, :]
+        if bool(exclude.all()):
+            return (emb_a.sum() + emb_b.sum()) * 0.0, z_a, z_b
     if z_a.shape[0] < 2:
         return (emb_a.sum() + emb_b.sum()) * 0.0, z_a, z_b
-    loss = info_nce_in_batch(z_a, z_b, temperature=temperature)
+    loss = info_nce_in_batch(z_a, z_b, temperature=temperature, exclude=exclude)
     if symmetric:
-        loss = 0.5 * (loss + info_nce_in_batch(z_b, z_a, temperature=temperature))
+        back = info_nce_in_batch(z_b, z_a, temperature=temperature, exclude=exclude)
+        loss = 0.5 * (loss + back)
     return loss, z_a, z_b
+
+
+def pixel_owner(pairs: Sequence[PixelPairs], device: torch.device | None = None) -> Tensor:
+    """``(N,)`` long: the batch index of the image each sampled pixel comes from."""
+    sizes = [int(p[0].numel()) for p in pairs]
+    return torch.repeat_interleave(
+        torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device)
+    )

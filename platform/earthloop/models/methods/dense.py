@@ -6,7 +6,10 @@ Why: segmentation needs features that are discriminative *per pixel*, and instan
 (SeCo) only shapes the pooled vector. Here a U-Net produces per-pixel embeddings (1x1 projection,
 L2-normalised) and two acquisitions of the same location on different dates are the two views:
 a pixel should match the same ground pixel on the other date (seasonal invariance, as in SeCo's
-subspace 0) and differ from other pixels of the image and of other locations.
+subspace 0) and differ from the pixels of *other* locations. Negatives come from the other images
+of the batch only (DenseCL-style): pixels of the same chip are a few pixels apart and mostly in
+the same field, so contrasting them would push one field's pixels apart
+(:func:`~earthloop.models.losses.dense.dense_info_nce`, ``negatives``).
 
 Each view gets its own random geometry — integer random-resized crop (zoom x1/x2), flips and
 90-degree rotations — whose parameters are tracked so every output pixel knows its ground pixel
@@ -75,6 +78,7 @@ class DenseContrastive(nn.Module):
         geometric: Transform | None = None,
         photometric: Transform | None = None,
         date_sampling: str = "random",
+        negatives: str = "other_images",
         seed: int | None = None,
     ) -> None:
         super().__init__()
@@ -90,6 +94,7 @@ class DenseContrastive(nn.Module):
         self.geometric = default_geometric() if geometric is None else geometric
         self.photometric = default_photometric() if photometric is None else photometric
         self.date_sampling = date_sampling
+        self.negatives = negatives
         self.generator = make_generator(seed)
 
     @property
@@ -150,7 +155,9 @@ class DenseContrastive(nn.Module):
         b = xa.shape[0]
         dense, feats = self.unet.forward_with_features(torch.cat([xa, xb], dim=0))
         emb = self.head(dense)
-        loss, z_a, _ = dense_info_nce(emb[:b], emb[b:], pairs, temperature=self.temperature)
+        loss, z_a, _ = dense_info_nce(
+            emb[:b], emb[b:], pairs, temperature=self.temperature, negatives=self.negatives
+        )
         pooled = self.unet.encoder.pool(feats[-1][:b])
         return {
             "loss": loss,
