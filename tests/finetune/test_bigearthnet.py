@@ -475,8 +475,9 @@ def test_real_v1_honours_its_exclusion_csvs(
 ) -> None:
     shutil.copytree(ben_root, tmp_path / "ben")
     (tmp_path / "ben" / "patches_with_seasonal_snow.csv").write_text(REAL_SNOWY + "\n")
+    # the release-wide list names patches this folder does not hold: those are not counted
     (tmp_path / "ben" / "patches_with_cloud_and_shadow.csv").write_text(
-        "S2A_MSIL2A_20170617T113321_4_55\n"
+        "S2A_MSIL2A_20170617T113321_4_55\nS2B_MSIL2A_20171112T114339_0_13\n"
     )
     with caplog.at_level(logging.INFO, logger="earthloop.finetune"):
         data = load_bigearthnet(tmp_path / "ben")

@@ -89,7 +89,7 @@ class Catalogue:
 
     layout: Layout
     patches: list[PatchRecord]
-    excluded: int  # patches on the exclusion lists that were left out
+    excluded: int  # patches of this download left out because an exclusion list names them
     excluded_by_reason: dict[str, int]
 
 
@@ -143,27 +143,32 @@ def scan(root: str | Path) -> Catalogue:
         meta = _v2_metadata(str(layout.root / V2_METADATA), _mtime(layout.root / V2_METADATA))
         for pid, reason in meta.flagged.items():
             excluded_ids.setdefault(pid, reason)
-        candidates = _v2_records(layout, meta, excluded_ids)
+        dirs = _patch_dirs(layout.images)
+        candidates = _v2_records(layout, meta, excluded_ids, dirs)
     else:
-        folders = sorted(
-            {p.parent for p in layout.root.rglob(f"*{_V1_LABELS}")}, key=lambda p: p.name
-        )
-        candidates = [PatchRecord(f.name, f, None, None) for f in folders]
-        candidates = [r for r in candidates if r.id not in excluded_ids]
-    reasons = Counter(excluded_ids.values())
+        folders = layout.root.rglob(f"*{_V1_LABELS}")
+        dirs = {f.parent.name: str(f.parent) for f in folders}
+        candidates = [
+            PatchRecord(name, Path(path), None, None)
+            for name, path in dirs.items()
+            if name not in excluded_ids
+        ]
+    # count what this download loses, not every name on the release-wide lists
+    dropped = {pid: why for pid, why in excluded_ids.items() if pid in dirs}
+    reasons = Counter(dropped.values())
     if excluded_ids:
         log.info(
             "BigEarthNet v%d at %s: %d patches excluded as advised (%s); %d kept",
             layout.version,
             layout.root,
-            len(excluded_ids),
-            ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())),
+            len(dropped),
+            ", ".join(f"{n} {r}" for r, n in sorted(reasons.items())) or "none of the listed",
             len(candidates),
         )
     if not candidates:
         raise ValueError(f"no BigEarthNet patch left under {layout.root} after the exclusions")
     patches = sorted(candidates, key=lambda r: r.id)
-    return Catalogue(layout, patches, len(excluded_ids), dict(reasons))
+    return Catalogue(layout, patches, len(dropped), dict(reasons))
 
 
 def patch_record(folder: str | Path) -> PatchRecord:
@@ -294,10 +299,9 @@ def _patch_dirs(images: Path) -> dict[str, str]:
 
 
 def _v2_records(
-    layout: Layout, meta: _V2Metadata, excluded_ids: dict[str, str]
+    layout: Layout, meta: _V2Metadata, excluded_ids: dict[str, str], dirs: dict[str, str]
 ) -> list[PatchRecord]:
     """The kept patches of ``metadata.parquet``, each with its folder (every one must exist)."""
-    dirs = _patch_dirs(layout.images)
     kept = [pid for pid in meta.by_id if pid not in excluded_ids]
     absent = [pid for pid in kept if pid not in dirs]
     if absent:
