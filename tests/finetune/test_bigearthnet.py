@@ -194,11 +194,6 @@ def test_bigearthnet_through_the_sweep_planner(ben_root: Path, tmp_path: Path) -
     assert m["step"] == 2 and "test_map" in m and "val_micro_f1" in m
 
 
-# --------------------------------------------------------------------------------------------
-# BigEarthNet v2 (reBEN): a generated download in the release's layout
-# --------------------------------------------------------------------------------------------
-
-
 @pytest.fixture(scope="module")
 def v2(tmp_path_factory: pytest.TempPathFactory) -> V2Download:
     return write_v2(tmp_path_factory.mktemp("reben"))
@@ -368,10 +363,6 @@ def test_v2_through_the_sweep_pool(v2: V2Download) -> None:
     images, _, _, _, ids = read_raw(pool, [0])
     assert images.shape == (1, 12, 120, 120) and ids == [pool.samples[0].id]
 
-
-# --------------------------------------------------------------------------------------------
-# The real patches laid out as each layout expects
-# --------------------------------------------------------------------------------------------
 
 # The six real v1 patches as reBEN would name them (tile product from each JSON's tile_source)
 # with their 19-class names written out by hand from the JSONs' CORINE level-3 names.
