@@ -172,7 +172,7 @@ def test_each_cog_is_opened_once_per_process(served: Served) -> None:
     urls = [f"{served.direct}/{b}.tif?once={tag}" for b in BANDS]
     with gdal_env(16):
         for col in (0, 512, 64):  # several groups, on the reader's threads
-            read_windows(urls, crs, _bounds(t, col, 0, 64), (64, 64), threads=4)
+            read_windows(urls, crs, _bounds(t, col, 0, 64), (64, 64), concurrent=True)
     time.sleep(1.5)  # the access log is flushed every second
     lines = [ln for ln in served.access_log.read_text().splitlines() if tag in ln]
     heads = [ln for ln in lines if '"HEAD ' in ln]

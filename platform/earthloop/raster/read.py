@@ -214,12 +214,13 @@ _POOL: ThreadPoolExecutor | None = None
 _POOL_LOCK = threading.Lock()
 
 
-def _pool(workers: int) -> ThreadPoolExecutor:
-    """One small pool per process, created on first remote read (never in local-only runs)."""
+def _pool() -> ThreadPoolExecutor:
+    """The process's remote-read threads, created on first remote read (never in local-only
+    runs); threads start only as requests need them."""
     global _POOL
     with _POOL_LOCK:
-        if _POOL is None or _POOL._max_workers < workers:
-            _POOL = ThreadPoolExecutor(workers, thread_name_prefix="earthloop-read")
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(read_threads(), thread_name_prefix="earthloop-read")
         return _POOL
 
 
@@ -230,15 +231,16 @@ def read_windows(
     shape: tuple[int, int],
     *,
     resampling: Resampling = Resampling.nearest,
-    threads: int | None = None,
+    concurrent: bool | None = None,
 ) -> list[np.ndarray]:
     """:func:`read_window` of the same ``bounds`` from several single-band rasters, in order.
 
-    When any href is remote the reads run on up to ``threads`` threads (default
-    ``EARTHLOOP_REMOTE_READ_THREADS``, 4): each band file is its own range request, and over a
-    network they wait on round trips, not on the CPU, so issuing them together costs one
-    round trip instead of one per band. Local files are read one after another (decode is
-    CPU-bound and the process's cores are already the Ray task's).
+    Remote files are read concurrently on the process's reader threads (at most
+    ``EARTHLOOP_REMOTE_READ_THREADS``, default 16, requests in flight over every caller): each
+    band file is its own range request, and over a network they wait on round trips, not on the
+    CPU, so issuing them together costs one round trip instead of one per band (measured in
+    benchmarks/remote_bench.py). Local files are read one after another (decode is CPU-bound
+    and the process's cores are already the Ray task's). ``concurrent`` overrides the choice.
 
     Returns:
         One (rows, cols) array per href, in the order given.
@@ -246,10 +248,11 @@ def read_windows(
     Raises:
         ChipReadError: the first failing href's error (the others are still waited for).
     """
-    n = threads if threads is not None else (read_threads() if any(map(is_remote, hrefs)) else 1)
-    if n <= 1 or len(hrefs) <= 1:
+    if concurrent is None:
+        concurrent = any(map(is_remote, hrefs))
+    if not concurrent or len(hrefs) <= 1:
         return [read_window(h, crs, bounds, shape, resampling=resampling) for h in hrefs]
-    pool = _pool(min(n, len(hrefs)))
+    pool = _pool()
     futures = [
         pool.submit(read_window, h, crs, bounds, shape, resampling=resampling) for h in hrefs
     ]

@@ -65,9 +65,9 @@ REMOTE_DEFAULTS: dict[str, str] = {
 #: Only while opening a remote file (see the module docstring).
 REMOTE_OPEN_OPTIONS: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
 
-#: Concurrent range requests per read group (one thread per band file); 1 turns it off.
+#: Remote range requests in flight per process (threads of ``read_windows``); 1 = one at a time.
 READ_THREADS_ENV = "EARTHLOOP_REMOTE_READ_THREADS"
-DEFAULT_READ_THREADS = 4
+DEFAULT_READ_THREADS = 16
 
 
 def is_remote(href: str) -> bool:
@@ -104,7 +104,7 @@ def open_options() -> dict[str, str]:
 
 
 def read_threads() -> int:
-    """Threads per read group for remote files (``EARTHLOOP_REMOTE_READ_THREADS``, default 4).
+    """Remote-read threads per process (``EARTHLOOP_REMOTE_READ_THREADS``, default 16).
 
     Raises:
         ValueError: the variable is set to something other than a positive integer.
