@@ -331,35 +331,30 @@ def test_layout_errors_say_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_v2_through_the_sweep_pool(v2: V2Download) -> None:
-    """The sweep's pool (finetune/data.py) reads a v2 download: exclusions, 19-class counts."""
+    """The sweep's pool (finetune/data.py) reads a v2 download: exclusions, 19-class counts, and
+    the release's official split (not spatial blocks), unless a held-out region takes a patch."""
     from earthloop.config import FinetuneConfig
     from earthloop.finetune.data import build_pool, read_raw
 
-    pool = None
-    for salt in range(50):  # eight patches: pick a block salt that fills all three splits
-        fc = FinetuneConfig.model_validate(
-            {
-                "source": "bigearthnet",
-                "task": "multilabel",
-                "bigearthnet_dir": str(v2.root),
-                "split": {
-                    "block_deg": 0.01,
-                    "val_fraction": 0.3,
-                    "test_fraction": 0.3,
-                    "salt": f"s{salt}",
-                },
-            }
-        )
-        try:
-            pool = build_pool(None, fc, list(BANDS))
-            break
-        except ValueError as exc:
-            assert "empty" in str(exc)
-    assert pool is not None
+    official = {"train": "train", "validation": "val", "test": "test"}
+    fc = FinetuneConfig.model_validate(
+        {"source": "bigearthnet", "task": "multilabel", "bigearthnet_dir": str(v2.root)}
+    )
+    pool = build_pool(None, fc, list(BANDS))
     assert sorted(s.id for s in pool.samples) == sorted(p.id for p in CLEAN)
     by_id = {p.id: p for p in CLEAN}
     for s in pool.samples:
         assert s.counts == {CLASSES_19.index(n): 1 for n in by_id[s.id].labels}
+        assert s.split == official[by_id[s.id].split], s.id
+    # a held-out region wins over the official split
+    first = pool.samples[0].row
+    box = [first["lon"] - 1e-4, first["lat"] - 1e-4, first["lon"] + 1e-4, first["lat"] + 1e-4]
+    held = build_pool(
+        None,
+        fc.model_copy(update={"split": fc.split.model_copy(update={"heldout_bbox": box})}),
+        list(BANDS),
+    )
+    assert [s.id for s in held.samples if s.split == "heldout"] == [pool.samples[0].id]
     images, _, _, _, ids = read_raw(pool, [0])
     assert images.shape == (1, 12, 120, 120) and ids == [pool.samples[0].id]
 

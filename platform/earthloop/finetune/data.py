@@ -34,6 +34,7 @@ from earthloop.finetune.bigearthnet import (
     read_patch,
 )
 from earthloop.finetune.bigearthnet import patch_labels as read_labels
+from earthloop.finetune.bigearthnet_layout import patch_record
 from earthloop.finetune.metrics import boundary_mask
 from earthloop.finetune.splits import assign_split, overlapping_eval
 from earthloop.finetune.subsets import check_class_coverage, nested_stratified_subset
@@ -329,14 +330,28 @@ def _bigearthnet_pool(fc: FinetuneConfig, bands: list[str]) -> Pool:
         vec = multi_hot(labels, fc.bigearthnet_classes, f" in patch {folder.name}")
         if not vec.any():
             continue
-        rows.append({"chip_id": folder.name, "folder": str(folder), "lon": lon, "lat": lat})
+        official = patch_record(folder).split  # v2: the release's own split; v1: None
+        rows.append(
+            {
+                "chip_id": folder.name,
+                "folder": str(folder),
+                "lon": lon,
+                "lat": lat,
+                "official": official,
+            }
+        )
         counts_list.append({int(i): 1 for i in np.flatnonzero(vec)})
     if not rows:
         raise ValueError(f"no usable BigEarthNet patch under {root}")
-    splits = [
-        assign_split(r["lon"], r["lat"], None, fc.split.model_copy(update={"mode": "blocks"}))
-        for r in rows
-    ]
+    # The official split where the release has one (v2): results stay comparable with every
+    # paper that reports on it. Spatial blocks otherwise (v1). A held-out region wins over both.
+    blocks = fc.split.model_copy(update={"mode": "blocks"})
+    splits = []
+    for r in rows:
+        s = assign_split(r["lon"], r["lat"], None, blocks)
+        splits.append(s if s == "heldout" or r["official"] is None else str(r["official"]))
+    if any(r["official"] is not None for r in rows):
+        log.info("BigEarthNet: the release's official train/val/test split is used")
     strata = _strata(counts_list, "multilabel")
     samples = [
         Sample(r["chip_id"], s, st, c, r)
