@@ -14,6 +14,7 @@ import logging
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -410,7 +411,7 @@ REAL_SNOWY = "S2B_MSIL2A_20180204T94161_57_38"  # a Finnish February patch, list
 def _real_as_v2(ben_root: Path, root: Path) -> None:
     import pyarrow as pa
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for v1_name, (pid, labels, split) in REAL_AS_V2.items():
         folder = root / "BigEarthNet-S2" / pid.rsplit("_", 2)[0] / pid
         folder.mkdir(parents=True)
