@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from itertools import islice
+from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
 import torch
@@ -32,7 +34,9 @@ from earthloop.store.delta import merge_rows
 
 log = logging.getLogger("earthloop.pretrain")
 
-__all__ = ["WorkerSetup", "train_loop"]
+__all__ = ["EpochSlices", "WorkerSetup", "train_loop"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,46 @@ class WorkerSetup:
     cpus_per_worker: float = 1.0
     metrics_table: str | None = None
     prefetch: int = 4
+    # the shard carries every epoch in one stream, cut into epochs of this many batches per
+    # rank (runner.batches_per_epoch); None: the shard is one epoch, iterated once per epoch
+    batches_per_epoch: int | None = None
+
+
+class EpochSlices(Generic[T]):
+    """``epoch → batches`` for :meth:`Engine.run`, cut by count from one stream of every epoch.
+
+    Re-iterating a Ray dataset shard restarts its whole pipeline (the split coordinator shuts
+    the executor down and builds a new one), so a per-epoch iterator pays the pipeline start at
+    every epoch boundary (~60 % data wait over short demo epochs, issue 11). The stream here is
+    started once; epoch e is its batches ``[e * per_epoch, (e + 1) * per_epoch)``, so the next
+    epoch's first batch is already being read, and prefetched, while the current one drains.
+
+    Resuming at epoch e (a fresh stream in a restarted worker) reads and discards the earlier
+    epochs' batches, as the engine already does for the batches of the epoch in progress.
+    """
+
+    def __init__(self, stream: Callable[[], Iterable[T]], per_epoch: int) -> None:
+        if per_epoch < 1:
+            raise ValueError(f"per_epoch must be at least 1, got {per_epoch}")
+        self._stream, self.per_epoch = stream, per_epoch
+        self._it: Iterator[T] | None = None
+        self._next = 0
+        self.streams_started = 0
+
+    def __call__(self, epoch: int) -> Iterator[T]:
+        if self._it is None:
+            self._it = iter(self._stream())
+            self.streams_started += 1
+            skipped = sum(1 for _ in islice(self._it, epoch * self.per_epoch))
+            if skipped:
+                log.info("stream resumed at epoch %d: %d earlier batches skipped", epoch, skipped)
+            self._next = epoch
+        if epoch != self._next:
+            raise ValueError(
+                f"epoch {epoch} asked for after epoch {self._next - 1}: epochs run in order"
+            )
+        self._next = epoch + 1
+        return islice(self._it, self.per_epoch)
 
 
 class RayHooks(Hooks):
@@ -133,11 +177,16 @@ def train_loop(config: dict[str, Any]) -> None:
         )
     )
     shard = ray.train.get_dataset_shard("train")
-    engine.run(
-        lambda epoch: shard.iter_torch_batches(
+
+    def stream() -> Iterable[dict[str, torch.Tensor]]:
+        return shard.iter_torch_batches(
             batch_size=engine.batch_size, drop_last=True, prefetch_batches=setup.prefetch
         )
-    )
+
+    if setup.batches_per_epoch:
+        engine.run(EpochSlices(stream, setup.batches_per_epoch))
+    else:
+        engine.run(lambda epoch: stream())
 
 
 def record_epoch(uri: str, run_name: str, m: dict[str, Any]) -> None:

@@ -32,7 +32,14 @@ from earthloop.store.delta import TableRef, merge_rows, read_table, table_exists
 from earthloop.store.fs import as_uri, local_staging, ray_storage
 from earthloop.store.labels import LabelSource, label_source_from_manifest
 from earthloop.store.tables import CHIPS, PRETRAIN_METRICS, PRETRAIN_RUNS
-from earthloop.stream import chip_dataset, load_index, seco_dataset
+from earthloop.stream import (
+    chip_dataset,
+    count_index,
+    rows_with_ids,
+    sample_index,
+    seco_dataset,
+    snapshot,
+)
 
 log = logging.getLogger("earthloop.pretrain")
 
@@ -100,12 +107,18 @@ def _check_bands_in_index(rows: list[dict[str, Any]], bands: list[str], uri: str
         )
 
 
+#: index rows the driver samples for normalisation statistics and the kNN probe (bounded: the
+#: driver never holds the whole index, issue 11)
+INDEX_SAMPLE = 4096
+
+
 @dataclass
 class TrainingData:
-    """The run's Ray dataset, the index rows it was read from and the pinned table version."""
+    """The run's Ray dataset (every epoch, one pipeline), a bounded sample of the index rows it
+    reads (statistics and probe), the pinned table version and the samples per epoch."""
 
     ds: Any
-    rows: list[dict[str, Any]]
+    sample: list[dict[str, Any]]
     ref: TableRef
     n_samples: int
 
@@ -113,16 +126,20 @@ class TrainingData:
 def training_data(plan: PretrainPlan) -> TrainingData:
     """The stream the method asks for: date series per location, or labelled single chips."""
     cfg, pc, split = plan.cfg, plan.pc, plan.cfg.stream.split
-    rows, ref = load_index(plan.chips_uri, split=split, max_cloud=cfg.stream.max_cloud)
-    if not rows:
+    ref = snapshot(plan.chips_uri)
+    sample = sample_index(
+        ref, split=split, max_cloud=cfg.stream.max_cloud, n=INDEX_SAMPLE, seed=pc.seed
+    )
+    if not sample:
         raise ConfigError(f"the chip index {plan.chips_uri} has no '{split}' chips")
-    _check_bands_in_index(rows, plan.bands, plan.chips_uri)
+    _check_bands_in_index(sample, plan.bands, plan.chips_uri)
     common: dict[str, Any] = {
         "version": ref.version,
         "split": split,
         "bands": plan.bands,
         "max_cloud": cfg.stream.max_cloud,
         "cachemax_mb": cfg.stream.gdal_cachemax_mb,
+        "epochs": pc.epochs,
     }
     dates = plan.method.stream_dates(pc)
     if dates is not None:
@@ -130,16 +147,19 @@ def training_data(plan: PretrainPlan) -> TrainingData:
     else:
         assert plan.labels is not None  # checked by the method in plan_pretrain
         ds, ref = chip_dataset(plan.chips_uri, labels=plan.labels.rasters, **common)
-        n_samples = len(rows)
+        n_samples = count_index(ref, split=split, max_cloud=cfg.stream.max_cloud)
         subset = plan.method.labelled_subset(pc)
         if subset is not None:  # a supervised method sees only the chips it may take labels from
-            n_samples = _labelled_count(subset.rows(rows), subset, split)
+            inside = rows_with_ids(
+                ref, subset.chip_ids, split=split, max_cloud=cfg.stream.max_cloud
+            )
+            n_samples = _labelled_count(inside, subset, split)
             ds = ds.map_batches(subset, batch_format="numpy")
     if n_samples < pc.batch_size:
         raise ConfigError(
             f"only {n_samples} training samples but pretrain.batch_size={pc.batch_size}"
         )
-    return TrainingData(ds.select_columns(list(plan.method.columns)), rows, ref, n_samples)
+    return TrainingData(ds.select_columns(list(plan.method.columns)), sample, ref, n_samples)
 
 
 def _labelled_count(inside: list[dict[str, Any]], subset: LabelledSubset, split: str | None) -> int:
@@ -166,7 +186,7 @@ def worker_setup(plan: PretrainPlan, data: TrainingData) -> WorkerSetup:
     import ray
 
     pc = plan.pc
-    mean, std = band_statistics(data.rows, plan.bands, seed=pc.seed)
+    mean, std = band_statistics(data.sample, plan.bands, seed=pc.seed)
     probe_ref = None
     if plan.labels is not None:
         # a supervised method trains on its own label kind; the probe uses the configured one
@@ -175,7 +195,7 @@ def worker_setup(plan: PretrainPlan, data: TrainingData) -> WorkerSetup:
             if plan.method.label_kind is not None and pc.probe.labels
             else plan.labels
         )
-        probe = build_probe(data.rows, plan.bands, probe_labels, pc.probe.chips, seed=pc.seed)
+        probe = build_probe(data.sample, plan.bands, probe_labels, pc.probe.chips, seed=pc.seed)
         probe_ref = ray.put(probe)
     return WorkerSetup(
         pretrain=pc,
@@ -185,7 +205,20 @@ def worker_setup(plan: PretrainPlan, data: TrainingData) -> WorkerSetup:
         probe_ref=probe_ref,
         cpus_per_worker=plan.cfg.ray.cpus_per_worker,
         metrics_table=plan.cfg.table_uri(PRETRAIN_METRICS),
+        batches_per_epoch=batches_per_epoch(
+            data.n_samples, pc.batch_size, plan.cfg.ray.num_workers
+        ),
     )
+
+
+def batches_per_epoch(n_samples: int, batch_size: int, world: int) -> int:
+    """Batches each rank trains per epoch when one stream carries every epoch.
+
+    Ray Train splits the stream equally between ranks, so every rank cuts its share into epochs
+    of the same number of batches and all ranks cross each epoch boundary at the same step.
+    """
+    per_rank = max(1, batch_size // world)
+    return max(1, (n_samples // world) // per_rank)
 
 
 def make_trainer(plan: PretrainPlan, data: TrainingData, setup: WorkerSetup) -> Any:

@@ -1,13 +1,14 @@
 """Ray Data sources over the chip index: chips for pixel/scene models, date tuples for SeCo.
 
-The index (a Delta table, read at a pinned version) is small metadata; the pixels are read lazily
-by Ray tasks in read groups (see :mod:`earthloop.stream.reader`), so a training job streams an
-arbitrarily large data set with bounded memory and never materialises it.
+The index (a Delta table, read at a pinned version) is read, filtered and planned by Ray tasks
+(:mod:`earthloop.stream.index`); the pixels are read lazily by Ray tasks in read groups and
+leave them as columnar batches (:mod:`earthloop.stream.batches`), so a training job streams an
+arbitrarily large data set with bounded memory, and the driver holds neither the index nor the
+chips. :func:`load_index` remains for small driver-side users (labelling, fine-tuning pools).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -15,11 +16,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from rasterio.enums import Resampling
 
-from earthloop.observe.recorders import StreamMetrics
 from earthloop.store.delta import TableRef, read_table, table_version
-from earthloop.stream.reader import plan_groups, read_group, read_location
+from earthloop.stream.batches import ChipReader, LocationReader, usable_locations
+from earthloop.stream.index import count_index, index_dataset, snapshot
 
 log = logging.getLogger("earthloop.stream")
 
@@ -31,7 +31,11 @@ def load_index(
     split: str | None = None,
     max_cloud: float = 1.0,
 ) -> tuple[list[dict[str, Any]], TableRef]:
-    """Read the chip index at a pinned version (the latest when None) and filter it."""
+    """Read the chip index at a pinned version (the latest when None) and filter it, on the driver.
+
+    For small driver-side users only: it holds every row as a dict (≈6 GB at 1 M rows); the
+    streams read the index in Ray tasks instead.
+    """
     ver = table_version(uri) if version is None else version
     table = read_table(uri, ver)
     if split is not None:
@@ -48,95 +52,34 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     return rows
 
 
-class _ReadChips:
-    """Ray Data ``flat_map`` callable: one read group in, its chips out."""
+def _cluster_cpus() -> int:
+    import ray
 
-    def __init__(
-        self,
-        bands: Sequence[str] | None,
-        cachemax_mb: int,
-        resampling: str,
-        labels: dict[str, str] | None = None,
-        keep_errors: bool = False,
-    ) -> None:
-        self.keep_errors = keep_errors
-        self.bands = list(bands) if bands else None
-        self.cachemax_mb = cachemax_mb
-        self.resampling = Resampling[resampling]
-        self.labels = labels
-
-    def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = json.loads(item["group"])
-        out = list(
-            read_group(
-                rows,
-                self.bands,
-                cachemax_mb=self.cachemax_mb,
-                resampling=self.resampling,
-                labels=self.labels,
-            )
-        )
-        _count(out)
-        # errors are counted above and dropped here: a row-wise Dataset.filter costs a pass
-        return out if self.keep_errors else [r for r in out if not r["error"]]
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
 
 
-class _ReadLocation:
-    """Ray Data ``flat_map`` callable: one location in, one SeCo sample (T dates) out."""
+def _rows_per_task(n: int, lo: int, hi: int = 4096) -> int:
+    """Index rows per read task: about four tasks per cluster CPU, within ``[lo, hi]``.
 
-    def __init__(self, bands: Sequence[str] | None, dates: int, seed: int | None, cache: int):
-        self.bands = list(bands) if bands else None
-        self.dates = dates
-        self.seed = seed
-        self.cachemax_mb = cache
-
-    def __call__(self, item: dict[str, Any]) -> list[dict[str, Any]]:
-        rows = json.loads(item["rows"])
-        # seed None: fresh dates every epoch (SeCo's augmentation); else reproducible per location
-        if self.seed is None:
-            rng = np.random.default_rng()
-        else:
-            rng = np.random.default_rng([self.seed, int(rows[0]["location_id"][:8], 16)])
-        sample = read_location(rows, self.bands, self.dates, rng=rng, cachemax_mb=self.cachemax_mb)
-        if sample is None:
-            _count([{"error": "too_few_dates"}])
-            return []
-        _count([{"error": ""}])
-        return [sample]
+    Few rows per task leave CPUs idle on a small index; many make the first batch slow.
+    """
+    return max(lo, min(hi, -(-n // (4 * _cluster_cpus()))))
 
 
-def _count(rows: list[dict[str, Any]]) -> None:
-    """Export delivered/failed chip counts; metrics must never break reading."""
-    try:
-        ok = sum(1 for r in rows if not r.get("error"))
-        StreamMetrics().chips_delivered(ok)
-    except Exception as exc:  # a metrics backend failure must not stop the data
-        _warn_once("chip metrics not exported", exc)
+def _repeat(index: Any, epochs: int) -> Any:
+    """``epochs`` passes over a materialised index, epoch after epoch, as one dataset.
 
+    One pipeline serves every epoch, so the reads of epoch e+1 start while epoch e drains and no
+    epoch pays a pipeline start (issue 11). The driver holds one block reference per index block
+    and epoch, never rows.
+    """
+    import ray.data
 
-def _internal_tile(href: str) -> int:
-    """Block size of the COG: a read group is one internal tile, so no tile is decoded twice."""
-    from earthloop.raster.read import cached_raster
-
-    try:
-        return int(cached_raster(href).block_shapes[0][0])
-    except Exception as exc:  # the read itself reports the broken file, counted, per chip
-        _warn_once(f"cannot read the block size of {href}; grouping by 1024 px", exc)
-        return 1024
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(what: str, exc: BaseException) -> None:
-    """Log a recoverable problem once per process, not once per chip."""
-    if what not in _warned:
-        _warned.add(what)
-        log.warning("%s: %s: %s", what, type(exc).__name__, exc)
-
-
-def _blocks(n: int) -> int:
-    return max(1, min(n, 512))
+    if epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {epochs}")
+    if epochs == 1:
+        return index
+    return ray.data.from_arrow_refs(index.to_arrow_refs() * epochs)
 
 
 def chip_dataset(
@@ -152,27 +95,51 @@ def chip_dataset(
     keep_errors: bool = False,
     resampling: str = "bilinear",
     labels: dict[str, str] | None = None,
+    epochs: int = 1,
 ) -> tuple[Any, TableRef]:
-    """A streaming ``ray.data.Dataset`` of chips with columns image (C,H,W), valid (H,W), ids."""
-    import ray.data
+    """A streaming ``ray.data.Dataset`` of chips, ``epochs`` passes over the index in one pipeline.
 
-    rows, ref = load_index(uri, version=version, split=split, max_cloud=max_cloud)
-    if not rows:
+    Columns: ``image`` float32 (N, C, H, W) per batch, ``valid`` bool (N, H, W), optional
+    ``label`` (with ``labels``, tile → label raster), ``error`` and the ids (chip_id,
+    location_id, item_id, tile, season, timestamp). The index is read, filtered and planned in
+    Ray tasks (:mod:`earthloop.stream.index`, :mod:`earthloop.stream.batches`); each read task
+    groups its rows by scene and internal COG tile (``group_px``; default the COG's block size),
+    which ingest's clustered index order keeps together.
+
+    Raises:
+        ValueError: no chip passes the filters, or ``epochs`` < 1.
+    """
+    ref = snapshot(uri, version)
+    index = index_dataset(ref, split=split, max_cloud=max_cloud)
+    if epochs > 1:
+        index = index.materialize()  # in the object store: the driver keeps block references
+        n = index.count()
+    else:
+        n = count_index(ref, split=split, max_cloud=max_cloud)
+    if n == 0:
         raise ValueError(f"no chips in {uri}@v{ref.version} (split={split}, max_cloud={max_cloud})")
-    if group_px is None:
-        group_px = _internal_tile(rows[0]["hrefs"][0])
-    if max_chips_per_group is None:
-        max_chips_per_group = max(1, group_px // int(rows[0]["chip_size"])) ** 2
-    groups = plan_groups(rows, group_px, max_chips_per_group)
-    items = [{"group": json.dumps(g)} for g in groups]
-    ds: Any = ray.data.from_items(items, override_num_blocks=_blocks(len(items)))
-    ds = ds.flat_map(_ReadChips(bands, cachemax_mb, resampling, labels, keep_errors))
+    per_task = _rows_per_task(n, lo=max_chips_per_group or 256)
+    reader = ChipReader(
+        bands,
+        cachemax_mb=cachemax_mb,
+        resampling=resampling,
+        labels=labels,
+        keep_errors=keep_errors,
+        group_px=group_px,
+        max_chips=max_chips_per_group,
+    )
+    ds = (
+        _repeat(index, epochs)
+        .repartition(target_num_rows_per_block=per_task)
+        .map_batches(reader, batch_format="pyarrow", batch_size=None)
+    )
     log.info(
-        "chip stream: %d chips in %d read groups from %s@v%d",
-        len(rows),
-        len(groups),
+        "chip stream: %d chips x %d epoch(s) from %s@v%d, %d index rows per read task",
+        n,
+        epochs,
         uri,
         ref.version,
+        per_task,
     )
     return ds, ref
 
@@ -187,25 +154,43 @@ def seco_dataset(
     max_cloud: float = 1.0,
     seed: int | None = None,
     cachemax_mb: int = 64,
+    epochs: int = 1,
 ) -> tuple[Any, TableRef, int]:
-    """A streaming dataset of per-location date tuples: images (T, C, H, W), valid (T, H, W).
+    """A streaming dataset of per-location date tuples, ``epochs`` passes in one pipeline.
+
+    Columns: ``images`` float32 (N, T, C, H, W), ``valid`` bool (N, T, H, W), ``timestamps``
+    (N, T), ``location_id``. The index is sorted by location in the cluster (a distributed sort
+    of the index rows, not of pixels) and materialised in the object store; each read task takes
+    whole locations of one sorted block.
 
     Returns the dataset, the index version read, and the number of locations it covers.
-    """
-    import ray.data
 
-    rows, ref = load_index(uri, version=version, split=split, max_cloud=max_cloud)
-    by_loc: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        by_loc.setdefault(r["location_id"], []).append(r)
-    usable = {k: v for k, v in by_loc.items() if len({r["season"] for r in v}) >= dates}
-    if not usable:
+    Raises:
+        ValueError: no location has ``dates`` distinct seasons, or ``epochs`` < 1.
+    """
+    ref = snapshot(uri, version)
+    n_rows = count_index(ref, split=split, max_cloud=max_cloud)
+    per_task = _rows_per_task(n_rows, lo=64)
+    index = (
+        index_dataset(ref, split=split, max_cloud=max_cloud)
+        .repartition(target_num_rows_per_block=per_task)
+        .sort("location_id")
+        .materialize()
+    )
+    n_loc = int(
+        index.map_batches(
+            lambda t: {"n": np.asarray([usable_locations(t, dates)])},
+            batch_format="pyarrow",
+            batch_size=None,
+        ).sum("n")
+        or 0
+    )
+    if n_loc == 0:
         raise ValueError(
             f"no location in {uri}@v{ref.version} has {dates} distinct seasons "
-            f"({len(by_loc)} locations); ingest more dates per location"
+            f"({n_rows} chips); ingest more dates per location"
         )
-    items = [{"rows": json.dumps(v)} for _, v in sorted(usable.items())]
-    # a few locations per read task: one task per location spends more on scheduling than reading
-    ds: Any = ray.data.from_items(items, override_num_blocks=_blocks(-(-len(items) // 4)))
-    ds = ds.flat_map(_ReadLocation(bands, dates, seed, cachemax_mb))
-    return ds, ref, len(usable)
+    ds: Any = _repeat(index, epochs).map_batches(
+        LocationReader(bands, dates, seed, cachemax_mb), batch_format="pyarrow", batch_size=None
+    )
+    return ds, ref, n_loc

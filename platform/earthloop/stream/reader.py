@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,13 +34,134 @@ def _band_indices(row: Row, bands: Sequence[str] | None) -> list[int]:
     return [available.index(b) for b in bands]
 
 
-def _union(rows: Sequence[Row]) -> tuple[float, float, float, float]:
-    return (
-        min(r["minx"] for r in rows),
-        min(r["miny"] for r in rows),
-        max(r["maxx"] for r in rows),
-        max(r["maxy"] for r in rows),
+@dataclass
+class ChipGroup:
+    """One read group in columnar form: the scene-level fields once, the per-chip ones as arrays.
+
+    The Ray pipeline builds it from an Arrow index batch without a Python dict per chip;
+    :func:`group_of_rows` builds it from dict rows for the driver-side callers.
+    """
+
+    scene: Row  # chip_size, crs, hrefs, bands, scales, offsets, nodata, scl_href, tile, item_id
+    bounds: np.ndarray  # (N, 4) float64: minx, miny, maxx, maxy of each chip
+    ids: dict[str, np.ndarray]  # ID_COLUMNS, each (N,)
+
+    def __len__(self) -> int:
+        return int(self.bounds.shape[0])
+
+
+#: identifying columns of every chip a stream delivers
+ID_COLUMNS = ("chip_id", "location_id", "item_id", "tile", "season", "timestamp")
+
+
+def _timestamp(value: Any) -> float:
+    return float(value.timestamp()) if hasattr(value, "timestamp") else float(value)
+
+
+def group_of_rows(rows: Sequence[Row]) -> ChipGroup:
+    """The columnar form of dict rows (all from the same scene and grid)."""
+    return ChipGroup(
+        scene=dict(rows[0]),
+        bounds=np.asarray(
+            [[r["minx"], r["miny"], r["maxx"], r["maxy"]] for r in rows], dtype=np.float64
+        ),
+        ids={
+            "chip_id": np.asarray([r["chip_id"] for r in rows], dtype=object),
+            "location_id": np.asarray([r["location_id"] for r in rows], dtype=object),
+            "item_id": np.asarray([r["item_id"] for r in rows], dtype=object),
+            "tile": np.asarray([r.get("tile", "") for r in rows], dtype=object),
+            "season": np.asarray([int(r["season"]) for r in rows], dtype=np.int64),
+            "timestamp": np.asarray([_timestamp(r["datetime"]) for r in rows], dtype=np.float64),
+        },
     )
+
+
+def _read_union(
+    scene: Row,
+    idx: Sequence[int],
+    ub: tuple[float, float, float, float],
+    shape: tuple[int, int],
+    *,
+    mask_clouds: bool,
+    resampling: Resampling,
+    labels: Mapping[str, str] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Reflectance (C, h, w), validity (h, w) and optional label (h, w) of one union window."""
+    stack = np.empty((len(idx), *shape), dtype=np.float32)
+    valid = np.ones(shape, dtype=bool)
+    for out_i, band_i in enumerate(idx):
+        dn = read_window(scene["hrefs"][band_i], scene["crs"], ub, shape, resampling=resampling)
+        valid &= dn != scene["nodata"]
+        stack[out_i] = dn.astype(np.float32) * np.float32(scene["scales"][band_i]) + np.float32(
+            scene["offsets"][band_i]
+        )
+    if mask_clouds and scene.get("scl_href"):
+        scl = read_window(scene["scl_href"], scene["crs"], ub, shape)
+        valid &= ~scl_invalid_mask(scl)
+    label = None
+    if labels is not None:
+        href = labels.get(scene["tile"])
+        if href is None:
+            raise ChipReadError("missing_label", f"no label raster for {scene['tile']}")
+        label = read_window(href, scene["crs"], ub, shape).astype(np.int64)
+    return stack, valid, label
+
+
+def read_group_arrays(
+    group: ChipGroup,
+    bands: Sequence[str] | None = None,
+    *,
+    mask_clouds: bool = True,
+    resampling: Resampling = Resampling.bilinear,
+    cachemax_mb: int = 64,
+    labels: Mapping[str, str] | None = None,
+) -> dict[str, np.ndarray]:
+    """Read every chip of ``group`` from one union window per band, as columns.
+
+    Returns ``image`` float32 (N, C, H, W) reflectance with invalid pixels set to 0, ``valid``
+    bool (N, H, W) (nodata, cloud, shadow and saturated pixels are False), the id columns of
+    :data:`ID_COLUMNS` and ``error`` (N,) ("" when read); with ``labels`` (tile → label raster)
+    also ``label`` int64 (N, H, W), read nearest-neighbour. A group whose files cannot be read
+    comes back with ``error`` set on every chip and zero pixels instead of raising, so a
+    consumer can count and skip it.
+    """
+    scene, n = group.scene, len(group)
+    size = int(scene["chip_size"])
+    b = group.bounds
+    res = (b[0, 2] - b[0, 0]) / size
+    ub = (float(b[:, 0].min()), float(b[:, 1].min()), float(b[:, 2].max()), float(b[:, 3].max()))
+    shape = (round((ub[3] - ub[1]) / res), round((ub[2] - ub[0]) / res))
+    out: dict[str, np.ndarray] = dict(group.ids)
+    try:
+        idx = _band_indices(scene, bands)
+        with gdal_env(cachemax_mb):
+            stack, valid, label = _read_union(
+                scene, idx, ub, shape, mask_clouds=mask_clouds, resampling=resampling, labels=labels
+            )
+    except ChipReadError as exc:
+        log.warning("group of %d chips from %s unreadable: %s", n, scene["item_id"], exc)
+        nb = len(bands) if bands is not None else len(scene["bands"])
+        out["image"] = np.zeros((n, nb, size, size), dtype=np.float32)
+        out["valid"] = np.zeros((n, size, size), dtype=bool)
+        if labels is not None:
+            out["label"] = np.zeros((n, size, size), dtype=np.int64)
+        out["error"] = np.full(n, f"{exc.reason}: {exc}", dtype=object)
+        return out
+    c0s = np.rint((b[:, 0] - ub[0]) / res).astype(np.int64).tolist()
+    r0s = np.rint((ub[3] - b[:, 3]) / res).astype(np.int64).tolist()
+    images = np.empty((n, stack.shape[0], size, size), dtype=np.float32)
+    valids = np.empty((n, size, size), dtype=bool)
+    for i, (r0, c0) in enumerate(zip(r0s, c0s, strict=True)):
+        images[i] = stack[:, r0 : r0 + size, c0 : c0 + size]
+        valids[i] = valid[r0 : r0 + size, c0 : c0 + size]
+    np.copyto(images, np.float32(0.0), where=~valids[:, None])
+    out["image"], out["valid"] = images, valids
+    if label is not None:
+        out["label"] = np.stack(
+            [label[r : r + size, c : c + size] for r, c in zip(r0s, c0s, strict=True)]
+        )
+    out["error"] = np.full(n, "", dtype=object)
+    return out
 
 
 def read_group(
@@ -53,74 +175,32 @@ def read_group(
 ) -> Iterator[Row]:
     """Yield one output row per chip of ``rows`` (all from the same scene and grid).
 
-    Output: ``image`` float32 (C, H, W) reflectance with invalid pixels set to 0, ``valid`` bool
-    (H, W) (nodata, cloud, shadow and saturated pixels are False), plus identifying metadata;
-    with ``labels`` (tile → label raster) also ``label`` int64 (H, W), read nearest-neighbour.
-    A group whose files cannot be read yields rows with ``error`` set instead of raising, so a
-    consumer can count and skip them.
+    The per-chip form of :func:`read_group_arrays` for driver-side callers (labelling previews,
+    fine-tuning pools, probes): the same pixels, one dict per chip with ``image`` (C, H, W),
+    ``valid`` (H, W), optional ``label`` (H, W), ``error`` and the identifying metadata. Rows
+    of an unreadable group carry ``error`` and no pixels.
     """
     if not rows:
         return
-    first = rows[0]
-    size = int(first["chip_size"])
-    res = (first["maxx"] - first["minx"]) / size
-    ub = _union(rows)
-    width = round((ub[2] - ub[0]) / res)
-    height = round((ub[3] - ub[1]) / res)
-    try:
-        idx = _band_indices(first, bands)
-        with gdal_env(cachemax_mb):
-            stack = np.empty((len(idx), height, width), dtype=np.float32)
-            valid = np.ones((height, width), dtype=bool)
-            for out_i, band_i in enumerate(idx):
-                dn = read_window(
-                    first["hrefs"][band_i],
-                    first["crs"],
-                    ub,
-                    (height, width),
-                    resampling=resampling,
-                )
-                valid &= dn != first["nodata"]
-                stack[out_i] = dn.astype(np.float32) * np.float32(
-                    first["scales"][band_i]
-                ) + np.float32(first["offsets"][band_i])
-            if mask_clouds and first.get("scl_href"):
-                scl = read_window(first["scl_href"], first["crs"], ub, (height, width))
-                valid &= ~scl_invalid_mask(scl)
-            label = None
-            if labels is not None:
-                href = labels.get(first["tile"])
-                if href is None:
-                    raise ChipReadError("missing_label", f"no label raster for {first['tile']}")
-                label = read_window(href, first["crs"], ub, (height, width)).astype(np.int64)
-    except ChipReadError as exc:
-        log.warning("group of %d chips from %s unreadable: %s", len(rows), first["item_id"], exc)
-        for r in rows:
-            yield _meta(r) | {"error": f"{exc.reason}: {exc}"}
-        return
-    for r in rows:
-        c0 = round((r["minx"] - ub[0]) / res)
-        r0 = round((ub[3] - r["maxy"]) / res)
-        img = stack[:, r0 : r0 + size, c0 : c0 + size].copy()
-        ok = valid[r0 : r0 + size, c0 : c0 + size].copy()
-        img[:, ~ok] = 0.0
-        out = _meta(r) | {"image": img, "valid": ok, "error": ""}
-        if label is not None:
-            out["label"] = label[r0 : r0 + size, c0 : c0 + size].copy()
+    cols = read_group_arrays(
+        group_of_rows(rows),
+        bands,
+        mask_clouds=mask_clouds,
+        resampling=resampling,
+        cachemax_mb=cachemax_mb,
+        labels=labels,
+    )
+    failed = bool(cols["error"][0])
+    for i in range(len(rows)):
+        out: Row = {
+            k: cols[k][i].item() if k in ("season", "timestamp") else cols[k][i] for k in ID_COLUMNS
+        }
+        out["error"] = str(cols["error"][i])
+        if not failed:
+            out["image"], out["valid"] = cols["image"][i], cols["valid"][i]
+            if "label" in cols:
+                out["label"] = cols["label"][i]
         yield out
-
-
-def _meta(r: Row) -> Row:
-    return {
-        "chip_id": r["chip_id"],
-        "location_id": r["location_id"],
-        "item_id": r["item_id"],
-        "tile": r.get("tile", ""),
-        "season": int(r["season"]),
-        "timestamp": float(r["datetime"].timestamp())
-        if hasattr(r["datetime"], "timestamp")
-        else float(r["datetime"]),
-    }
 
 
 def group_key(row: Row, group_px: int) -> tuple[str, int, int]:
