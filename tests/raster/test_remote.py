@@ -17,7 +17,13 @@ import pytest
 import rasterio
 from affine import Affine
 from earthloop.raster import remote
-from earthloop.raster.read import ChipReadError, gdal_env, read_window, read_windows
+from earthloop.raster.read import (
+    ChipReadError,
+    cached_raster,
+    gdal_env,
+    read_window,
+    read_windows,
+)
 from rasterio.enums import Resampling
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -241,3 +247,31 @@ def test_proxy_adds_the_configured_round_trip(served: Served) -> None:
     # a loaded shared machine may add time, never remove it; nginx alone is far below the delay
     assert min(slow[1:]) < delay + 0.5, slow
     assert min(fast[1:]) < delay / 2, fast
+
+
+@pytest.mark.integration
+def test_a_forked_child_opens_its_own_files(served: Served) -> None:
+    """The parent's open datasets (and their connections) are never used by a forked child."""
+    crs, t = _grid()
+    url = f"{served.direct}/B02.tif?fork={uuid.uuid4().hex}"
+    bounds = _bounds(t, 0, 0, 64)
+    with gdal_env(16):
+        parent = read_window(url, crs, bounds, (64, 64))
+        parent_src = cached_raster(url)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: report whether it got a new dataset and the same pixels
+            ok = False
+            try:
+                ok = cached_raster(url) is not parent_src and np.array_equal(
+                    read_window(url, crs, bounds, (64, 64)), parent
+                )
+            finally:  # never return into pytest from the child
+                os.write(w, b"1" if ok else b"0")
+                os._exit(0)
+        os.close(w)
+        answer = os.read(r, 1)
+        os.waitpid(pid, 0)
+        os.close(r)
+    assert answer == b"1"
+    assert cached_raster(url) is parent_src  # the parent's own handle is untouched

@@ -128,8 +128,19 @@ class _OpenFiles:
                     finally:
                         handle.lock.release()
 
+    def forget_in_child(self) -> None:
+        """After ``fork``: the parent's datasets are not the child's to use or close (closing
+        one would hang up the parent's connection); keep them unreachable, never closed."""
+        _INHERITED.extend(h.src for h in self.handles.values() if h.src is not None)
+        self.lock = threading.Lock()
+        self.handles = OrderedDict()
+
 
 _OPEN = _OpenFiles(max_open=64)
+_INHERITED: list[rasterio.io.DatasetReader] = []
+# A forked process must open its own files: two processes reading through one inherited
+# dataset (or HTTP connection) get each other's answers (seen with forked DataLoader workers:
+# "Read failed", "HTTP response code: 206"). Start worker processes with spawn after remote reads.
 
 
 def cached_raster(href: str) -> rasterio.io.DatasetReader:
@@ -222,6 +233,16 @@ def _pool() -> ThreadPoolExecutor:
         if _POOL is None:
             _POOL = ThreadPoolExecutor(read_threads(), thread_name_prefix="earthloop-read")
         return _POOL
+
+
+def _after_fork_in_child() -> None:
+    """A forked child starts with no open files and no reader threads (neither survives fork)."""
+    global _POOL, _POOL_LOCK
+    _OPEN.forget_in_child()
+    _POOL, _POOL_LOCK = None, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def read_windows(
