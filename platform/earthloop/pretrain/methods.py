@@ -390,7 +390,11 @@ class SeCoMethod(Method):
 
     def inputs(self, batch: dict[str, Tensor], mean: Tensor, std: Tensor) -> dict[str, Tensor]:
         images, _ = _image_series(batch, mean, std)
-        return {"images": images}
+        # zero reflectance in standardised units: brightness jitter scales reflectance about it
+        black = -torch.as_tensor(mean, dtype=images.dtype) / torch.as_tensor(
+            std, dtype=images.dtype
+        )
+        return {"images": images, "black_level": black}
 
     def optimizer(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(

@@ -4,6 +4,7 @@ from typing import Any
 
 import pytest
 import torch
+from earthloop.models.augment import SeCoAugment
 from earthloop.models.backbones import build_backbone
 from earthloop.models.methods.seco import SeCo
 from earthloop.models.transforms import Identity
@@ -36,12 +37,18 @@ def test_views_without_augmentation_pick_the_right_dates() -> None:
 
 def test_season_key_replays_the_query_augmentation() -> None:
     m = tiny(date_sampling="first")
+    assert isinstance(m.augment, SeCoAugment)  # the reference recipe by default
     base = torch.randn(2, 1, 3, 32, 32)
-    x = torch.cat([base, torch.randn_like(base), base + 5.0], dim=1)  # t2 = t0 shifted by 5
+    x = torch.cat([base, torch.randn_like(base), base], dim=1)  # t2 shows what t0 shows
     q, (k0, k1, k2) = m.make_views(x)
-    # the augmentations are offset-equivariant, so only the date (the +5) separates q and k1
-    torch.testing.assert_close(k1, q + 5.0)
+    # the season-only key replays the query's crop, flips and colour: only the date may differ
+    torch.testing.assert_close(k1, q)
     assert not torch.allclose(k2, q)  # same date, different augmentation
+    assert q.shape == k0.shape == (2, 3, 32, 32)
+    # independent crops: same colour parameters, another crop
+    m2 = tiny(date_sampling="first", independent_crops=True)
+    q2, (_, k1b, _) = m2.make_views(x)
+    assert not torch.allclose(k1b, q2)
 
 
 def test_forward_outputs_and_queue_updates() -> None:

@@ -9,6 +9,6 @@ export with :func:`earthloop.models.weights.save_backbone`; ``default_optimizer`
 
 from earthloop.models.methods.cscl import CSCL
 from earthloop.models.methods.dense import DenseContrastive
-from earthloop.models.methods.seco import SeCo, default_seco_augment
+from earthloop.models.methods.seco import SeCo, default_seco_augment, legacy_seco_augment
 
-__all__ = ["CSCL", "DenseContrastive", "SeCo", "default_seco_augment"]
+__all__ = ["CSCL", "DenseContrastive", "SeCo", "default_seco_augment", "legacy_seco_augment"]

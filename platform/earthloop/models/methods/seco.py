@@ -26,12 +26,15 @@ Defaults are the reference code's: temperature 0.07, queue 16384 per subspace, k
 momentum 0.999, 128-d projections with a backbone-width hidden layer, SGD lr 0.03 / momentum 0.9
 / weight decay 1e-4 (``default_optimizer_params``; the trainer owns the optimiser).
 
-Augmentation differences from the paper (RGB, ImageNet recipe): the integer random-resized crop
-(zoom x1/x2) instead of bilinear RRC(scale 0.2-1), flips/rot90, and per-band brightness/contrast +
-noise instead of colour jitter/grayscale/blur, because these are defined for any band count. The
-crop is part of the replayed query augmentation (``independent_crops=False``) so the season-only
-key really differs only by date; the reference code crops every view independently, available
-with ``independent_crops=True``.
+Augmentations are the reference code's (MoCo v2's): random resized crop (scale 0.2-1), colour
+jitter (0.4, 0.4, 0.4, 0.1) with p 0.8, grayscale p 0.2, Gaussian blur p 0.5 and flips, carried
+over to any band count and applied to the whole batch at once
+(:class:`~earthloop.models.augment.SeCoAugment`, which says how saturation and hue are
+generalised). The crop is part of the replayed query augmentation (``independent_crops=False``)
+so the season-only key really differs only by date; the reference code crops every view
+independently, available with ``independent_crops=True``. A per-view
+:class:`~earthloop.models.transforms.Transform` (e.g. ``Identity``) can still be passed as
+``augment``; it runs per sample with the integer crop of ``crop_factors``.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from earthloop.models.augment import SeCoAugment
 from earthloop.models.backbones import Backbone
 from earthloop.models.heads import ProjectionHead
 from earthloop.models.losses.seco import NUM_SUBSPACES, seco_loss
@@ -64,11 +68,19 @@ from earthloop.models.moco import (
 )
 from earthloop.models.transforms import Compose, Transform, View
 
-__all__ = ["SeCo", "default_seco_augment"]
+__all__ = ["SeCo", "default_seco_augment", "legacy_seco_augment"]
 
 
-def default_seco_augment() -> Transform:
-    """Flips/rot90 + per-band brightness/contrast (p=0.8) + Gaussian noise (p=0.5)."""
+def default_seco_augment() -> SeCoAugment:
+    """The reference recipe: RRC(0.2-1), colour jitter p 0.8, grayscale p 0.2, blur p 0.5, flips."""
+    return SeCoAugment()
+
+
+def legacy_seco_augment() -> Transform:
+    """The earlier per-view recipe: flips/rot90 + per-band brightness/contrast + noise.
+
+    Kept to compare against (it leaves per-band statistics almost intact) and for tests.
+    """
     return Compose([default_geometric(), default_photometric()])
 
 
@@ -105,7 +117,7 @@ class SeCo(nn.Module):
         queue_size: int = 16384,
         momentum: float = 0.999,
         temperature: float = 0.07,
-        augment: Transform | None = None,
+        augment: SeCoAugment | Transform | None = None,
         crop_factors: Sequence[int] = (1, 2),
         independent_crops: bool = False,
         date_sampling: str = "random",
@@ -142,13 +154,41 @@ class SeCo(nn.Module):
 
     # -- views ---------------------------------------------------------------------------------
 
-    def make_views(self, images: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """Build the query and the three keys ``(B, C, S, S)`` from ``(B, T, C, H, W)``."""
+    def make_views(
+        self, images: Tensor, black_level: Tensor | None = None
+    ) -> tuple[Tensor, list[Tensor]]:
+        """Build the query and the three keys ``(B, C, S, S)`` from ``(B, T, C, H, W)``.
+
+        ``black_level``: ``(C,)`` standardised zero reflectance (brightness jitter scales about it).
+        """
         check_time_series(images, 3)
         b, t = images.shape[:2]
+        dates = select_dates(b, t, 3, self.date_sampling, self.generator)
+        if isinstance(self.augment, SeCoAugment):
+            return self._batch_views(images, dates, self.augment, black_level)
+        return self._per_sample_views(images, dates, self.augment)
+
+    def _batch_views(
+        self, images: Tensor, dates: Tensor, aug: SeCoAugment, black_level: Tensor | None
+    ) -> tuple[Tensor, list[Tensor]]:
+        b, _, c, h, w = images.shape
+        g = self.generator
+        rows = torch.arange(b, device=images.device)
+        x0, x1, x2 = (images[rows, dates[:, i].to(images.device)] for i in range(3))
+        p_q = aug.sample(b, c, h, w, g)
+        query = aug.apply(x0, p_q, black_level)
+        k0 = aug.apply(x1, aug.sample(b, c, h, w, g), black_level)
+        p_season = p_q.with_geometry(aug.sample(b, c, h, w, g)) if self.independent_crops else p_q
+        k1 = aug.apply(x2, p_season, black_level)
+        k2 = aug.apply(x0, aug.sample(b, c, h, w, g), black_level)
+        return query, [k0, k1, k2]
+
+    def _per_sample_views(
+        self, images: Tensor, dates: Tensor, augment: Transform
+    ) -> tuple[Tensor, list[Tensor]]:
+        b = images.shape[0]
         size = min(int(images.shape[-2]), int(images.shape[-1]))
         crop = crop_for(size, self.crop_factors)
-        dates = select_dates(b, t, 3, self.date_sampling, self.generator)
         g = self.generator
         qs: list[Tensor] = []
         ks: list[list[Tensor]] = [[], [], []]
@@ -156,17 +196,17 @@ class SeCo(nn.Module):
             t0, t1, t2 = (int(d) for d in dates[i])
 
             def fresh(image: Tensor) -> Tensor:
-                return self.augment(crop(View.from_image(image), g), g).image
+                return augment(crop(View.from_image(image), g), g).image
 
             q_view, crop_p = crop.sample_and_apply(View.from_image(images[i, t0]), g)
-            q_view, aug_p = self.augment.sample_and_apply(q_view, g)
+            q_view, aug_p = augment.sample_and_apply(q_view, g)
             qs.append(q_view.image)
             ks[0].append(fresh(images[i, t1]))
             season_view = View.from_image(images[i, t2])
             season_view = (
                 crop(season_view, g) if self.independent_crops else crop.apply(season_view, crop_p)
             )
-            ks[1].append(self.augment.apply(season_view, aug_p).image)
+            ks[1].append(augment.apply(season_view, aug_p).image)
             ks[2].append(fresh(images[i, t0]))
         return torch.stack(qs), [torch.stack(k) for k in ks]
 
@@ -186,7 +226,7 @@ class SeCo(nn.Module):
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         images = batch["images"]
-        query, keys = self.make_views(images)
+        query, keys = self.make_views(images, batch.get("black_level"))
         if self.training:
             momentum_update(self.backbone, self.key_backbone, self.momentum)
             momentum_update(self.heads, self.key_heads, self.momentum)
