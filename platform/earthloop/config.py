@@ -197,7 +197,7 @@ class PretrainConfig(Section):
     cscl_labelled_chips: list[str] | str | None = None
     checkpoint_every: int = Field(20, ge=1)
     # Checkpoints kept on storage (Ray's num_to_keep). Two, so that a newest checkpoint broken
-    # mid-write still leaves one to resume from; each is ~3x the model (SeCo resnet18: 148 MB).
+    # mid-write still leaves one to resume from; each is ~3x the model (SeCo resnet18: 146 MB).
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0)
     run_name: str | None = None  # default: <config name>-<method>; re-using it resumes

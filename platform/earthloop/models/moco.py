@@ -13,7 +13,8 @@ Learning") and MoCo v2, which SeCo builds on:
   the keys in a batch order shuffled *across ranks* and then restores the order.
 
 Everything works without ``torch.distributed`` (single process): gathering is then a no-op and the
-shuffle is a within-batch permutation. Under DDP every collective is a plain ``all_gather`` or
+shuffle is a within-batch permutation, which changes nothing (batch norm computes the same
+statistics over the same samples): shuffle-BN only has an effect across ranks. Under DDP every collective is a plain ``all_gather`` or
 ``broadcast``, so the gloo backend on CPU works as well as NCCL. Per-rank batch sizes may differ
 (e.g. a last incomplete batch): tensors are padded to the largest size for the exchange.
 """

@@ -20,7 +20,9 @@ semantics are identical: 0 invariant to everything, 1 invariant to season but no
 
 The query is projected by all three query heads; each key by the momentum key heads. Negatives are
 a 16384-entry queue per subspace plus, for subspaces 1 and 2, the other keys of the batch (as in
-the reference implementation). Keys are encoded with shuffle-BN and enqueued after an all-gather.
+the reference implementation). Keys are encoded with shuffle-BN (effective only across DDP ranks;
+in one process the permutation stays inside the batch and changes nothing) and enqueued after an
+all-gather.
 
 Defaults are the reference code's: temperature 0.07, queue 16384 per subspace, key-encoder
 momentum 0.999, 128-d projections with a backbone-width hidden layer, SGD lr 0.03 / momentum 0.9
