@@ -44,6 +44,25 @@ def test_cscl_needs_labels_and_seco_three_dates(tmp_path: Path) -> None:
         plan_pretrain(_cfg(tmp_path, "pretrain.dates=2"))
 
 
+def test_cscl_needs_an_explicit_labelled_subset(tmp_path: Path) -> None:
+    """CSCL never defaults to every chip's labels: the subset is named, and it must exist."""
+    labels = "pretrain.probe.labels=data/synthetic/manifest.json"
+    with pytest.raises(ConfigError, match="cscl_labelled_chips"):
+        plan_pretrain(_cfg(tmp_path, "pretrain.method=cscl", labels))
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(ConfigError, match="no file"):
+        plan_pretrain(
+            _cfg(
+                tmp_path, "pretrain.method=cscl", labels, f"pretrain.cscl_labelled_chips={missing}"
+            )
+        )
+
+
+def test_bad_lr_milestones_are_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="lr_milestones"):
+        plan_pretrain(_cfg(tmp_path, "pretrain.lr_milestones=[0.8, 0.6]"))
+
+
 def test_cli_exits_2_before_touching_ray(tmp_path: Path) -> None:
     """The job entry point reports the error and never connects to a cluster."""
     res = subprocess.run(
