@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,7 +33,7 @@ from earthloop.checkpoints import (
 )
 from earthloop.config import PretrainConfig
 from earthloop.pretrain.engine import Engine, Position, Schedule, load_state, rng_state
-from earthloop.pretrain.loop import WorkerSetup, train_loop
+from earthloop.pretrain.loop import EpochSlices, WorkerSetup, train_loop
 from earthloop.pretrain.methods import build_method
 
 CHANNELS = 4
@@ -58,13 +59,20 @@ def _batches() -> list[dict[str, torch.Tensor]]:
 class Harness:
     """The ``ray.train`` surface ``train_loop`` uses, backed by a run directory on disk."""
 
-    def __init__(self, run_dir: Path, kill_after_step: int | None = None) -> None:
+    def __init__(
+        self, run_dir: Path, kill_after_step: int | None = None, *, one_stream: bool = False
+    ) -> None:
         self.run_dir = run_dir
         self.kill_after_step = kill_after_step
         self.reports: list[dict[str, Any]] = []
         self.resume_from: str | None = None
         self.batches = _batches()
         self.trained_batches = 0
+        # one_stream: the shard carries every epoch (as runner.training_data builds it), so
+        # iterating it again would restart the pipeline; streams counts those (re)starts
+        self.one_stream = one_stream
+        self.streams = 0
+        self.pulled = 0  # batches taken from the shard
 
     def install(self, mp: pytest.MonkeyPatch) -> None:
         ctx = SimpleNamespace(get_world_rank=lambda: 0, get_world_size=lambda: 1)
@@ -79,7 +87,11 @@ class Harness:
         return ray.train.Checkpoint(self.resume_from) if self.resume_from else None
 
     def iter_torch_batches(self, **kwargs: Any) -> Any:
-        return iter(self.batches)  # the same order every epoch
+        self.streams += 1
+        epochs = EPOCHS if self.one_stream else 1
+        for batch in self.batches * epochs:  # the same order every epoch
+            self.pulled += 1
+            yield batch
 
     def report(self, metrics: dict[str, Any], checkpoint: Any = None) -> None:
         entry = dict(metrics)
@@ -115,9 +127,12 @@ def _config(**over: Any) -> dict[str, Any]:
 
 
 def _run(h: Harness, mp: pytest.MonkeyPatch, **over: Any) -> None:
+    config = _config(**over)
+    if h.one_stream:
+        config["setup"] = replace(config["setup"], batches_per_epoch=BATCHES_PER_EPOCH)
     with mp.context() as m:
         h.install(m)
-        train_loop(_config(**over))
+        train_loop(config)
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +158,67 @@ def _assert_same_model(a: str, b: str) -> None:
 def test_uninterrupted_run_steps_and_epochs(uninterrupted: Harness) -> None:
     assert uninterrupted.epoch_ends() == [(1, 6), (2, 12), (3, 18)]
     assert uninterrupted.reports[-1]["step"] == EPOCHS * BATCHES_PER_EPOCH
+
+
+def test_one_stream_crosses_epochs_without_a_restart(
+    uninterrupted: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every epoch from one shard iteration: no pipeline restart at an epoch boundary, and the
+    run is the per-epoch run bit for bit (same batches, same epoch ends)."""
+    h = Harness(tmp_path, one_stream=True)
+    _run(h, monkeypatch)
+    assert uninterrupted.streams == EPOCHS  # the per-epoch loop restarts the shard each epoch
+    assert h.streams == 1
+    assert h.epoch_ends() == uninterrupted.epoch_ends() == [(1, 6), (2, 12), (3, 18)]
+    _assert_same_model(h.newest(), uninterrupted.newest())
+
+
+def test_epoch_slices_read_ahead_across_the_boundary() -> None:
+    """The next epoch's first batch comes from the already-running stream: with a prefetching
+    producer it is ready before the current epoch's last batch is consumed."""
+    produced: list[int] = []
+
+    def stream() -> Any:
+        for i in range(3 * 4):
+            produced.append(i)
+            yield i
+
+    def prefetching(it: Any, depth: int) -> Any:  # what iter_torch_batches' prefetch does
+        buf = [next(it) for _ in range(depth)]
+        for x in it:
+            yield buf.pop(0)
+            buf.append(x)
+        yield from buf
+
+    starts: list[int] = []
+
+    def factory() -> Any:
+        starts.append(1)
+        return prefetching(iter(stream()), depth=2)
+
+    slices = EpochSlices(factory, per_epoch=4)
+    assert list(slices(0))[-1] == 3
+    assert 4 in produced  # epoch 1's first batch was read while epoch 0 drained
+    assert list(slices(1)) == [4, 5, 6, 7] and list(slices(2)) == [8, 9, 10, 11]
+    assert len(starts) == 1
+    with pytest.raises(ValueError, match="epochs run in order"):
+        slices(1)
+
+
+def test_one_stream_resume_skips_earlier_epochs_by_count(
+    uninterrupted: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Killed at step 8 (epoch 2, batch 2): a restarted worker's fresh stream skips epoch 1 and
+    the 2 trained batches (read, not trained) and ends where the uninterrupted run ends."""
+    h = Harness(tmp_path, kill_after_step=8, one_stream=True)
+    with pytest.raises(Killed):
+        _run(h, monkeypatch)
+    h2 = Harness(tmp_path, one_stream=True)
+    h2.resume_from = h.newest()
+    _run(h2, monkeypatch)
+    assert h2.streams == 1 and h2.pulled == EPOCHS * BATCHES_PER_EPOCH
+    assert h2.epoch_ends() == [(2, 12), (3, 18)]
+    _assert_same_model(h2.newest(), uninterrupted.newest())
 
 
 def test_killed_mid_epoch_resumes_inside_the_epoch(

@@ -106,6 +106,9 @@ def chip_dataset(
     groups its rows by scene and internal COG tile (``group_px``; default the COG's block size),
     which ingest's clustered index order keeps together.
 
+    With ``epochs`` > 1 the epochs follow each other when the dataset preserves order (the
+    pretraining runner's ``data_config`` does); otherwise they overlap by the blocks in flight.
+
     Raises:
         ValueError: no chip passes the filters, or ``epochs`` < 1.
     """

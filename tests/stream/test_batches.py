@@ -1,0 +1,152 @@
+"""Columnar read tasks: planned from Arrow index batches, pixel-equal to the per-chip reader."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import rasterio
+from earthloop.ingest.pipeline import clustered
+from earthloop.store.tables import CHIPS
+from earthloop.stream.batches import ChipReader, LocationReader, plan_table
+from earthloop.stream.reader import plan_groups, read_group, read_location
+
+pytestmark = pytest.mark.shared_data
+
+RKH = "sentinel2-l2a/cogs-29RKH/S2A_29RKH_20200219_0_L2A"
+BANDS = ["B02", "B03", "B04", "B08"]
+
+
+def _rows(folder: Path, size: int, n: int, scenes: int = 2, seed: int = 0) -> list[dict[str, Any]]:
+    """``n`` full index rows on a grid of the real COG, spread over ``scenes`` scene ids."""
+    with rasterio.open(folder / f"{BANDS[0]}.tif") as src:
+        t, crs, w = src.transform, src.crs.to_string(), src.width
+    per = w // size
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n):
+        cell = int(rng.integers(0, per * per))
+        r, c = (cell // per) * size, (cell % per) * size
+        scene = k % scenes
+        rows.append(
+            {
+                "chip_id": f"c{k:05d}",
+                "location_id": f"{k // 2:08x}",
+                "item_id": f"scene-{scene}",
+                "tile": "29RKH",
+                "grid_key": "29RKH",
+                "datetime": datetime(2020, 2 + scene, 19, tzinfo=UTC),
+                "season": scene,
+                "lon": 0.0,
+                "lat": 0.0,
+                "crs": crs,
+                "minx": t.c + c * t.a,
+                "miny": t.f - (r + size) * t.a,
+                "maxx": t.c + (c + size) * t.a,
+                "maxy": t.f - r * t.a,
+                "col_off": c,
+                "row_off": r,
+                "chip_size": size,
+                "bands": BANDS,
+                "hrefs": [str(folder / f"{b}.tif") for b in BANDS],
+                "scales": [1e-4] * 4,
+                "offsets": [-0.1 * scene] * 4,
+                "nodata": 0.0,
+                "scl_href": str(folder / "SCL.tif"),
+                "cloud_fraction": 0.0,
+                "shadow_fraction": 0.0,
+                "nodata_fraction": 0.0,
+                "scene_cloud_cover": 0.0,
+                "processing_baseline": "02.14",
+                "split": "train",
+                "row_hash": str(k),
+            }
+        )
+    return rows
+
+
+def _table(rows: list[dict[str, Any]]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=CHIPS.schema)
+
+
+def test_arrow_plan_is_the_row_plan(shared_data: Path) -> None:
+    rows = _rows(shared_data / RKH, 64, 300)
+    want = [[r["chip_id"] for r in g] for g in plan_groups(rows, 512, 16)]
+    got = [g.ids["chip_id"].tolist() for g in plan_table(_table(rows), 512, 16)]
+    assert got == want
+    # default group size: the COG's own internal tile (512 px here), (512 / 64)² chips at most
+    default = list(plan_table(_table(rows)))
+    assert [len(g) for g in default] == [len(g) for g in plan_groups(rows, 512, 64)]
+
+
+def test_columnar_batches_equal_per_chip_reads(shared_data: Path) -> None:
+    rows = _rows(shared_data / RKH, 64, 120)
+    batches = list(ChipReader(BANDS, resampling="nearest", group_px=512)(_table(rows)))
+    assert batches and all(b["image"].ndim == 4 for b in batches)
+    got = {k: np.concatenate([b[k] for b in batches]) for k in batches[0]}
+    assert got["image"].shape == (120, 4, 64, 64) and got["image"].dtype == np.float32
+    assert got["valid"].shape == (120, 64, 64) and got["valid"].dtype == bool
+    assert (got["error"] == "").all()
+    pos = {c: i for i, c in enumerate(got["chip_id"].tolist())}
+    assert sorted(pos) == sorted(r["chip_id"] for r in rows)  # each chip once
+    from rasterio.enums import Resampling
+
+    for group in plan_groups(rows, 512):
+        for d in read_group(group, BANDS, resampling=Resampling.nearest):
+            i = pos[d["chip_id"]]
+            np.testing.assert_array_equal(got["image"][i], d["image"])
+            np.testing.assert_array_equal(got["valid"][i], d["valid"])
+            assert got["timestamp"][i] == d["timestamp"] and got["season"][i] == d["season"]
+            assert got["location_id"][i] == d["location_id"]
+
+
+def test_unreadable_groups_are_dropped_or_kept_with_the_error(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    rows = _rows(shared_data / RKH, 64, 40, scenes=2)
+    bad = tmp_path / "B02.tif"
+    bad.write_bytes(b"corrupt")
+    for r in rows:
+        if r["item_id"] == "scene-1":
+            r["hrefs"] = [str(bad)] + r["hrefs"][1:]
+    dropped = list(ChipReader(BANDS)(_table(rows)))
+    ids = np.concatenate([b["chip_id"] for b in dropped])
+    assert sorted(ids) == sorted(r["chip_id"] for r in rows if r["item_id"] == "scene-0")
+    kept = list(ChipReader(BANDS, keep_errors=True)(_table(rows)))
+    err = np.concatenate([b["error"] for b in kept])
+    assert len(err) == 40 and sum(e.startswith("read_error") for e in err) == 20
+
+
+def test_location_reader_matches_read_location(shared_data: Path) -> None:
+    rows = _rows(shared_data / RKH, 32, 40, scenes=2)  # locations of two chips, two seasons
+    table = _table(rows).sort_by("location_id")
+    out = list(LocationReader(BANDS, dates=2, seed=None, cachemax_mb=64)(table))
+    got = {k: np.concatenate([b[k] for b in out]) for k in out[0]}
+    assert got["images"].shape == (20, 2, 4, 32, 32) and got["timestamps"].shape == (20, 2)
+    for i, loc in enumerate(got["location_id"].tolist()):
+        mine = [dict(r, datetime=r["datetime"].timestamp()) for r in rows]
+        want = read_location([r for r in mine if r["location_id"] == loc], BANDS, 2)
+        assert want is not None
+        np.testing.assert_array_equal(got["images"][i], want["images"])
+        np.testing.assert_array_equal(got["timestamps"][i], want["timestamps"])
+
+
+def test_ingest_order_keeps_each_tile_contiguous(shared_data: Path) -> None:
+    rows = _rows(shared_data / RKH, 64, 400, scenes=3, seed=1)
+    table = clustered(_table(rows))
+    keys = [
+        (it, r // 1024, c // 1024)
+        for it, r, c in zip(
+            table["item_id"].to_pylist(),
+            table["row_off"].to_pylist(),
+            table["col_off"].to_pylist(),
+            strict=True,
+        )
+    ]
+    runs = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
+    assert len(runs) == len(set(keys))  # every (scene, tile) is one run of rows
+    assert sorted(table["chip_id"].to_pylist()) == sorted(r["chip_id"] for r in rows)
