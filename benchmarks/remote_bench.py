@@ -106,6 +106,7 @@ class Servers:
     nginx: str
     proxies: dict[int, str]  # delay ms → base URL
     env: dict[str, str]
+    access_log: Path
 
 
 def cogs(action: str, env: dict[str, str]) -> str:
@@ -124,11 +125,69 @@ def start_servers(delays: Sequence[int]) -> Servers:
         "COGS_ROOT": str(SERVED),
         "COGS_PORT": str(port),
         "COGS_PROXIES": " ".join(f"{p}:{d}" for d, p in ports.items()),
+        "COGS_ACCESS_LOG": "1",  # for the request counts (buffered: no cost per request)
     }
     print(cogs("up", env).strip())
     return Servers(
-        f"http://127.0.0.1:{port}", {d: f"http://127.0.0.1:{p}" for d, p in ports.items()}, env
+        f"http://127.0.0.1:{port}",
+        {d: f"http://127.0.0.1:{p}" for d, p in ports.items()},
+        env,
+        STACK / "cogs" / str(port) / "access.log",
     )
+
+
+# --------------------------------------------------------------------------------------------
+# requests per read: GDAL's defaults vs earthloop's settings
+
+_READ_PLAIN = """
+import sys, rasterio
+from rasterio.windows import Window
+with rasterio.open(sys.argv[1]) as src:
+    src.read(1, window=Window(0, 0, 64, 64))
+"""
+_READ_EARTHLOOP = """
+import sys, rasterio
+from earthloop.raster.read import gdal_env, read_window
+with rasterio.open(sys.argv[2]) as src:  # the local twin: grid only
+    t, crs = src.transform, src.crs.to_string()
+with gdal_env(16):
+    read_window(sys.argv[1], crs, (t.c, t.f - 64 * t.a, t.c + 64 * t.a, t.f), (64, 64))
+"""
+
+
+def request_counts(
+    servers: Servers, scene: Path, delay: int, cycles: Cycles
+) -> dict[str, dict[str, Any]]:
+    """One 64-px window of one band from a never-read file, in a fresh process: HTTP requests
+    (nginx's access log) and wall time through the proxy, with GDAL's defaults (no GDAL
+    variable set) and with earthloop's reader (its defaults applied)."""
+    from earthloop.raster.remote import REMOTE_DEFAULTS, REMOTE_OPEN_OPTIONS
+
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in REMOTE_DEFAULTS and k not in REMOTE_OPEN_OPTIONS
+    }
+    out: dict[str, dict[str, Any]] = {}
+    for name, code in (("GDAL defaults", _READ_PLAIN), ("earthloop", _READ_EARTHLOOP)):
+        (k,) = cycles.take(1)
+        url = cycle_url(servers.proxies[delay], k, BANDS[0])
+        cmd = [sys.executable, "-c", code, url, str(scene / f"{BANDS[0]}.tif")]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, env=clean, check=True, capture_output=True, timeout=120)
+        wall = time.perf_counter() - t0
+        time.sleep(1.5)  # the access log is flushed every second
+        folder = f"/c{k:03d}/"
+        lines = [ln for ln in servers.access_log.read_text().splitlines() if folder in ln]
+        out[name] = {
+            "requests": len(lines),
+            "wall_s": wall,
+            "log": [ln.split('"', 1)[1] for ln in lines],
+        }
+        print(f"  {delay} ms one window, {name}: {len(lines)} requests, {wall:.2f} s (process)")
+        for ln in out[name]["log"]:
+            print(f"      {ln}")
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -534,8 +593,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     apply_defaults()  # before GDAL starts anywhere: every method and child process gets them
     delays = [int(d) for d in args.delays.split(",")]
     scene = sb.real_scene(args)
-    per_delay = 5 * (1 + args.repeats * args.cycles) + (1 + args.repeats * args.cycles) * 2
-    serve_cycles(scene, per_delay * len(delays) + 2)
+    per_delay = 5 * (1 + args.repeats * args.cycles) + (1 + args.repeats * args.cycles) * 2 + 2
+    serve_cycles(scene, per_delay * len(delays))
     t_start = time.perf_counter()
     print(
         f"remote_bench: {os.cpu_count()} cores, load {sb._load()}, GDAL_CACHEMAX="
@@ -546,7 +605,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     servers = start_servers(delays)
     results: list[Result] = []
     cycles = Cycles()
+    counts: dict[int, Any] = {}
     try:
+        for delay in delays:
+            counts[delay] = request_counts(servers, scene, delay, cycles)
         if not args.skip_ray:
             sb.start_ray()
         for delay in delays:
@@ -571,6 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "gdal": {k: os.environ[k] for k in REMOTE_DEFAULTS},
                 "delays_ms": delays,
             },
+            "requests_per_fresh_window": counts,
             "results": [
                 asdict(r) | {"best": r.best, "median": r.median, "cpu_best": r.cpu_best}
                 for r in results
