@@ -9,6 +9,7 @@ from earthloop.inference import predict, predict_raw
 from earthloop.models import build_backbone
 from earthloop.models.normalise import normalise, pixel_statistics
 from earthloop.models.task import TaskModel, class_mask
+from earthloop.models.unet import SegmentationModel
 
 
 def test_frozen_task_model_keeps_encoder_in_eval_and_trains_only_the_head() -> None:
@@ -70,8 +71,11 @@ def test_pixel_statistics_match_numpy_over_valid_pixels_and_floor_the_std() -> N
 def test_predict_never_picks_the_ignore_class_and_restores_training_mode() -> None:
     torch.manual_seed(0)
     model = TaskModel("segmentation", build_backbone("resnet_tiny", 3), 3, frozen=False)
+    assert isinstance(model.net, SegmentationModel)
+    bias = model.net.head.conv.bias
+    assert bias is not None
     with torch.no_grad():
-        model.net.head.conv.bias[0] = 1e3  # class 0 (the ignore class) would win every pixel
+        bias[0] = 1e3  # class 0 (the ignore class) would win every pixel
     model.train()
     x = np.random.default_rng(0).normal(size=(3, 3, 32, 32)).astype(np.float32)
     pred = predict(model, x, [1, 2], batch=2)
@@ -86,9 +90,9 @@ def test_predict_raw_is_predict_on_normalised_pixels() -> None:
     raw = np.random.default_rng(1).uniform(0, 0.3, (2, 2, 16, 16)).astype(np.float32)
     valid = np.ones((2, 16, 16), bool)
     mean, std = [0.1, 0.2], [0.05, 0.1]
-    x = (raw - np.float32([0.1, 0.2]).reshape(1, 2, 1, 1)) / np.float32([0.05, 0.1]).reshape(
-        1, 2, 1, 1
-    )
+    x = (raw - np.asarray(mean, np.float32).reshape(1, 2, 1, 1)) / np.asarray(
+        std, np.float32
+    ).reshape(1, 2, 1, 1)
     got = predict_raw(model, raw, valid, mean, std)
     assert got.shape == (2, 4)
     np.testing.assert_allclose(got, predict(model, x.astype(np.float32)), rtol=1e-5, atol=1e-6)
