@@ -235,6 +235,16 @@ def test_short_run_warns_that_the_key_encoder_stays_random() -> None:
     assert SeCoMethod.check_data(cfg.model_copy(update={"key_momentum": 0.8}), 101) == []
 
 
+def test_cscl_inputs_keep_background_and_unlabel_clouds() -> None:
+    method = build_method(_cfg("cscl"), C)
+    batch = _chips(1)
+    batch["label"][0, :2] = 0  # background rows
+    batch["valid"][0, :, :3] = False  # a cloudy strip
+    label = method.inputs(batch, torch.full((C,), 0.5), torch.full((C,), 0.3))["label"]
+    assert (label[0, :, :3] == -1).all()  # clouds: no label
+    assert (label[0, :2, 3:] == 0).all()  # background: class 0, not "unlabelled"
+
+
 def test_cscl_labelled_subset_drops_every_chip_outside_it(tmp_path: Any) -> None:
     subset = LabelledSubset(frozenset({"a", "c"}))
     batch = {
