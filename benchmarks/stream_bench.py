@@ -237,7 +237,7 @@ def scene_rows(folder: Path, bands: Sequence[str], chip: int, scl: bool = True) 
                     "location_id": f"{row:06d}{col:06d}",
                     "item_id": folder.name,
                     "tile": folder.name.split("_")[1],
-                    "grid_key": f"{row}_{col}",
+                    "grid_key": folder.name.split("_")[1],
                     "datetime": datetime(2020, 1, 1, tzinfo=UTC),
                     "season": 0,
                     "lon": 0.0,
@@ -457,15 +457,17 @@ def measure_read_group(case: Case, repeats: int, cachemax: int) -> list[Timing]:
 
 
 def write_index(rows: Sequence[Row], uri: Path) -> str:
-    """A chip index Delta table with the ingest's schema, as ``chip_dataset`` expects."""
+    """A chip index Delta table with the ingest's schema and row order (clustered by grid and
+    tile, :func:`earthloop.ingest.pipeline.clustered`), as ``chip_dataset`` expects."""
     import pyarrow as pa
     from deltalake import write_deltalake
+    from earthloop.ingest.pipeline import clustered
     from earthloop.store.tables import CHIPS
 
     if uri.exists():
         shutil.rmtree(uri)
     uri.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(rows), schema=CHIPS.schema)
+    table = clustered(pa.Table.from_pylist(list(rows), schema=CHIPS.schema))
     write_deltalake(str(uri), table, mode="overwrite")
     return str(uri)
 

@@ -183,3 +183,12 @@ def test_a_million_row_index_never_reaches_the_driver(
     assert all(int(c.split("-")[1]) % 10 != 0 for c in batch["chip_id"])  # split pushed down
     print(f"1 M-row index: first batch {first_s:.1f} s, driver private RSS peak +{grown:.0f} MB")
     assert grown < 300, f"the driver grew {grown:.0f} MB building a stream over 1 M rows"
+
+
+def test_split_and_cloud_filters_on_an_ingested_index(ray_cluster: str, real_index: str) -> None:
+    """Ingest writes by MERGE (strings stored as string_view): the filters still select."""
+    rows, _ = load_index(real_index, split="train", max_cloud=0.3)
+    assert 0 < len(rows) < len(load_index(real_index, split=None)[0])
+    ds, _ = chip_dataset(real_index, split="train", max_cloud=0.3, group_px=64)
+    got = [c for b in ds.iter_batches(batch_format="numpy") for c in b["chip_id"].tolist()]
+    assert sorted(got) == sorted(r["chip_id"] for r in rows)

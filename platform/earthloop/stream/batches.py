@@ -60,18 +60,25 @@ def _block_px(table: pa.Table, items: np.ndarray, group_px: int | None) -> np.nd
     return out
 
 
+#: per-chip index fields a group row carries as lists
+CHIP_FIELDS = ("chip_id", "location_id", "season", "timestamp", "minx", "miny", "maxx", "maxy")
+
+
 def plan_table(
     table: pa.Table, group_px: int | None = None, max_chips: int | None = None
-) -> Iterator[ChipGroup]:
-    """Read groups of one index batch: same scene, same ``group_px`` block, ``max_chips`` at most.
+) -> pa.Table:
+    """The read groups of a batch of index rows, one row per group (Ray's ``map_batches`` input).
 
-    The same partition as :func:`earthloop.stream.reader.plan_groups` applied to these rows
-    (groups ordered by scene and block, chips by row, column and id), from Arrow columns: the
-    only Python objects made are one dict of scene fields per group.
+    A group is chips of one scene in one ``group_px`` block (default: each scene's internal COG
+    tile), ``max_chips`` at most (default: as many as the block holds); groups are ordered by
+    scene and block, chips by row, column and id: the partition of
+    :func:`earthloop.stream.reader.plan_groups`, computed on Arrow columns. A group row holds the
+    scene's fields once and the chips' fields (:data:`CHIP_FIELDS`) as lists, so a read task
+    takes whole groups however Ray Data cuts the stream into blocks.
     """
     n = table.num_rows
     if n == 0:
-        return
+        return _empty_plan(table)
     items = table["item_id"].to_numpy(zero_copy_only=False)
     row = table["row_off"].to_numpy().astype(np.int64)
     col = table["col_off"].to_numpy().astype(np.int64)
@@ -81,30 +88,62 @@ def plan_table(
     chip_code = _codes(table["chip_id"].to_numpy(zero_copy_only=False))
     order = np.lexsort((chip_code, col, row, col // gpx, row // gpx, item_code))
     key = np.stack([item_code, row // gpx, col // gpx], axis=1)[order]
-    starts = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]).any(axis=1)])
-    ends = np.r_[starts[1:], n]
-    bounds = np.stack(
-        [table[c].to_numpy().astype(np.float64) for c in ("minx", "miny", "maxx", "maxy")], axis=1
-    )
-    ids = {
-        "chip_id": table["chip_id"].to_numpy(zero_copy_only=False),
-        "location_id": table["location_id"].to_numpy(zero_copy_only=False),
-        "item_id": items,
-        "tile": table["tile"].fill_null("").to_numpy(zero_copy_only=False),
-        "season": table["season"].to_numpy().astype(np.int64),
-        "timestamp": timestamps(table),
+    runs = np.flatnonzero(np.r_[True, (key[1:] != key[:-1]).any(axis=1)])
+    starts: list[int] = []
+    for s, e in zip(runs.tolist(), np.r_[runs[1:], n].tolist(), strict=True):
+        first = int(order[s])
+        cap = max_chips or max(1, int(gpx[first]) // int(size[first])) ** 2
+        starts.extend(range(s, e, cap))
+    offsets = pa.array(np.r_[starts, n].astype(np.int32))
+    chips = table.take(pa.array(order))
+    cols = {f: chips[f].combine_chunks() for f in CHIP_FIELDS if f != "timestamp"}
+    cols["timestamp"] = pa.array(timestamps(chips))
+    out = chips.select(list(SCENE_FIELDS)).take(pa.array(starts, pa.int64()))
+    for f in CHIP_FIELDS:
+        out = out.append_column(f, pa.ListArray.from_arrays(offsets, cols[f]))
+    return out
+
+
+def _empty_plan(table: pa.Table) -> pa.Table:
+    fields = [table.schema.field(f) for f in SCENE_FIELDS]
+    for f in CHIP_FIELDS:
+        typ = pa.float64() if f == "timestamp" else table.schema.field(f).type
+        fields.append(pa.field(f, pa.list_(typ)))
+    return pa.schema(fields).empty_table()
+
+
+class GroupPlanner:
+    """``map_batches`` callable (``batch_format="pyarrow"``): index rows in, group rows out."""
+
+    def __init__(self, group_px: int | None = None, max_chips: int | None = None) -> None:
+        self.group_px, self.max_chips = group_px, max_chips
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return plan_table(table, self.group_px, self.max_chips)
+
+
+def groups_of(plan: pa.Table) -> Iterator[ChipGroup]:
+    """The :class:`ChipGroup` of each row of a :func:`plan_table` table."""
+    if plan.num_rows == 0:
+        return
+    scenes = plan.select(list(SCENE_FIELDS)).to_pylist()
+    offsets = plan["chip_id"].combine_chunks().offsets.to_numpy()
+    offsets = offsets - offsets[0]  # a slice of a list array keeps its parent's offsets
+    flat = {
+        f: plan[f].combine_chunks().flatten().to_numpy(zero_copy_only=False) for f in CHIP_FIELDS
     }
-    scene_cols = table.select(list(SCENE_FIELDS))
-    for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
-        cap = max_chips or max(1, int(gpx[order[s]]) // int(size[order[s]])) ** 2
-        for a in range(s, e, cap):
-            sel = order[a : min(a + cap, e)]
-            scene = scene_cols.slice(int(sel[0]), 1).to_pylist()[0]
-            yield ChipGroup(scene, bounds[sel], {k: v[sel] for k, v in ids.items()})
-
-
-def _concat(parts: Sequence[Columns]) -> Columns:
-    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    bounds = np.stack([flat[f].astype(np.float64) for f in ("minx", "miny", "maxx", "maxy")], 1)
+    for i, scene in enumerate(scenes):
+        a, b = int(offsets[i]), int(offsets[i + 1])
+        ids = {
+            "chip_id": flat["chip_id"][a:b],
+            "location_id": flat["location_id"][a:b],
+            "item_id": np.full(b - a, scene["item_id"], dtype=object),
+            "tile": np.full(b - a, scene["tile"] or "", dtype=object),
+            "season": flat["season"][a:b].astype(np.int64),
+            "timestamp": flat["timestamp"][a:b].astype(np.float64),
+        }
+        yield ChipGroup(scene, bounds[a:b], ids)
 
 
 def _select(cols: Columns, keep: np.ndarray) -> Columns:
@@ -112,7 +151,7 @@ def _select(cols: Columns, keep: np.ndarray) -> Columns:
 
 
 class ChipReader:
-    """``map_batches`` callable (``batch_format="pyarrow"``): index rows in, chip columns out.
+    """``map_batches`` callable (``batch_format="pyarrow"``): group rows in, chip columns out.
 
     Output columns: ``image`` float32 (N, C, H, W), ``valid`` bool (N, H, W), optional
     ``label`` int64 (N, H, W), ``error`` and the ids of
@@ -128,39 +167,67 @@ class ChipReader:
         resampling: str = "bilinear",
         labels: Mapping[str, str] | None = None,
         keep_errors: bool = False,
-        group_px: int | None = None,
-        max_chips: int | None = None,
     ) -> None:
         self.bands = list(bands) if bands else None
         self.cachemax_mb = cachemax_mb
         self.resampling = Resampling[resampling]
         self.labels = dict(labels) if labels is not None else None
         self.keep_errors = keep_errors
-        self.group_px, self.max_chips = group_px, max_chips
 
     def __call__(self, table: pa.Table) -> Iterator[Columns]:
-        parts: list[Columns] = []
+        chunk: list[ChipGroup] = []
         size = 0
-        for group in plan_table(table, self.group_px, self.max_chips):
+        for group in groups_of(table):
+            chunk.append(group)
+            size += len(group) * self._chip_bytes(group)
+            if size >= OUT_BYTES:
+                yield from self._read(chunk)
+                chunk, size = [], 0
+        if chunk:
+            yield from self._read(chunk)
+
+    def _chip_bytes(self, group: ChipGroup) -> int:
+        bands = len(self.bands) if self.bands else len(group.scene["bands"])
+        return 4 * bands * int(group.scene["chip_size"]) ** 2
+
+    def _read(self, groups: Sequence[ChipGroup]) -> Iterator[Columns]:
+        """Read ``groups`` straight into one output batch (one copy per chip, no concatenation);
+        groups of another chip size or band count (a mixed index) go to a batch of their own."""
+        first = groups[0]
+        size = int(first.scene["chip_size"])
+        same = [g for g in groups if int(g.scene["chip_size"]) == size]
+        n = sum(len(g) for g in same)
+        bands = len(self.bands) if self.bands else len(first.scene["bands"])
+        image = np.empty((n, bands, size, size), dtype=np.float32)
+        valid = np.empty((n, size, size), dtype=bool)
+        parts: list[Columns] = []
+        at = 0
+        for g in same:
+            into = {"image": image[at : at + len(g)], "valid": valid[at : at + len(g)]}
             cols = read_group_arrays(
-                group,
+                g,
                 self.bands,
                 cachemax_mb=self.cachemax_mb,
                 resampling=self.resampling,
                 labels=self.labels,
+                into=into,
             )
-            ok = cols["error"] == ""
-            count_chips(int(ok.sum()))
-            if not self.keep_errors and not ok.all():
-                cols = _select(cols, ok)
-            if len(cols["error"]):
-                parts.append(cols)
-                size += cols["image"].nbytes
-            if size >= OUT_BYTES:
-                yield _concat(parts)
-                parts, size = [], 0
-        if parts:
-            yield _concat(parts)
+            if cols["image"] is not into["image"]:  # an unreadable group: zeros of its own
+                into["image"][...] = cols["image"]
+                into["valid"][...] = cols["valid"]
+            parts.append({k: v for k, v in cols.items() if k not in ("image", "valid")})
+            at += len(g)
+        out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        out["image"], out["valid"] = image, valid
+        ok = out["error"] == ""
+        count_chips(int(ok.sum()))
+        if not self.keep_errors and not ok.all():
+            out = _select(out, ok)
+        if len(out["error"]):
+            yield out
+        rest = [g for g in groups if int(g.scene["chip_size"]) != size]
+        if rest:
+            yield from self._read(rest)
 
 
 def location_runs(table: pa.Table) -> Iterator[tuple[int, int]]:

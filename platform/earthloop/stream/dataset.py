@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from earthloop.store.delta import TableRef, read_table, table_version
-from earthloop.stream.batches import ChipReader, LocationReader, usable_locations
+from earthloop.stream.batches import ChipReader, GroupPlanner, LocationReader, usable_locations
 from earthloop.stream.index import count_index, index_dataset, snapshot
 
 log = logging.getLogger("earthloop.stream")
@@ -64,6 +64,15 @@ def _rows_per_task(n: int, lo: int, hi: int = 4096) -> int:
     Few rows per task leave CPUs idle on a small index; many make the first batch slow.
     """
     return max(lo, min(hi, -(-n // (4 * _cluster_cpus()))))
+
+
+def _groups_per_task(n_chips: int, chips_per_group: int = 64) -> int:
+    """Read groups per read task for ``n_chips``: about four tasks per cluster CPU, 1–64 groups.
+
+    ``chips_per_group`` is a guess (a 512-px COG tile holds 64 chips of 64 px, a 1024-px tile
+    16 of 256 px): it only decides how finely the stream is cut, never which chips are read.
+    """
+    return _rows_per_task(-(-n_chips // chips_per_group), lo=1, hi=64)
 
 
 def _repeat(index: Any, epochs: int) -> Any:
@@ -113,31 +122,29 @@ def chip_dataset(
         ValueError: no chip passes the filters, or ``epochs`` < 1.
     """
     ref = snapshot(uri, version)
-    index = index_dataset(ref, split=split, max_cloud=max_cloud)
-    if epochs > 1:
-        index = index.materialize()  # in the object store: the driver keeps block references
-        n = index.count()
-    else:
-        n = count_index(ref, split=split, max_cloud=max_cloud)
+    n = count_index(ref, split=split, max_cloud=max_cloud)
     if n == 0:
         raise ValueError(f"no chips in {uri}@v{ref.version} (split={split}, max_cloud={max_cloud})")
-    per_task = _rows_per_task(n, lo=max_chips_per_group or 256)
+    groups: Any = index_dataset(ref, split=split, max_cloud=max_cloud).map_batches(
+        GroupPlanner(group_px, max_chips_per_group), batch_format="pyarrow", batch_size=None
+    )
+    if epochs > 1:
+        groups = groups.materialize()  # in the object store: the driver keeps block references
+    per_task = _groups_per_task(n)
     reader = ChipReader(
         bands,
         cachemax_mb=cachemax_mb,
         resampling=resampling,
         labels=labels,
         keep_errors=keep_errors,
-        group_px=group_px,
-        max_chips=max_chips_per_group,
     )
     ds = (
-        _repeat(index, epochs)
+        _repeat(groups, epochs)
         .repartition(target_num_rows_per_block=per_task)
         .map_batches(reader, batch_format="pyarrow", batch_size=None)
     )
     log.info(
-        "chip stream: %d chips x %d epoch(s) from %s@v%d, %d index rows per read task",
+        "chip stream: %d chips x %d epoch(s) from %s@v%d, %d read groups per task",
         n,
         epochs,
         uri,

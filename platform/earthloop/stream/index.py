@@ -61,15 +61,28 @@ def _check_cloud(max_cloud: float) -> None:
         raise ValueError(f"max_cloud must be a fraction in [0, 1], got {max_cloud}")
 
 
-def ray_filter(split: str | None, max_cloud: float) -> Any:
-    """The stream's row filter as a Ray Data expression (pushed into the parquet read)."""
+def _ray_filtered(ds: Any, split: str | None, max_cloud: float) -> Any:
+    """``ds`` with the stream's row filter as Ray Data expressions.
+
+    The cloud bound is pushed into the parquet scan. The split test casts the column to
+    ``string`` first (MERGE writes ``string_view``, which pyarrow does not compare with a
+    ``string`` value): a cast is not pushed down, so it runs in the read task right after the
+    scan, on the rows the cloud bound kept.
+    """
+    from ray.data.datatype import DataType
     from ray.data.expressions import col, lit
 
     _check_cloud(max_cloud)
-    expr = (col("cloud_fraction") + col("shadow_fraction")) <= lit(max_cloud)
+    ds = ds.filter(expr=(col("cloud_fraction") + col("shadow_fraction")) <= lit(max_cloud))
     if split is not None:
-        expr = expr & (col("split") == lit(split))
-    return expr
+        ds = ds.filter(expr=col("split").cast(DataType.from_arrow(pa.string())) == lit(split))
+    return ds
+
+
+def _text(name: str) -> pads.Expression:
+    """A string column as ``string``: files written by MERGE store ``string_view``, which
+    pyarrow's comparison kernels do not match against a ``string`` value."""
+    return pads.field(name).cast(pa.string())
 
 
 def arrow_filter(split: str | None, max_cloud: float) -> pads.Expression:
@@ -77,7 +90,7 @@ def arrow_filter(split: str | None, max_cloud: float) -> pads.Expression:
     _check_cloud(max_cloud)
     expr = (pads.field("cloud_fraction") + pads.field("shadow_fraction")) <= max_cloud
     if split is not None:
-        expr = expr & (pads.field("split") == split)
+        expr = expr & (_text("split") == pa.scalar(split, pa.string()))
     return expr
 
 
@@ -95,12 +108,13 @@ def index_dataset(
     """
     import ray.data
 
-    return ray.data.read_delta(
+    ds = ray.data.read_delta(
         ref.uri,
         version=ref.version,
         storage_options=storage_options(ref.uri),
         columns=list(columns),
-    ).filter(expr=ray_filter(split, max_cloud))
+    )
+    return _ray_filtered(ds, split, max_cloud)
 
 
 def count_index(ref: TableRef, *, split: str | None, max_cloud: float) -> int:
@@ -182,6 +196,6 @@ def rows_with_ids(
     """The filtered index rows whose ``chip_id`` is one of ``chip_ids`` (a scan that keeps only
     those rows: the driver holds as many rows as there are ids, not the index)."""
     ids = pa.array(sorted({str(i) for i in chip_ids}), pa.string())
-    expr = arrow_filter(split, max_cloud) & pads.field("chip_id").isin(ids)
+    expr = arrow_filter(split, max_cloud) & _text("chip_id").isin(ids)
     dt = DeltaTable(ref.uri, version=ref.version, storage_options=storage_options(ref.uri))
     return dt.to_pyarrow_dataset().to_table(columns=list(columns), filter=expr).to_pylist()

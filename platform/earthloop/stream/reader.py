@@ -92,9 +92,9 @@ def _read_union(
     for out_i, band_i in enumerate(idx):
         dn = read_window(scene["hrefs"][band_i], scene["crs"], ub, shape, resampling=resampling)
         valid &= dn != scene["nodata"]
-        stack[out_i] = dn.astype(np.float32) * np.float32(scene["scales"][band_i]) + np.float32(
-            scene["offsets"][band_i]
-        )
+        # in place, in float32: the same values as dn.astype(float32) * scale + offset
+        np.multiply(dn, np.float32(scene["scales"][band_i]), out=stack[out_i], casting="unsafe")
+        stack[out_i] += np.float32(scene["offsets"][band_i])
     if mask_clouds and scene.get("scl_href"):
         scl = read_window(scene["scl_href"], scene["crs"], ub, shape)
         valid &= ~scl_invalid_mask(scl)
@@ -115,6 +115,7 @@ def read_group_arrays(
     resampling: Resampling = Resampling.bilinear,
     cachemax_mb: int = 64,
     labels: Mapping[str, str] | None = None,
+    into: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
     """Read every chip of ``group`` from one union window per band, as columns.
 
@@ -123,7 +124,9 @@ def read_group_arrays(
     :data:`ID_COLUMNS` and ``error`` (N,) ("" when read); with ``labels`` (tile → label raster)
     also ``label`` int64 (N, H, W), read nearest-neighbour. A group whose files cannot be read
     comes back with ``error`` set on every chip and zero pixels instead of raising, so a
-    consumer can count and skip it.
+    consumer can count and skip it. ``into`` (``image`` and ``valid`` arrays of those shapes,
+    e.g. slices of a read task's output batch) receives the pixels instead of new arrays, so a
+    task assembling many groups into one batch copies each chip once.
     """
     scene, n = group.scene, len(group)
     size = int(scene["chip_size"])
@@ -149,8 +152,11 @@ def read_group_arrays(
         return out
     c0s = np.rint((b[:, 0] - ub[0]) / res).astype(np.int64).tolist()
     r0s = np.rint((ub[3] - b[:, 3]) / res).astype(np.int64).tolist()
-    images = np.empty((n, stack.shape[0], size, size), dtype=np.float32)
-    valids = np.empty((n, size, size), dtype=bool)
+    if into is not None:
+        images, valids = into["image"], into["valid"]
+    else:
+        images = np.empty((n, stack.shape[0], size, size), dtype=np.float32)
+        valids = np.empty((n, size, size), dtype=bool)
     for i, (r0, c0) in enumerate(zip(r0s, c0s, strict=True)):
         images[i] = stack[:, r0 : r0 + size, c0 : c0 + size]
         valids[i] = valid[r0 : r0 + size, c0 : c0 + size]
