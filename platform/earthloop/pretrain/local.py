@@ -91,12 +91,17 @@ class _History(Hooks):
                 log.info("step %d/%d %s", step, self.steps, shown)
 
 
+def _count(samples: dict[str, np.ndarray]) -> int:
+    """Samples held: date series (``images``) or single chips (``image``)."""
+    return len(samples["images"] if "images" in samples else samples["image"])
+
+
 def _random_batches(
     samples: dict[str, np.ndarray], batch_size: int, steps: int, seed: int
 ) -> Iterator[dict[str, Tensor]]:
     rng = np.random.default_rng(seed)
     arrays = {k: v for k, v in samples.items() if v.dtype.kind in "fbiu"}
-    n = len(next(iter(arrays.values())))  # date series ("images") or single chips ("image")
+    n = _count(samples)
     for _ in range(steps):
         idx = rng.choice(n, size=batch_size, replace=False)
         yield {k: torch.from_numpy(v[idx]) for k, v in arrays.items()}
@@ -129,7 +134,7 @@ def train_in_memory(
         mean=torch.tensor(list(mean), dtype=torch.float32),
         std=torch.tensor(list(std), dtype=torch.float32),
         device=torch.device("cpu"),
-        batch_size=min(batch_size, len(samples["images"])),
+        batch_size=min(batch_size, _count(samples)),
         hooks=hooks,
     )
     method.model.train()
@@ -152,6 +157,9 @@ def pretrain_in_memory(
     """Train the configured method for ``steps`` steps; returns the method and its history."""
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, len(mean))
+    # the same refusals as a Ray run (e.g. a MoCo queue not smaller than an epoch): one "epoch"
+    # here is a pass over the samples
+    method.check_data(cfg.model_copy(update={"max_steps": steps}), _count(samples))
     history = train_in_memory(
         method,
         samples,

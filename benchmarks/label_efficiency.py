@@ -1,0 +1,408 @@
+"""What pretraining buys at a label budget: the protocol of docs/label-efficiency.md, run.
+
+    .venv/bin/python benchmarks/label_efficiency.py --config configs/bench.yaml \
+        --out runs/bench/label-efficiency --results docs/results/label_efficiency.json \
+        [--heldout-bbox W S E N] [--pretrain-steps 3000] [--cscl-steps 1000] \
+        [--fractions 0.01 0.05 0.1 1.0] [--seeds 0 1 2] [--modes linear full] \
+        [--inits random seco dense cscl] [--extra-init NAME=PATH] [section.key=value ...]
+
+1. Plans the fine-tuning split as the sweep does (``finetune:`` + ``--heldout-bbox``), and from it
+   the pretraining archive: every chip of the train blocks, all dates, never a val/test/held-out
+   place.
+2. Pretrains SeCo and dense contrast on that archive, and CSCL once per (fraction, seed) on
+   exactly that cell's labelled subset, with the production engine and methods
+   (:mod:`earthloop.pretrain.local`) and the production export.
+3. Fine-tunes every init x fraction x seed x mode x learning-rate candidate in a plain loop,
+   keeps the best on val per cell, and writes test and held-out scores (mean, std, per seed),
+   gains over random, PNG curves and the JSON of ``--results``.
+The defaults are the protocol's budgets (hours on 2 CPU cores); a smaller run must say so, and
+is recorded as such in the JSON (``budget``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from earthloop.config import EarthloopConfig, load_config
+from earthloop.finetune.data import read_raw
+from earthloop.finetune.plan import SweepPlan, plan_sweep
+from earthloop.finetune.rows import mark_selected, trial_row
+from earthloop.finetune.splits import assign_split
+from earthloop.finetune.sweep import plain_loop
+from earthloop.pretrain.local import load_samples, pretrain_in_memory
+from earthloop.pretrain.methods import method_class
+from earthloop.stream import load_index
+
+log = logging.getLogger("earthloop.bench")
+
+PROTOCOL = "docs/label-efficiency.md v1"
+SCORES = ("test_miou", "test_boundary_miou", "heldout_miou", "heldout_boundary_miou")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("--config", default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--results", default=None, help="write the results JSON here too")
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument(
+        "--heldout-bbox", type=float, nargs=4, default=None, metavar=("W", "S", "E", "N")
+    )
+    ap.add_argument("--inits", nargs="+", default=["random", "seco", "dense", "cscl"])
+    ap.add_argument("--extra-init", action="append", default=[], metavar="NAME=PATH")
+    ap.add_argument("--pretrain-steps", type=int, default=3000)
+    ap.add_argument("--pretrain-batch", type=int, default=64)
+    ap.add_argument("--cscl-steps", type=int, default=1000)
+    ap.add_argument("--queue-size", type=int, default=None, help="SeCo queue (default: config)")
+    ap.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05, 0.1, 1.0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--modes", nargs="+", default=["linear", "full"])
+    ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
+    ap.add_argument("--mults", type=float, nargs="+", default=[0.1, 1.0])
+    ap.add_argument("--max-steps", type=int, default=2000)
+    ap.add_argument("--eval-every", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("overrides", nargs="*")
+    return ap.parse_args(argv)
+
+
+def finetune_overrides(ns: argparse.Namespace) -> list[str]:
+    out = [
+        *ns.overrides,
+        f"finetune.backbone={ns.arch}",
+        f"finetune.fractions={json.dumps(ns.fractions)}",
+        f"finetune.seeds={json.dumps(ns.seeds)}",
+        f"finetune.max_steps={ns.max_steps}",
+        f"finetune.eval_every={ns.eval_every}",
+        # the modes are part of a cell: linear probe and full fine-tuning are each selected on val
+        f"finetune.search.modes={json.dumps(ns.modes)}",
+        "finetune.search.modes_in_grid=true",
+    ]
+    if ns.heldout_bbox:
+        out.append(f"finetune.split.heldout_bbox={json.dumps(ns.heldout_bbox)}")
+    return out
+
+
+def archive_rows(cfg: EarthloopConfig, probe: SweepPlan) -> list[dict[str, Any]]:
+    """Chip index rows pretraining may see: the train blocks' places, every date."""
+    fc = cfg.finetune
+    ref = probe.pool.chips
+    rows, _ = load_index(cfg.table_uri("chips"), version=ref.version if ref else None, split=None)
+    return [
+        r for r in rows if assign_split(r["lon"], r["lat"], r.get("split"), fc.split) == "train"
+    ]
+
+
+def _pretrain_cfg(cfg: EarthloopConfig, ns: argparse.Namespace, method: str, **extra: Any) -> Any:
+    over: dict[str, Any] = {
+        "method": method,
+        "backbone": ns.arch,
+        "batch_size": ns.pretrain_batch,
+        "seed": 0,
+        **extra,
+    }
+    if method == "seco" and ns.queue_size is not None:
+        over["queue_size"] = ns.queue_size
+    return cfg.pretrain.model_copy(update=over)
+
+
+def export(method: Any, path: Path, probe: SweepPlan, arch: str, name: str) -> Path:
+    """The production export of a trained method (what fine-tuning restores)."""
+    from earthloop.models import save_backbone
+
+    mean, std = probe.train_stats
+    return save_backbone(
+        path,
+        method.backbone,
+        arch=arch,
+        bands=probe.bands,
+        mean=mean,
+        std=std,
+        method=name,
+        decoder=method.decoder,  # dense contrast and CSCL: their loss acts on it
+    )
+
+
+def pretrain_self_supervised(
+    cfg: EarthloopConfig, probe: SweepPlan, ns: argparse.Namespace, name: str, out: Path
+) -> tuple[Path, dict[str, Any]]:
+    """SeCo or dense contrast on the train-block archive; returns the export and its record."""
+    pc = _pretrain_cfg(cfg, ns, name)
+    dates = method_class(name).stream_dates(pc) or 1
+    rows = archive_rows(cfg, probe)
+    t0 = time.perf_counter()
+    samples = load_samples(rows, probe.bands, dates)
+    read_s = time.perf_counter() - t0
+    n = len(samples["images"])
+    if name == "seco" and ns.queue_size is None:
+        # half an epoch of keys (whole batches): never stale keys of the query's own location
+        queue = pc.batch_size * max(1, (n // pc.batch_size) // 2)
+        pc = pc.model_copy(update={"queue_size": queue})
+    mean, std = probe.train_stats
+    log.info("%s: %d train-block locations x %d dates", name, len(samples["images"]), dates)
+    t0 = time.perf_counter()
+    method, history = pretrain_in_memory(samples, pc, mean, std, steps=ns.pretrain_steps)
+    train_s = time.perf_counter() - t0
+    path = export(method, out / f"{name}.pt", probe, ns.arch, name)
+    return path, {
+        "method": name,
+        "locations": int(len(samples["images"])),
+        "dates": dates,
+        "chips_in_archive": len(rows),
+        "steps": ns.pretrain_steps,
+        "batch_size": ns.pretrain_batch,
+        "queue_size": pc.queue_size if name == "seco" else None,
+        "read_s": round(read_s, 1),
+        "train_s": round(train_s, 1),
+        "loss_first_last": [history[0]["loss"], history[-1]["loss"]] if history else [],
+    }
+
+
+def pretrain_cscl(
+    cfg: EarthloopConfig,
+    probe: SweepPlan,
+    ns: argparse.Namespace,
+    fraction: float,
+    seed: int,
+    out: Path,
+) -> tuple[Path, dict[str, Any]]:
+    """CSCL on exactly the labelled subset of the cell (fraction, seed), nothing else."""
+    pool = probe.pool
+    idx = pool.train_subset(fraction, seed)
+    ids = [pool.samples[i].id for i in idx]
+    images, valid, labels, _, read_ids = read_raw(pool, idx)
+    assert labels is not None, "CSCL needs segmentation labels"
+    samples = {
+        "image": images.astype(np.float32),
+        "valid": valid,
+        "label": labels.astype(np.int64),
+    }
+    pc = _pretrain_cfg(
+        cfg,
+        ns,
+        "cscl",
+        batch_size=min(ns.pretrain_batch, len(read_ids)),
+        cscl_labelled_chips=ids,
+        seed=seed,
+    )
+    mean, std = probe.train_stats
+    t0 = time.perf_counter()
+    method, history = pretrain_in_memory(samples, pc, mean, std, steps=ns.cscl_steps)
+    path = export(method, out / f"cscl-f{fraction:g}-s{seed}.pt", probe, ns.arch, "cscl")
+    return path, {
+        "method": "cscl",
+        "fraction": fraction,
+        "seed": seed,
+        "labelled_chips": len(read_ids),
+        "steps": ns.cscl_steps,
+        "train_s": round(time.perf_counter() - t0, 1),
+        "loss_first_last": [history[0]["loss"], history[-1]["loss"]] if history else [],
+    }
+
+
+def grid(
+    plan: SweepPlan, ns: argparse.Namespace, init_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """Every cell x learning-rate candidate; a CSCL init only in its own (fraction, seed) cell."""
+    wd = plan.fc.search.weight_decay
+    out = []
+    for f in plan.fc.fractions:
+        for seed in plan.fc.seeds:
+            for name in init_names:
+                if name.startswith("cscl@") and name != f"cscl@{f:g}/{seed}":
+                    continue
+                for mode in ns.modes:
+                    for lr in ns.lrs:
+                        for m in ns.mults if mode == "full" else [1.0]:
+                            out.append(
+                                {
+                                    "fraction": f,
+                                    "init": name,
+                                    "seed": seed,
+                                    "mode": mode,
+                                    "lr": lr,
+                                    "weight_decay": wd[0] if isinstance(wd, tuple) else wd,
+                                    "encoder_lr_mult": m,
+                                }
+                            )
+    return out
+
+
+def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per init x mode x fraction: mean/std/per-seed of every score, and gains over random."""
+    table: dict[str, Any] = {}
+    for r in rows:
+        if not r["selected"]:
+            continue
+        init = "cscl" if r["init"].startswith("cscl@") else r["init"]
+        cell = (
+            table.setdefault(init, {})
+            .setdefault(r["mode"], {})
+            .setdefault(f"{r['fraction']:g}", {})
+        )
+        for k in SCORES:
+            cell.setdefault(k, {})[str(r["seed"])] = r.get(k)
+    for init, modes in table.items():
+        for mode, fracs in modes.items():
+            for f, cell in fracs.items():
+                for k in SCORES:
+                    vals = [v for v in cell[k].values() if v is not None and v == v]
+                    cell[k] = {
+                        "per_seed": cell[k],
+                        "mean": statistics.fmean(vals) if vals else None,
+                        "std": statistics.stdev(vals) if len(vals) > 1 else 0.0 if vals else None,
+                    }
+                    base = table.get("random", {}).get(mode, {}).get(f, {}).get(k)
+                    if init != "random" and base:
+                        diffs = [
+                            v - base["per_seed"][s]
+                            for s, v in cell[k]["per_seed"].items()
+                            if v is not None and base["per_seed"].get(s) is not None
+                        ]
+                        cell[k]["gain_over_random"] = statistics.fmean(diffs) if diffs else None
+    return table
+
+
+def plot(table: dict[str, Any], out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for key, title in (("miou", "mIoU"), ("boundary_miou", "boundary mIoU")):
+        modes = sorted({m for modes in table.values() for m in modes})
+        fig, axes = plt.subplots(len(modes), 2, figsize=(10, 3.6 * len(modes)), squeeze=False)
+        for i, mode in enumerate(modes):
+            for j, where in enumerate(("test", "heldout")):
+                ax = axes[i][j]
+                for init in sorted(table):
+                    fracs = table[init].get(mode, {})
+                    xs = sorted(fracs, key=float)
+                    ys = [fracs[x][f"{where}_{key}"]["mean"] for x in xs]
+                    es = [fracs[x][f"{where}_{key}"]["std"] or 0.0 for x in xs]
+                    if not xs or any(y is None for y in ys):
+                        continue
+                    ax.errorbar(
+                        [float(x) * 100 for x in xs], ys, yerr=es, marker="o", label=init, capsize=3
+                    )
+                ax.set_xscale("log")
+                ax.set_xlabel("labelled chips (% of the train pool)")
+                ax.set_ylabel(f"{where} {title}")
+                ax.set_title(f"{mode}: {where} {title} (mean ± std over seeds)")
+                ax.grid(alpha=0.3)
+                ax.legend(fontsize=8)
+        fig.tight_layout()
+        p = out / f"label_efficiency_{key}.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(str(p))
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    torch.set_num_threads(ns.threads)
+    out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
+    # the benchmark's own sweep records, in --out: never mixed with a user's sweeps
+    base = [*finetune_overrides(ns), f"finetune.storage_path={(out / 'sweeps').resolve()}"]
+    cfg = load_config(
+        ns.config,
+        [*base, "finetune.name=label-efficiency-probe", "finetune.inits=[{name: random}]"],
+    )
+    probe = plan_sweep(cfg)
+    log.info("split: %s", probe.pool.summary())
+    inits: list[dict[str, Any]] = [{"name": "random"}]
+    pretraining: list[dict[str, Any]] = []
+    for name in ("seco", "dense"):
+        if name in ns.inits:
+            path, rec = pretrain_self_supervised(cfg, probe, ns, name, out)
+            inits.append({"name": name, "path": str(path.resolve())})
+            pretraining.append(rec)
+    if "cscl" in ns.inits:
+        for f in probe.fc.fractions:
+            for seed in probe.fc.seeds:
+                path, rec = pretrain_cscl(cfg, probe, ns, f, seed, out)
+                inits.append({"name": f"cscl@{f:g}/{seed}", "path": str(path.resolve())})
+                pretraining.append(rec)
+    for item in ns.extra_init:
+        name, _, path = item.partition("=")
+        inits.append({"name": name, "path": path})
+    plan = plan_sweep(
+        load_config(
+            ns.config,
+            [*base, "finetune.name=label-efficiency", f"finetune.inits={json.dumps(inits)}"],
+        )
+    )
+    todo = grid(plan, ns, [i["name"] for i in inits])
+    log.info("fine-tuning: %d trials", len(todo))
+    t0 = time.perf_counter()
+    results = plain_loop(plan, todo)
+    finetune_s = time.perf_counter() - t0
+    rc = plan.row_context()
+    rows = []
+    for n, res in enumerate(results):
+        m = {**res["metrics"], "training_iteration": plan.fc.iterations}
+        row = trial_row(rc, f"le{n:04d}", res["config"], m, None, None)
+        row.update({k: res["metrics"].get(k) for k in SCORES})
+        rows.append(row)
+    rows = mark_selected(rows)
+    table = summarise(rows)
+    plots = plot(table, out)
+    doc = {
+        "protocol": PROTOCOL,
+        "command": " ".join(["benchmarks/label_efficiency.py", *(argv or sys.argv[1:])]),
+        "budget": {
+            "pretrain_steps": ns.pretrain_steps,
+            "pretrain_batch": ns.pretrain_batch,
+            "cscl_steps": ns.cscl_steps,
+            "finetune_max_steps": ns.max_steps,
+            "eval_every": ns.eval_every,
+            "lrs": ns.lrs,
+            "encoder_lr_mults": ns.mults,
+            "arch": ns.arch,
+        },
+        "split": plan.pool.summary(),
+        "heldout_bbox": ns.heldout_bbox,
+        "machine": f"{os.uname().machine} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "pretraining": pretraining,
+        "finetune_s": round(finetune_s, 1),
+        "trials": len(results),
+        "results": table,
+        "plots": plots,
+        "rows": [
+            {k: v for k, v in r.items() if k not in ("finished_at", "label_chip_ids", "config")}
+            for r in rows
+        ],
+    }
+    text = json.dumps(doc, indent=1, default=str)
+    (out / "label_efficiency.json").write_text(text)
+    if ns.results:
+        Path(ns.results).write_text(text)
+    for init, modes in sorted(table.items()):
+        for mode, fracs in sorted(modes.items()):
+            for f, cell in sorted(fracs.items(), key=lambda kv: float(kv[0])):
+                t, h = cell["test_miou"], cell["heldout_miou"]
+                print(
+                    f"{init:>8} {mode:>6} f={f:>5}: test mIoU {t['mean']} ± {t['std']}"
+                    f" (gain {t.get('gain_over_random')}), heldout {h['mean']} ± {h['std']}"
+                    f" (gain {h.get('gain_over_random')})"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
