@@ -34,6 +34,13 @@ checkout).
 Also measured: peak memory (RSS and PSS of the driver + every Ray process) while streaming, in
 one pass, chips whose float32 images add up to more than this machine's RAM; it must stay flat.
 
+Index scale (issue 11): a synthetic chip index of 1 M and 10 M rows (every row points at the real
+29RKH COGs; ``tests/stream/index_data.py`` writes it in another process): the driver's peak
+private memory growth (anonymous + file pages, sampled every 20 ms; the object-store pages it
+maps to read a batch are the plasma store's, not the driver's) and the time from calling
+``chip_dataset`` to its first batch. Beside it, at 1 M rows, the driver-side path the streams
+used before (``load_index`` + ``plan_groups``) in a fresh process: its peak RSS and time.
+
 Usage: ``python benchmarks/stream_bench.py [--quick] [--data DIR] [--json out.json]``; ``--data``
 is the real-data folder (default ``../shared/data`` relative to the repository root).
 """
@@ -69,6 +76,8 @@ WORK = Path("/tmp/rbench-work")
 RAY_TMP = "/tmp/rbench"
 BANDS = ("B02", "B03", "B04", "B08")
 TG_MARK = "TORCHGEO_RESULT "
+OLD_MARK = "OLD_INDEX_RESULT "
+INDEX_DATA = ROOT / "tests" / "stream" / "index_data.py"
 
 Row = dict[str, Any]
 
@@ -724,6 +733,112 @@ def measure_rss(case: Case, target_gb: float, cachemax: int) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# index scale: the driver must not hold the index
+
+
+def private_mb() -> float:
+    """This process's private resident memory (RssAnon + RssFile), in MB.
+
+    The object-store pages the driver maps to read a batch (RssShmem) belong to the plasma
+    store; counting them would measure the batch in hand, not what the driver keeps.
+    """
+    fields: dict[str, str] = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value
+    return sum(int(fields[k].split()[0]) for k in ("RssAnon", "RssFile")) / 1024
+
+
+class PeakPrivate:
+    """Largest :func:`private_mb` seen every 20 ms while the block runs."""
+
+    def __init__(self) -> None:
+        self.peak = private_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self.peak = max(self.peak, private_mb())
+
+    def __enter__(self) -> PeakPrivate:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, private_mb())
+
+
+def write_synthetic_index(n: int, scene: Path) -> tuple[str, float]:
+    """An ``n``-row synthetic index (every 10th row in ``val``), written by another process."""
+    uri = WORK / f"index-{n}"
+    if uri.exists():
+        shutil.rmtree(uri)
+    uri.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    cmd = [sys.executable, str(INDEX_DATA), str(uri), str(scene), str(n), "10"]
+    subprocess.run(cmd, check=True, timeout=1800)
+    return str(uri), time.perf_counter() - t0
+
+
+def measure_index_scale(uri: str, n: int, cachemax: int) -> dict[str, Any]:
+    """``chip_dataset`` over an ``n``-row index: driver peak growth, build and first-batch time."""
+    import gc
+
+    from earthloop.stream import chip_dataset
+
+    gc.collect()
+    before = private_mb()
+    with PeakPrivate() as mem:
+        t0 = time.perf_counter()
+        ds = chip_dataset(uri, split="train", bands=list(BANDS), cachemax_mb=cachemax)[0]
+        built = time.perf_counter() - t0
+        it = iter(ds.iter_batches(batch_size=64, batch_format="numpy"))
+        first = next(it)
+        first_s = time.perf_counter() - t0
+        assert first["image"].shape == (64, len(BANDS), 64, 64), first["image"].shape
+        del it, first
+    return {
+        "rows": n,
+        "build_s": built,
+        "first_batch_s": first_s,
+        "driver_private_before_mb": before,
+        "driver_private_peak_growth_mb": mem.peak - before,
+    }
+
+
+def old_index_worker(uri: str) -> dict[str, Any]:
+    """The driver-side path of the streams before issue 11, in a fresh process: peak RSS."""
+    from earthloop.stream import load_index, plan_groups
+
+    t0 = time.perf_counter()
+    rows, _ = load_index(uri, split="train")
+    loaded = time.perf_counter() - t0
+    groups = plan_groups(rows, 512, 64)
+    planned = time.perf_counter() - t0 - loaded
+    status = Path("/proc/self/status").read_text()
+    hwm = next(int(x.split()[1]) for x in status.splitlines() if x.startswith("VmHWM"))
+    return {
+        "rows": len(rows),
+        "groups": len(groups),
+        "load_s": loaded,
+        "plan_s": planned,
+        "peak_rss_mb": hwm / 1024,
+    }
+
+
+def measure_old_index(uri: str) -> dict[str, Any]:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--old-index-worker", uri]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    for line in proc.stdout.splitlines():
+        if line.startswith(OLD_MARK):
+            return dict(json.loads(line[len(OLD_MARK) :]))
+    raise RuntimeError(f"old index path failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -779,6 +894,53 @@ def print_table(results: Sequence[Result]) -> None:
         )
 
 
+def index_scale(args: argparse.Namespace, sizes: Sequence[int]) -> list[dict[str, Any]]:
+    """The index-scale rows of the report: new path per size, old path up to a size."""
+    scene = real_scene(args)
+    out: list[dict[str, Any]] = []
+    print()
+    print("index scale: chip_dataset over a synthetic index (split=train pushed down, 90 % kept)")
+    for n in sizes:
+        uri, gen_s = write_synthetic_index(n, scene)
+        load = _load()
+        new = measure_index_scale(uri, n, args.cachemax) | {"load": load, "write_s": gen_s}
+        print(
+            f"  {n:>10,} rows  new: first batch {new['first_batch_s']:6.1f} s "
+            f"(build {new['build_s']:.1f} s), driver private peak "
+            f"+{new['driver_private_peak_growth_mb']:.0f} MB  [load {load}]"
+        )
+        if n <= args.old_index_max:
+            old = measure_old_index(uri)
+            new["old_path"] = old
+            print(
+                f"  {n:>10,} rows  old: load_index {old['load_s']:.1f} s + plan_groups "
+                f"{old['plan_s']:.1f} s on the driver, peak RSS {old['peak_rss_mb']:.0f} MB"
+            )
+        out.append(new)
+        shutil.rmtree(uri, ignore_errors=True)
+    return out
+
+
+def summary(results: Sequence[Result]) -> dict[str, dict[str, dict[str, Any]]]:
+    """Per case and method: chips/s (best), chips per CPU-s (best), ratio to TorchGeo (wall)
+    and to the raw loop per core (chips per CPU-s over raw 1 proc's), as docs/results holds."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in results:
+        tg = next((x for x in results if x.case == r.case and x.method == "torchgeo"), None)
+        raw = next((x for x in results if x.case == r.case and x.method == "raw 1 proc"), None)
+        out.setdefault(r.case, {})[r.method] = {
+            "chips_per_s": round(r.best, 1),
+            "chips_per_s_median": round(r.median, 1),
+            "chips_per_cpu_s": round(r.cpu_best, 1),
+            "ratio_to_torchgeo": round(r.best / tg.best, 2) if tg else None,
+            "ratio_to_raw_per_core": round(r.cpu_best / raw.cpu_best, 2) if raw else None,
+            "cores": r.cores,
+            "load": r.load,
+            "note": r.note,
+        }
+    return out
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer chips, 1 repeat, 1 GB RSS stream")
@@ -796,7 +958,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--skip-torchgeo", action="store_true")
     p.add_argument("--only", choices=["real-64", "synth-256"], default=None)
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
+    p.add_argument(
+        "--index-rows",
+        default="1000000,10000000",
+        help="index-scale sizes, comma-separated ('' to skip; --quick: 1000000)",
+    )
+    p.add_argument(
+        "--old-index-max",
+        type=int,
+        default=1_000_000,
+        help="also time the old driver-side index path up to this many rows",
+    )
     p.add_argument("--torchgeo-worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--old-index-worker", default=None, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -844,6 +1018,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.torchgeo_worker:
         print(TG_MARK + json.dumps(torchgeo_worker(json.loads(args.torchgeo_worker))))
         return 0
+    if args.old_index_worker:
+        print(OLD_MARK + json.dumps(old_index_worker(args.old_index_worker)))
+        return 0
     repeats = args.repeats or (1 if args.quick else 2)
     rss_gb = args.rss_gb if args.rss_gb is not None else (1.0 if args.quick else 30.0)
     t_start = time.perf_counter()
@@ -884,6 +1061,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say(case, name, tm, driver=True)
         print()
         print_table(results)
+        sizes = [int(x) for x in (("1000000" if args.quick else args.index_rows).split(",")) if x]
+        if sizes:
+            extra["index_scale"] = index_scale(args, sizes)
         if rss_gb > 0:
             rss_case = Case("rss-256", (str(real_scene(args)),), 256, 0, 16)
             load = _load()
@@ -911,6 +1091,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\ntotal {time.perf_counter() - t_start:.0f} s, load now {_load()}")
     if args.json:
         payload = {
+            "when": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, *sys.argv]),
+            "machine": f"{os.cpu_count()} cores, shared with other jobs (load in each row)",
+            "summary": summary(results),
             "results": [asdict(r) | {"best": r.best, "cpu_best": r.cpu_best} for r in results],
             "extra": extra,
         }

@@ -6,6 +6,7 @@ so a stream over it reads real pixels; ids, scenes, seasons and splits vary by r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +24,16 @@ def _repeat(value: object, typ: pa.DataType, n: int) -> pa.Array:
 
 
 def synthetic_table(
-    folder: Path, n: int, *, size: int = 64, val_every: int = 0, scl: bool = False
+    folder: Path,
+    n: int,
+    *,
+    size: int = 64,
+    val_every: int = 0,
+    scl: bool = False,
+    start: int = 0,
 ) -> pa.Table:
-    """``n`` index rows, clustered as ingest writes them (scene by scene, tile by tile).
+    """Index rows ``start`` … ``start + n - 1``, clustered as ingest writes them (scene by
+    scene, tile by tile).
 
     Row k: chip ``chip-k``, location k // 2 (two seasons each), scene k // (windows per scene);
     every ``val_every``-th row (when > 0) is in the ``val`` split, the others in ``train``;
@@ -35,7 +43,7 @@ def synthetic_table(
         t, crs, w, h = src.transform, src.crs.to_string(), src.width, src.height
     per_col = w // size
     per_scene = (h // size) * per_col
-    k = np.arange(n, dtype=np.int64)
+    k = np.arange(start, start + n, dtype=np.int64)
     cell = k % per_scene
     r, c = (cell // per_col) * size, (cell % per_col) * size
     minx, maxy = t.c + c * t.a, t.f - r * t.a
@@ -84,9 +92,21 @@ def synthetic_table(
 def synthetic_index(
     uri: str | Path, folder: Path, n: int, *, size: int = 64, val_every: int = 0, scl: bool = False
 ) -> str:
-    """Write :func:`synthetic_table` as a Delta table at ``uri`` (version 0); returns the URI."""
-    table = synthetic_table(folder, n, size=size, val_every=val_every, scl=scl)
-    write_deltalake(str(uri), table, mode="overwrite")
+    """Write :func:`synthetic_table` as a Delta table at ``uri`` (version 0); returns the URI.
+
+    Streamed in chunks of 1 M rows, so 10 M rows need the memory of one chunk, not of the table.
+    """
+    chunk = 1_000_000
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        for a in range(0, n, chunk):
+            part = synthetic_table(
+                folder, min(chunk, n - a), size=size, val_every=val_every, scl=scl, start=a
+            )
+            yield from part.to_batches()
+
+    reader = pa.RecordBatchReader.from_batches(CHIPS.schema, batches())
+    write_deltalake(str(uri), reader, mode="overwrite")
     return str(uri)
 
 
