@@ -43,4 +43,16 @@ if ! command -v prometheus >/dev/null 2>&1; then
     echo "setup: prometheus not installed (needs root + apt-get); its tests will fail in CI" >&2
   fi
 fi
+# nginx (Debian package) serves COGs over HTTP with Range requests for the remote-read tests and
+# benchmark (infra/local/cogs.sh); like Prometheus, it starts nothing by itself.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get install -y -q --no-install-recommends nginx-light >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends nginx-light >/dev/null; }
+  else
+    echo "setup: nginx not installed (needs root + apt-get); the remote-COG tests will fail in CI" >&2
+  fi
+fi
+# Debian's chromium + PyPI playwright for the Label Studio browser test (no browser download).
+bash infra/local/browser.sh || echo "setup: browser test prerequisites missing (see above)" >&2
 echo "setup: ok ($("$VENV/bin/python" -c 'import torch,ray;print("torch",torch.__version__,"ray",ray.__version__)'))"
