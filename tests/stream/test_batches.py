@@ -12,7 +12,13 @@ import pytest
 import rasterio
 from earthloop.ingest.pipeline import clustered
 from earthloop.store.tables import CHIPS
-from earthloop.stream.batches import ChipReader, LocationReader, groups_of, plan_table
+from earthloop.stream.batches import (
+    ChipReader,
+    LocationReader,
+    groups_of,
+    plan_locations,
+    plan_table,
+)
 from earthloop.stream.reader import plan_groups, read_group, read_location
 
 pytestmark = pytest.mark.shared_data
@@ -128,7 +134,10 @@ def test_unreadable_groups_are_dropped_or_kept_with_the_error(
 def test_location_reader_matches_read_location(shared_data: Path) -> None:
     rows = _rows(shared_data / RKH, 32, 40, scenes=2)  # locations of two chips, two seasons
     table = _table(rows).sort_by("location_id")
-    out = list(LocationReader(BANDS, dates=2, seed=None, cachemax_mb=64)(table))
+    plan = plan_locations(table, dates=2)
+    assert plan.num_rows == 20  # one row per location, its dates as a list
+    assert plan_locations(table, dates=3).num_rows == 0  # nobody has three seasons
+    out = list(LocationReader(BANDS, dates=2, seed=None, cachemax_mb=64)(plan.slice(0, 20)))
     got = {k: np.concatenate([b[k] for b in out]) for k in out[0]}
     assert got["images"].shape == (20, 2, 4, 32, 32) and got["timestamps"].shape == (20, 2)
     for i, loc in enumerate(got["location_id"].tolist()):

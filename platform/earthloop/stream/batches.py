@@ -18,7 +18,7 @@ import pyarrow as pa
 from rasterio.enums import Resampling
 
 from earthloop.observe.recorders import StreamMetrics
-from earthloop.stream.index import timestamps
+from earthloop.stream.index import split_mask, timestamps
 from earthloop.stream.reader import ChipGroup, read_group_arrays, read_location
 
 log = logging.getLogger("earthloop.stream")
@@ -113,12 +113,21 @@ def _empty_plan(table: pa.Table) -> pa.Table:
 
 
 class GroupPlanner:
-    """``map_batches`` callable (``batch_format="pyarrow"``): index rows in, group rows out."""
+    """``map_batches`` callable (``batch_format="pyarrow"``): index rows in, group rows out.
 
-    def __init__(self, group_px: int | None = None, max_chips: int | None = None) -> None:
-        self.group_px, self.max_chips = group_px, max_chips
+    With ``split`` it also drops the rows of other splits, in the same task (see
+    :func:`earthloop.stream.index.split_mask`).
+    """
+
+    def __init__(
+        self, group_px: int | None = None, max_chips: int | None = None, split: str | None = None
+    ) -> None:
+        self.group_px, self.max_chips, self.split = group_px, max_chips, split
 
     def __call__(self, table: pa.Table) -> pa.Table:
+        mask = split_mask(table, self.split)
+        if mask is not None:
+            table = table.filter(mask)
         return plan_table(table, self.group_px, self.max_chips)
 
 
@@ -239,14 +248,39 @@ def location_runs(table: pa.Table) -> Iterator[tuple[int, int]]:
     yield from zip(starts.tolist(), np.r_[starts[1:], len(loc)].tolist(), strict=True)
 
 
-def usable_locations(table: pa.Table, dates: int) -> int:
-    """Locations of a location-sorted batch with at least ``dates`` distinct seasons."""
+def plan_locations(table: pa.Table, dates: int) -> pa.Table:
+    """One row per usable location of a batch sorted by ``location_id``: ``location_id`` and
+    ``dates``, the location's index rows as a list of structs.
+
+    A location is usable with at least ``dates`` distinct seasons. As a row, a location stays
+    whole however Ray Data cuts the stream into blocks after this step.
+    """
     season = table["season"].to_numpy()
-    return sum(1 for a, b in location_runs(table) if len(np.unique(season[a:b])) >= dates)
+    runs = [(a, b) for a, b in location_runs(table) if len(np.unique(season[a:b])) >= dates]
+    starts = [a for a, _ in runs]
+    take = np.concatenate([np.arange(a, b) for a, b in runs]) if runs else np.empty(0, np.int64)
+    rows = table.take(pa.array(take, pa.int64()))
+    lengths = np.asarray([b - a for a, b in runs], dtype=np.int32)
+    offsets = pa.array(np.r_[0, np.cumsum(lengths)].astype(np.int32))
+    structs = pa.StructArray.from_arrays(
+        [rows[c].combine_chunks() for c in rows.column_names], rows.column_names
+    )
+    loc = table["location_id"].combine_chunks().take(pa.array(starts, pa.int64()))
+    return pa.table({"location_id": loc, "dates": pa.ListArray.from_arrays(offsets, structs)})
+
+
+class LocationPlanner:
+    """``map_batches`` callable over location-sorted index rows: usable locations as rows."""
+
+    def __init__(self, dates: int) -> None:
+        self.dates = dates
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        return plan_locations(table, self.dates)
 
 
 class LocationReader:
-    """``map_batches`` callable over location-sorted index rows: one SeCo sample per location.
+    """``map_batches`` callable over location rows (:func:`plan_locations`): one SeCo sample each.
 
     Output columns: ``images`` float32 (N, T, C, H, W), ``valid`` bool (N, T, H, W),
     ``timestamps`` float64 (N, T), ``location_id`` (N,). Dates are drawn per location as
@@ -268,18 +302,15 @@ class LocationReader:
     def __call__(self, table: pa.Table) -> Iterator[Columns]:
         samples: list[dict[str, Any]] = []
         size = 0
-        season = table["season"].to_numpy()
-        for a, b in location_runs(table):
-            if len(np.unique(season[a:b])) < self.dates:
-                continue  # not a sample: not counted in the stream's size either
-            rows = table.slice(a, b - a).to_pylist()
+        for loc in table.to_pylist():
+            rows = loc["dates"]
             for r in rows:
                 r["datetime"] = r["datetime"].timestamp()
             s = read_location(
                 rows,
                 self.bands,
                 self.dates,
-                rng=self._rng(rows[0]["location_id"]),
+                rng=self._rng(loc["location_id"]),
                 cachemax_mb=self.cachemax_mb,
             )
             count_chips(0 if s is None else self.dates)

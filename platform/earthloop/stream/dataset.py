@@ -13,12 +13,11 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from earthloop.store.delta import TableRef, read_table, table_version
-from earthloop.stream.batches import ChipReader, GroupPlanner, LocationReader, usable_locations
+from earthloop.stream.batches import ChipReader, GroupPlanner, LocationPlanner, LocationReader
 from earthloop.stream.index import count_index, index_dataset, snapshot
 
 log = logging.getLogger("earthloop.stream")
@@ -50,6 +49,10 @@ def _rows(table: pa.Table) -> list[dict[str, Any]]:
     for r in rows:
         r["datetime"] = r["datetime"].timestamp()
     return rows
+
+
+#: index rows per read block of the chip stream's planner
+INDEX_BLOCK_ROWS = 65536
 
 
 def _cluster_cpus() -> int:
@@ -125,8 +128,17 @@ def chip_dataset(
     n = count_index(ref, split=split, max_cloud=max_cloud)
     if n == 0:
         raise ValueError(f"no chips in {uri}@v{ref.version} (split={split}, max_cloud={max_cloud})")
-    groups: Any = index_dataset(ref, split=split, max_cloud=max_cloud).map_batches(
-        GroupPlanner(group_px, max_chips_per_group), batch_format="pyarrow", batch_size=None
+    # Planning runs in its own tasks (num_cpus differs from the readers', so Ray Data does not
+    # fuse the two): read tasks then take whole groups from the repartitioned plan, in parallel,
+    # however few files the index has. Index blocks of ~64 k rows: a group is cut only where
+    # one ends (the cloud bound is pushed into the scan, the split tested by the planner).
+    groups: Any = index_dataset(
+        ref, split=None, max_cloud=max_cloud, blocks=-(-n // INDEX_BLOCK_ROWS)
+    ).map_batches(
+        GroupPlanner(group_px, max_chips_per_group, split),
+        batch_format="pyarrow",
+        batch_size=None,
+        num_cpus=0.5,
     )
     if epochs > 1:
         groups = groups.materialize()  # in the object store: the driver keeps block references
@@ -180,27 +192,29 @@ def seco_dataset(
     """
     ref = snapshot(uri, version)
     n_rows = count_index(ref, split=split, max_cloud=max_cloud)
-    per_task = _rows_per_task(n_rows, lo=64)
-    index = (
+    # a sort of index rows (metadata) in as many partitions as 64 k-row blocks, then one row per
+    # usable location: a location's dates stay together however the stream is cut afterwards
+    locations = (
         index_dataset(ref, split=split, max_cloud=max_cloud)
-        .repartition(target_num_rows_per_block=per_task)
+        .repartition(num_blocks=max(1, -(-n_rows // INDEX_BLOCK_ROWS)))
         .sort("location_id")
+        .map_batches(LocationPlanner(dates), batch_format="pyarrow", batch_size=None)
         .materialize()
     )
-    n_loc = int(
-        index.map_batches(
-            lambda t: {"n": np.asarray([usable_locations(t, dates)])},
-            batch_format="pyarrow",
-            batch_size=None,
-        ).sum("n")
-        or 0
-    )
+    n_loc = locations.count()
     if n_loc == 0:
         raise ValueError(
             f"no location in {uri}@v{ref.version} has {dates} distinct seasons "
             f"({n_rows} chips); ingest more dates per location"
         )
-    ds: Any = _repeat(index, epochs).map_batches(
-        LocationReader(bands, dates, seed, cachemax_mb), batch_format="pyarrow", batch_size=None
+    per_task = _rows_per_task(n_loc, lo=1, hi=64)
+    ds: Any = (
+        _repeat(locations, epochs)
+        .repartition(target_num_rows_per_block=per_task)
+        .map_batches(
+            LocationReader(bands, dates, seed, cachemax_mb),
+            batch_format="pyarrow",
+            batch_size=None,
+        )
     )
     return ds, ref, n_loc

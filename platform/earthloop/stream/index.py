@@ -100,11 +100,13 @@ def index_dataset(
     split: str | None,
     max_cloud: float,
     columns: tuple[str, ...] = READ_COLUMNS,
+    blocks: int | None = None,
 ) -> Any:
     """A lazy ``ray.data.Dataset`` of the filtered index rows at ``ref``'s version.
 
     Rows keep the snapshot's order (ingest writes it clustered by scene and tile, so the chips of
-    one COG tile are neighbours); nothing is read until the dataset executes.
+    one COG tile are neighbours); nothing is read until the dataset executes. ``blocks``: how
+    many blocks the read yields (default: Ray Data's choice).
     """
     import ray.data
 
@@ -113,8 +115,16 @@ def index_dataset(
         version=ref.version,
         storage_options=storage_options(ref.uri),
         columns=list(columns),
+        override_num_blocks=blocks,
     )
     return _ray_filtered(ds, split, max_cloud)
+
+
+def split_mask(table: pa.Table, split: str | None) -> pa.Array | None:
+    """Rows of ``table`` in ``split`` (None: no split test), for a filter inside a read task."""
+    if split is None:
+        return None
+    return pc.equal(table["split"].cast(pa.string()), pa.scalar(split, pa.string()))
 
 
 def count_index(ref: TableRef, *, split: str | None, max_cloud: float) -> int:
