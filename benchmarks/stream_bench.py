@@ -839,6 +839,76 @@ def measure_old_index(uri: str) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------------
+# pretraining data wait over whole epochs (demo config)
+
+
+def demo_index(data_dir: Path) -> tuple[Any, str]:
+    """The demo config's ingest of the synthetic demo archive into a fresh work folder."""
+    from earthloop.config import load_config
+    from earthloop.ingest.pipeline import run_ingest
+
+    work = WORK / "demo"
+    shutil.rmtree(work, ignore_errors=True)
+    cfg = load_config(
+        str(ROOT / "configs" / "demo.yaml"),
+        [
+            f"workdir={work}",
+            f"data_dir={data_dir}",
+            f"stac.url={data_dir / 'catalog' / 'catalog.json'}",
+            f"pretrain.probe.labels={data_dir / 'manifest.json'}",
+        ],
+    )
+    run_ingest(cfg)
+    return cfg, cfg.table_uri("chips")
+
+
+def pretrain_wait(cfg: Any, uri: str, one_pipeline: bool, cachemax: int) -> list[dict[str, Any]]:
+    """The demo's SeCo pretraining (its model, batch, epochs, 2 workers × 0.5 CPU) on this
+    process's Ray; returns each epoch's metrics row (data-wait fraction over the whole epoch,
+    first batch included). ``one_pipeline``: every epoch in one stream (the runner since issue
+    11); else one stream per epoch (the runner before)."""
+    from earthloop.pretrain.data import band_statistics
+    from earthloop.pretrain.loop import WorkerSetup, train_loop
+    from earthloop.pretrain.runner import batches_per_epoch, data_config
+    from earthloop.store.delta import read_table
+    from earthloop.stream import sample_index, seco_dataset, snapshot
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    pc = cfg.pretrain.model_copy(update={"checkpoint_every": 10**6})
+    bands = list(BANDS)
+    epochs = pc.epochs if one_pipeline else 1
+    ds, ref, n = seco_dataset(
+        uri, split="train", bands=bands, dates=3, cachemax_mb=cachemax, epochs=epochs
+    )
+    rows = sample_index(snapshot(uri), split="train", max_cloud=1.0, n=4096)
+    mean, std = band_statistics(rows, bands)
+    name = f"wait-{'one' if one_pipeline else 'per'}-{time.time_ns()}"
+    metrics = str(WORK / "demo" / f"metrics-{name}")
+    setup = WorkerSetup(
+        pretrain=pc,
+        mean=mean,
+        std=std,
+        run_name=name,
+        job_name="bench",
+        cpus_per_worker=0.5,
+        metrics_table=metrics,
+        batches_per_epoch=batches_per_epoch(n, pc.batch_size, 2) if one_pipeline else None,
+    )
+    TorchTrainer(
+        train_loop_per_worker=train_loop,
+        train_loop_config={"setup": setup},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(name=name, storage_path=str(WORK / "demo" / "ray")),
+        datasets={"train": ds.select_columns(["images", "valid"])},
+        dataset_config=data_config(),
+    ).fit()
+    table = read_table(metrics).sort_by("epoch")
+    keep = ["epoch", "step", "data_wait_fraction", "samples_per_s", "loss"]
+    return [{k: r[k] for k in keep} | {"locations": n} for r in table.to_pylist()]
+
+
+# --------------------------------------------------------------------------------------------
 # report
 
 
@@ -894,6 +964,23 @@ def print_table(results: Sequence[Result]) -> None:
         )
 
 
+def report_pretrain_wait(args: argparse.Namespace) -> dict[str, Any]:
+    """Both loops on the same ingest, per epoch, side by side."""
+    cfg, uri = demo_index(args.pretrain_wait.resolve())
+    out: dict[str, Any] = {}
+    print()
+    print("pretraining data wait per epoch (demo config: SeCo resnet18, batch 32, 2 workers × 0.5)")
+    for one in (False, True):
+        label = "one stream, every epoch" if one else "one stream per epoch"
+        load = _load()
+        rows = pretrain_wait(cfg, uri, one, args.cachemax)
+        out["one_pipeline" if one else "per_epoch"] = {"epochs": rows, "load": load}
+        waits = ", ".join(f"{100 * r['data_wait_fraction']:.1f} %" for r in rows)
+        rates = ", ".join(f"{r['samples_per_s']:.1f}" for r in rows)
+        print(f"  {label:<26} wait {waits}; samples/s {rates}  [load {load}]")
+    return out
+
+
 def index_scale(args: argparse.Namespace, sizes: Sequence[int]) -> list[dict[str, Any]]:
     """The index-scale rows of the report: new path per size, old path up to a size."""
     scene = real_scene(args)
@@ -901,9 +988,14 @@ def index_scale(args: argparse.Namespace, sizes: Sequence[int]) -> list[dict[str
     print()
     print("index scale: chip_dataset over a synthetic index (split=train pushed down, 90 % kept)")
     for n in sizes:
-        uri, gen_s = write_synthetic_index(n, scene)
         load = _load()
-        new = measure_index_scale(uri, n, args.cachemax) | {"load": load, "write_s": gen_s}
+        try:
+            uri, gen_s = write_synthetic_index(n, scene)
+            new = measure_index_scale(uri, n, args.cachemax) | {"load": load, "write_s": gen_s}
+        except Exception as exc:  # a size this machine cannot hold is a result, not a crash
+            out.append({"rows": n, "error": f"{type(exc).__name__}: {exc}"[-2000:]})
+            print(f"  {n:>10,} rows  FAILED: {type(exc).__name__}: {str(exc)[-300:]}")
+            continue
         print(
             f"  {n:>10,} rows  new: first batch {new['first_batch_s']:6.1f} s "
             f"(build {new['build_s']:.1f} s), driver private peak "
@@ -956,7 +1048,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--synth-dir", type=Path, default=SYNTH_DIR)
     p.add_argument("--bench-python", type=Path, default=BENCH_PYTHON)
     p.add_argument("--skip-torchgeo", action="store_true")
-    p.add_argument("--only", choices=["real-64", "synth-256"], default=None)
+    p.add_argument(
+        "--only",
+        choices=["real-64", "synth-256", "none"],
+        default=None,
+        help="one throughput case, or none (only the index-scale / RSS / data-wait parts)",
+    )
     p.add_argument("--json", type=Path, default=None, help="write all figures here")
     p.add_argument(
         "--index-rows",
@@ -968,6 +1065,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=int,
         default=1_000_000,
         help="also time the old driver-side index path up to this many rows",
+    )
+    p.add_argument(
+        "--pretrain-wait",
+        type=Path,
+        default=None,
+        metavar="DEMO_DATA",
+        help="also measure the demo pretraining's data wait per epoch, one stream per epoch "
+        "against one stream for every epoch (DEMO_DATA: the synthetic demo archive)",
     )
     p.add_argument("--torchgeo-worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--old-index-worker", default=None, help=argparse.SUPPRESS)
@@ -1061,6 +1166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _say(case, name, tm, driver=True)
         print()
         print_table(results)
+        if args.pretrain_wait is not None:
+            extra["pretrain_wait"] = report_pretrain_wait(args)
         sizes = [int(x) for x in (("1000000" if args.quick else args.index_rows).split(",")) if x]
         if sizes:
             extra["index_scale"] = index_scale(args, sizes)
