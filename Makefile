@@ -9,7 +9,7 @@ CONFIG ?= configs/demo.yaml
 DATA ?= data/synthetic
 export RAY_AUTH_MODE ?= token
 
-.PHONY: setup data stack-up stack-down demo demo-round test test-unit lint bench clean
+.PHONY: setup data stack-up stack-down demo demo-round test test-unit lint bench bench-remote clean
 
 setup:
 	@infra/local/setup.sh
@@ -44,6 +44,11 @@ lint: setup
 
 bench: setup
 	$(PY) benchmarks/stream_bench.py
+
+# remote COGs: nginx + latency proxies on loopback (infra/local/cogs.sh), TorchGeo in .venv-bench
+bench-remote: setup
+	bash benchmarks/setup_bench_venv.sh
+	$(PY) benchmarks/remote_bench.py --json docs/results/stream_remote.json
 
 clean: stack-down
 	rm -rf runs .stack

@@ -25,6 +25,7 @@ case "${1:-}" in
     else echo "stack: label studio skipped (no $LS_VENV; infra/local/setup.sh installs it)"; fi
     ;;
   down)
+    "$here/cogs.sh" down || true
     "$here/labelstudio.sh" down || true
     "$here/s3.sh" down
     "$here/stac.sh" down
