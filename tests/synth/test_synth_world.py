@@ -10,7 +10,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pystac
 import pytest
+from earthloop.ingest.scenes import describe_scene
+from earthloop.s2.bands import resolve_bands
 from earthloop.synth import PRESETS, SynthManifest, generate
 from earthloop.synth.clouds import SunPosition
 from earthloop.synth.presets import resolve_preset
@@ -234,6 +237,17 @@ def test_items_and_manifest_carry_region_and_role(world_archive: SynthManifest) 
     assert world_archive.tiles_with(region="mediterranean", role="pool") == []
     assert world_archive.tiles_with(region="mediterranean", role="test")
     assert world_archive.landcover_classes[WorldClass.URBAN_GREEN] == "urban green"
+
+
+def test_ingest_reads_world_items_and_their_tile_joins_the_regions(
+    world_archive: SynthManifest,
+) -> None:
+    """The chip index stores ``Scene.tile``; it must be the manifest's region key."""
+    for scene in world_archive.scenes[:: len(world_archive.tiles)]:
+        item = pystac.Item.from_file(str(scene.item_path))
+        described = describe_scene(item, resolve_bands(["blue", "green", "red", "nir"]))
+        assert described.tile == scene.tile
+        assert described.tile in world_archive.regions
 
 
 def test_original_presets_are_untouched_by_the_world() -> None:
