@@ -335,4 +335,52 @@ def plan_summary(plan: SweepPlan) -> dict[str, Any]:
             pool.class_names[c]: n
             for c, n in sorted(pool.class_counts(pool.indices("train")).items())
         },
+        "pretraining": pretraining_facts(plan.cfg, plan.fc),
     }
+
+
+def pretraining_facts(cfg: EarthloopConfig, fc: FinetuneConfig) -> dict[str, dict[str, Any]]:
+    """How much pretraining stands behind each ``run:`` init: steps, wall time, places seen.
+
+    A reader of a label-efficiency table must see whether "SeCo" means nine optimiser steps or
+    a day on a GPU; without it a flat curve reads as "pretraining does not work".
+    """
+    from earthloop.store.delta import read_table, table_exists
+
+    runs_uri = cfg.table_uri("pretrain_runs")
+    named = {spec.name: spec.run for spec in fc.inits if spec.run}
+    if not named or not table_exists(runs_uri):
+        return {}
+    runs = {r["run_name"]: r for r in read_table(runs_uri).to_pylist()}
+    out: dict[str, dict[str, Any]] = {}
+    for init, run in named.items():
+        r = runs.get(str(run))
+        if r is None:
+            continue
+        started, finished = r.get("started_at"), r.get("finished_at")
+        facts: dict[str, Any] = {
+            "run": run,
+            "method": r.get("method"),
+            "steps": r.get("final_step"),
+            "wall_s": (finished - started).total_seconds() if started and finished else None,
+            "knn_accuracy": r.get("knn_accuracy"),
+            "status": r.get("status"),
+        }
+        try:  # the places it could see: train-split locations of the index version it read
+            chips = read_table(
+                str(r["chips_table"]), int(r["chips_table_version"]), ["location_id", "split"]
+            )
+            split = json.loads(r.get("config") or "{}").get("stream", {}).get("split", "train")
+            ids = [
+                loc
+                for loc, sp in zip(
+                    chips["location_id"].to_pylist(), chips["split"].to_pylist(), strict=True
+                )
+                if split is None or sp == split
+            ]
+            facts["locations"] = len(set(ids))
+            facts["chips"] = len(ids)
+        except Exception as exc:  # a moved or vacuumed index: the report still renders
+            log.warning("pretraining run %s: its chip index is unreadable: %s", run, exc)
+        out[init] = facts
+    return out

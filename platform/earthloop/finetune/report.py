@@ -230,8 +230,33 @@ def _setup_lines(summary: dict[str, Any], metric: str, task: str) -> list[str]:
         f"{json.dumps(summary.get('search'))}; ASHA {json.dumps(summary.get('asha'))}",
         "- each cell's trial is selected on **validation**; the numbers below are its **test** "
         "scores",
+        *_pretraining_lines(summary.get("pretraining") or {}),
         "",
     ]
+
+
+def _pretraining_lines(facts: dict[str, dict[str, Any]]) -> list[str]:
+    """One line per pretrained init: how much pretraining its curve stands on."""
+    lines = []
+    for init, f in sorted(facts.items()):
+        wall = f.get("wall_s")
+        where = (
+            f"{f['locations']} train-split locations ({f['chips']} chips)"
+            if f.get("locations") is not None
+            else "an unreadable chip index"
+        )
+        lines.append(
+            f"- `{init}` = pretraining run `{f.get('run')}` ({f.get('method')}): "
+            f"{f.get('steps')} optimiser steps"
+            + (f" in {wall / 60:.1f} min" if wall is not None else "")
+            + f" on {where}; status {f.get('status')}"
+        )
+    if lines:
+        lines.append(
+            "- a short pretraining on a small archive shows the plumbing, not what pretraining "
+            "buys: see docs/label-efficiency.md and docs/benchmarks.md for the protocol's figures"
+        )
+    return lines
 
 
 def _result_lines(rows: Sequence[dict[str, Any]], metric: str, task: str) -> list[str]:
