@@ -291,6 +291,30 @@ def savings(labels: list[float], scores: list[float], target: float, final: floa
     return None
 
 
+def apply_savings(summary: dict[str, Any]) -> None:
+    """Each strategy's label savings against random's final mean score (in place).
+
+    Undefined (None, with the reason under ``savings_note``) when random's final score is not
+    above the shared initial round's: every curve starts there, so "reaching random's final
+    score" would then be read off the starting point, not off anything selection did.
+    """
+    rnd = summary["random"]
+    target, final = rnd["test_miou_mean"][-1], rnd["labels_per_round"][-1]
+    start = rnd["test_miou_mean"][0]
+    for s in summary.values():
+        if target <= start:
+            s["label_savings_vs_random"] = None
+            s["savings_note"] = (
+                f"undefined: random's final mean test mIoU {target:.3f} at {final:g} labels is "
+                f"not above the initial round's {start:.3f}"
+            )
+        else:
+            s["label_savings_vs_random"] = savings(
+                s["labels_per_round"], s["test_miou_mean"], target, final
+            )
+            s.pop("savings_note", None)
+
+
 def summarise(curves: dict[str, list[Curve]]) -> dict[str, Any]:
     """Per strategy: labels per round, mean/std test mIoU, savings vs random, stage times."""
     out: dict[str, Any] = {}
@@ -307,12 +331,7 @@ def summarise(curves: dict[str, list[Curve]]) -> dict[str, Any]:
             },
         }
     if "random" in out:
-        rnd = out["random"]
-        target, final = rnd["test_miou_mean"][-1], rnd["labels_per_round"][-1]
-        for s in out.values():
-            s["label_savings_vs_random"] = savings(
-                s["labels_per_round"], s["test_miou_mean"], target, final
-            )
+        apply_savings(out)
     return out
 
 
