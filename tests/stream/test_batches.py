@@ -163,3 +163,18 @@ def test_ingest_order_keeps_each_tile_contiguous(shared_data: Path) -> None:
     runs = [k for i, k in enumerate(keys) if i == 0 or keys[i - 1] != k]
     assert len(runs) == len(set(keys))  # every (scene, tile) is one run of rows
     assert sorted(table["chip_id"].to_pylist()) == sorted(r["chip_id"] for r in rows)
+
+
+def test_label_windows_travel_in_the_columnar_batch(shared_data: Path) -> None:
+    """With label rasters, each chip's label window (nearest) comes as an (N, H, W) column."""
+    folder = shared_data / RKH
+    rows = _rows(folder, 64, 30)
+    labels = {"29RKH": str(folder / "SCL.tif")}  # any raster on the grid serves as a label here
+    out = list(ChipReader(BANDS, labels=labels)(plan_table(_table(rows), 512)))
+    got = {k: np.concatenate([b[k] for b in out]) for k in out[0]}
+    assert got["label"].shape == (30, 64, 64) and got["label"].dtype == np.int64
+    assert len(np.unique(got["label"])) > 1  # real SCL classes, not a zero fill
+    pos = {c: i for i, c in enumerate(got["chip_id"].tolist())}
+    for group in plan_groups(rows, 512):
+        for d in read_group(group, BANDS, labels=labels):
+            np.testing.assert_array_equal(got["label"][pos[d["chip_id"]]], d["label"])
