@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from rasterio.enums import Resampling
 
-from earthloop.raster.read import ChipReadError, gdal_env, read_window
+from earthloop.raster.read import ChipReadError, gdal_env, read_window, read_windows
 from earthloop.s2.scl import scl_invalid_mask
 
 log = logging.getLogger("earthloop.stream")
@@ -89,8 +89,12 @@ def _read_union(
     """Reflectance (C, h, w), validity (h, w) and optional label (h, w) of one union window."""
     stack = np.empty((len(idx), *shape), dtype=np.float32)
     valid = np.ones(shape, dtype=bool)
-    for out_i, band_i in enumerate(idx):
-        dn = read_window(scene["hrefs"][band_i], scene["crs"], ub, shape, resampling=resampling)
+    # one call for every band: over HTTP the band files' range requests go out together (one
+    # round trip, not one per band; benchmarks/remote_bench.py); local files are read in turn
+    dns = read_windows(
+        [scene["hrefs"][i] for i in idx], scene["crs"], ub, shape, resampling=resampling
+    )
+    for out_i, (band_i, dn) in enumerate(zip(idx, dns, strict=True)):
         valid &= dn != scene["nodata"]
         # in place, in float32: the same values as dn.astype(float32) * scale + offset
         np.multiply(dn, np.float32(scene["scales"][band_i]), out=stack[out_i], casting="unsafe")
