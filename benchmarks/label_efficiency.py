@@ -94,14 +94,62 @@ def finetune_overrides(ns: argparse.Namespace) -> list[str]:
     return out
 
 
-def archive_rows(cfg: EarthloopConfig, probe: SweepPlan) -> list[dict[str, Any]]:
-    """Chip index rows pretraining may see: the train blocks' places, every date."""
+def world_labels(cfg: EarthloopConfig, out: Path) -> tuple[str, list[float], set[str]] | None:
+    """For a benchmark world (docs/world.md): its labelled tiles, held-out box and archive tiles.
+
+    The world's manifest holds ground truth for every tile, but only the ``pool`` and ``test``
+    tiles are the labelled data set (the ``archive`` tiles are the unlabelled archive), and the
+    held-out region's tiles are scored apart. Writes a manifest with only those labels (absolute
+    paths) and returns (its path, the held-out region's lon/lat box, the archive tiles). None
+    when the manifest is not a world's.
+    """
+    src = Path(cfg.finetune.labels or f"{cfg.data_dir}/manifest.json")
+    manifest = json.loads(src.read_text())
+    world = (manifest.get("params") or {}).get("world")
+    regions = manifest.get("regions") or {}
+    if not world or not regions:
+        return None
+    held = world["heldout"]
+    keep: dict[str, Any] = {}
+    archive: set[str] = set()
+    boxes: list[list[float]] = []
+    for tile, entry in manifest["labels"].items():
+        info = regions[tile]
+        if info["region"] == held:
+            boxes.append(entry["bbox"])
+        elif info["role"] == "archive":
+            archive.add(tile)
+            continue
+        keep[tile] = {
+            k: (str((src.parent / v).resolve()) if k in ("landcover", "croptype", "parcels") else v)
+            for k, v in entry.items()
+        }
+    pad = 0.01
+    box = [
+        min(b[0] for b in boxes) - pad,
+        min(b[1] for b in boxes) - pad,
+        max(b[2] for b in boxes) + pad,
+        max(b[3] for b in boxes) + pad,
+    ]
+    path = out / "labelled-manifest.json"
+    path.write_text(json.dumps({**manifest, "labels": keep}, indent=1))
+    return str(path), box, archive
+
+
+def archive_rows(
+    cfg: EarthloopConfig, probe: SweepPlan, archive_tiles: set[str]
+) -> list[dict[str, Any]]:
+    """Chip index rows pretraining may see, every date: the train blocks of the labelled tiles
+    and the unlabelled archive tiles; never a val, test or held-out place."""
     fc = cfg.finetune
     ref = probe.pool.chips
     rows, _ = load_index(cfg.table_uri("chips"), version=ref.version if ref else None, split=None)
-    return [
-        r for r in rows if assign_split(r["lon"], r["lat"], r.get("split"), fc.split) == "train"
-    ]
+    out = []
+    for r in rows:
+        s = assign_split(r["lon"], r["lat"], r.get("split"), fc.split)
+        if s == "train" or (s != "heldout" and r.get("tile") in archive_tiles):
+            out.append(r)
+    return out
 
 
 def _pretrain_cfg(cfg: EarthloopConfig, ns: argparse.Namespace, method: str, **extra: Any) -> Any:
@@ -140,7 +188,7 @@ def pretrain_self_supervised(
     """SeCo or dense contrast on the train-block archive; returns the export and its record."""
     pc = _pretrain_cfg(cfg, ns, name)
     dates = method_class(name).stream_dates(pc) or 1
-    rows = archive_rows(cfg, probe)
+    rows = archive_rows(cfg, probe, ns.archive_tiles)
     t0 = time.perf_counter()
     samples = load_samples(rows, probe.bands, dates)
     read_s = time.perf_counter() - t0
@@ -317,6 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(ns.threads)
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
+    ns.archive_tiles = set()
+    world = world_labels(load_config(ns.config, ns.overrides), out)
+    if world is not None:
+        labels, box, ns.archive_tiles = world
+        ns.overrides = [*ns.overrides, f"finetune.labels={labels}"]
+        ns.heldout_bbox = ns.heldout_bbox or box
+        log.info("benchmark world: held-out box %s, %d archive tiles", box, len(ns.archive_tiles))
     # the benchmark's own sweep records, in --out: never mixed with a user's sweeps
     base = [*finetune_overrides(ns), f"finetune.storage_path={(out / 'sweeps').resolve()}"]
     cfg = load_config(
