@@ -36,7 +36,7 @@ from earthloop.labelstudio.results import (
     decode_segmentation,
 )
 from earthloop.store.delta import delete_keys, merge_rows, read_table, row_hash, table_exists
-from earthloop.store.fs import pyarrow_filesystem
+from earthloop.store.fs import pyarrow_filesystem, write_bytes
 from earthloop.store.tables import LABELS
 
 log = logging.getLogger("earthloop.labelstudio")
@@ -133,9 +133,9 @@ def write_mask(
         with mem.open(**profile) as dst:
             dst.write(mask, 1)
         blob = mem.read()
-    fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(path) as out:
-        out.write(blob)
+    # in one step (temporary file + rename; one PUT on S3): a pull killed mid-write must not
+    # leave a truncated file that the existence check above would trust next time
+    write_bytes(href, blob)
     return href
 
 
