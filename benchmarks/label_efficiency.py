@@ -208,6 +208,7 @@ def pretrain_self_supervised(
         "locations": int(len(samples["images"])),
         "dates": dates,
         "chips_in_archive": len(rows),
+        "tiles": sorted({str(r.get("tile")) for r in rows}),
         "steps": ns.pretrain_steps,
         "batch_size": ns.pretrain_batch,
         "queue_size": pc.queue_size if name == "seco" else None,
