@@ -373,6 +373,11 @@ class FinetuneConfig(Section):
     eval_every: int = Field(20, ge=1)  # one Tune iteration = this many optimiser steps
     batch_size: int = Field(16, ge=1)
     augment: bool = True  # flips / 90-degree rotations of the labelled chips
+    # "balanced": cross-entropy weighted by median class frequency over the trial's labelled
+    # pixels (SegNet's median-frequency balancing). mIoU weighs every class alike; without it a
+    # full pool's majority classes drown the rare ones, while small stratified subsets are
+    # balanced by construction, so "more labels" could score *lower* (the demo did).
+    class_weights: Literal["none", "balanced"] = "none"
     boundary_px: int = Field(2, ge=1)
     search: SearchConfig = Field(default_factory=lambda: SearchConfig.model_validate({}))
     asha: AshaConfig = Field(default_factory=lambda: AshaConfig.model_validate({}))

@@ -66,3 +66,35 @@ def test_context_similarity_head_shapes_and_range() -> None:
     # centre slot always inside; with dilation 2 the corner pixel sees only 4 of 9 slots
     assert inside[0, 4].all() and int(inside[0, :, 0, 0].sum()) == 4
     assert head.rel_pos.shape == (9, 6)
+
+
+def _similarity_by_unfold(head: ContextSimilarityHead, features: torch.Tensor) -> torch.Tensor:
+    """The definition, computed the direct way: gather every window key, add its position
+    vector, normalise, dot with the normalised query (what the head computed before it was made
+    slot-by-slot for speed)."""
+    q = torch.nn.functional.normalize(head.query(features), dim=1)
+    k = unfold_window(head.key(features), head.kernel_size, head.dilation)
+    k = k + head.rel_pos.t().reshape(1, head.dim, -1, 1, 1)
+    k = torch.nn.functional.normalize(k, dim=1)
+    return torch.einsum("bdhw,bdkhw->bkhw", q, k)
+
+
+@pytest.mark.parametrize(("kernel", "dilation"), [(3, 1), (5, 1), (3, 2)])
+def test_context_similarity_equals_the_gathered_window_definition(
+    kernel: int, dilation: int
+) -> None:
+    torch.manual_seed(0)
+    head = ContextSimilarityHead(8, dim=6, kernel_size=kernel, dilation=dilation).double()
+    x = torch.randn(2, 8, 7, 9, dtype=torch.float64, requires_grad=True)
+    sim, _ = head(x)
+    ref = _similarity_by_unfold(head, x)
+    torch.testing.assert_close(sim, ref)
+    # and the same gradients, for the features and every parameter
+    w = torch.randn_like(sim)
+    got = torch.autograd.grad((sim * w).sum(), [x, *head.parameters()])
+    want = torch.autograd.grad((ref * w).sum(), [x, *head.parameters()])
+    for g, r in zip(got, want, strict=True):
+        torch.testing.assert_close(g, r)
+    assert torch.autograd.gradcheck(
+        lambda f: head(f)[0], (x[:1, :, :4, :5].detach().requires_grad_(),)
+    )

@@ -118,6 +118,7 @@ class SweepPlan:
             augment=fc.augment,
             boundary_px=fc.boundary_px,
             checkpoint_every=fc.checkpoint_every,
+            class_weights=fc.class_weights,
             cpus=fc.resources.cpu,
             attempts_dir=posixpath.join(self.experiment_path, "attempts"),
             experiment_path=self.experiment_path,

@@ -31,7 +31,7 @@ from earthloop.finetune.model import param_groups
 from earthloop.inference import predict
 from earthloop.models.task import TaskModel, class_mask
 
-__all__ = ["EvalSpec", "TrainParams", "evaluate", "fit"]
+__all__ = ["EvalSpec", "TrainParams", "balanced_weights", "evaluate", "fit"]
 
 StateFn = Callable[[], dict[str, Any]]
 ReportFn = Callable[[dict[str, Any], StateFn | None], None]
@@ -53,6 +53,7 @@ class TrainParams:
     checkpoint_every: int = 1  # evaluations
     eval_batch: int = 64
     warmup_steps: int | None = None  # default: 10 % of max_steps, at most 50
+    class_weights: str = "none"  # none | balanced (median-frequency, FinetuneConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +114,33 @@ def _augment(x: Tensor, y: Tensor | None, gen: torch.Generator) -> tuple[Tensor,
     return torch.stack(xs), (torch.stack(ys) if y is not None else None)
 
 
-def _loss(logits: Tensor, y: Tensor, spec: EvalSpec, mask: Tensor) -> Tensor:
+def balanced_weights(targets: np.ndarray, spec: EvalSpec) -> Tensor | None:
+    """Median-frequency class weights (SegNet) from the labelled targets of one trial.
+
+    Weight ``median(f) / f_c`` over the classes the subset holds; classes it lacks get weight 0
+    (they cannot be learnt from it anyway) and the ignore class is never counted. Computed on the
+    trial's own subset, so a 1 % cell and the full pool are each balanced for what they see.
+    None for multi-label tasks, whose loss is per class already.
+    """
+    if spec.task == "multilabel":
+        return None
+    t = np.asarray(targets).reshape(-1)
+    if spec.ignore_index is not None:
+        t = t[t != spec.ignore_index]
+    t = t[(t >= 0) & (t < spec.num_outputs)]
+    counts = np.bincount(t.astype(np.int64), minlength=spec.num_outputs).astype(np.float64)
+    present = counts > 0
+    if not present.any():
+        return None
+    freq = counts / counts.sum()
+    w = np.zeros(spec.num_outputs, dtype=np.float64)
+    w[present] = float(np.median(freq[present])) / freq[present]
+    return torch.from_numpy(w.astype(np.float32))
+
+
+def _loss(
+    logits: Tensor, y: Tensor, spec: EvalSpec, mask: Tensor, weight: Tensor | None = None
+) -> Tensor:
     if spec.task == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, y.float())
     shape = [1, -1] + [1] * (logits.ndim - 2)
@@ -121,7 +148,7 @@ def _loss(logits: Tensor, y: Tensor, spec: EvalSpec, mask: Tensor) -> Tensor:
     ignore = spec.ignore_index if spec.ignore_index is not None else -100
     if spec.task == "segmentation" and not bool((y != ignore).any()):
         return logits.sum() * 0.0  # a batch of only unlabelled pixels teaches nothing
-    return F.cross_entropy(logits, y, ignore_index=ignore)
+    return F.cross_entropy(logits, y, weight=weight, ignore_index=ignore)
 
 
 def evaluate(
@@ -231,7 +258,13 @@ class _Loop:
         return state_fn
 
     def train_step(
-        self, x_all: Tensor, y_all: Tensor, p: TrainParams, spec: EvalSpec, mask: Tensor
+        self,
+        x_all: Tensor,
+        y_all: Tensor,
+        p: TrainParams,
+        spec: EvalSpec,
+        mask: Tensor,
+        weight: Tensor | None = None,
     ) -> tuple[float, int]:
         """One optimiser step on the next batch; returns (loss, batch size)."""
         idx = torch.from_numpy(self.stream.next(p.batch_size))
@@ -240,7 +273,7 @@ class _Loop:
             x, y_aug = _augment(x, y if spec.task == "segmentation" else None, self.gen)
             if y_aug is not None:
                 y = y_aug
-        loss = _loss(self.model(x), y, spec, mask)
+        loss = _loss(self.model(x), y, spec, mask, weight)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
@@ -299,13 +332,16 @@ def fit(
     mask = spec.class_mask()
     x_all = torch.from_numpy(train.images)
     y_all = torch.from_numpy(train.targets)
+    if p.class_weights not in ("none", "balanced"):
+        raise ValueError(f"class_weights must be 'none' or 'balanced', got {p.class_weights!r}")
+    weight = balanced_weights(train.targets, spec) if p.class_weights == "balanced" else None
     model.train()
     last: dict[str, Any] = {}
     t0 = time.perf_counter()
     samples = 0
     loss_sum, loss_n = 0.0, 0
     while loop.step < p.max_steps:
-        loss, n = loop.train_step(x_all, y_all, p, spec, mask)
+        loss, n = loop.train_step(x_all, y_all, p, spec, mask, weight)
         samples += n
         loss_sum += loss
         loss_n += 1

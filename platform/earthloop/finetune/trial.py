@@ -60,6 +60,7 @@ class TrialContext:
     boundary_px: int
     checkpoint_every: int
     cpus: float
+    class_weights: str = "none"
     attempts_dir: str | None = None
     experiment_path: str | None = None  # where trial directories (and their checkpoints) live
 
@@ -77,6 +78,7 @@ def trial_params(config: dict[str, Any], ctx: TrialContext) -> TrainParams:
         seed=int(config["seed"]),
         augment=ctx.augment,
         checkpoint_every=ctx.checkpoint_every,
+        class_weights=ctx.class_weights,
     )
 
 
