@@ -64,6 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pretrain-steps", type=int, default=3000)
     ap.add_argument("--pretrain-batch", type=int, default=64)
     ap.add_argument("--cscl-steps", type=int, default=1000)
+    ap.add_argument("--cscl-batch", type=int, default=None, help="default: --pretrain-batch")
     ap.add_argument("--queue-size", type=int, default=None, help="SeCo queue (default: config)")
     ap.add_argument("--fractions", type=float, nargs="+", default=[0.01, 0.05, 0.1, 1.0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -241,7 +242,7 @@ def pretrain_cscl(
         cfg,
         ns,
         "cscl",
-        batch_size=min(ns.pretrain_batch, len(read_ids)),
+        batch_size=min(ns.cscl_batch or ns.pretrain_batch, len(read_ids)),
         cscl_labelled_chips=ids,
         seed=seed,
     )
@@ -255,6 +256,7 @@ def pretrain_cscl(
         "seed": seed,
         "labelled_chips": len(read_ids),
         "steps": ns.cscl_steps,
+        "batch_size": min(ns.cscl_batch or ns.pretrain_batch, len(read_ids)),
         "train_s": round(time.perf_counter() - t0, 1),
         "loss_first_last": [history[0]["loss"], history[-1]["loss"]] if history else [],
     }
@@ -425,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
             "pretrain_steps": ns.pretrain_steps,
             "pretrain_batch": ns.pretrain_batch,
             "cscl_steps": ns.cscl_steps,
+            "cscl_batch": ns.cscl_batch or ns.pretrain_batch,
+            "overrides": list(ns.overrides),
             "finetune_max_steps": ns.max_steps,
             "eval_every": ns.eval_every,
             "lrs": ns.lrs,
