@@ -9,6 +9,7 @@ draws (without replacement within a batch) from the samples, seeded, as one long
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -158,8 +159,11 @@ def pretrain_in_memory(
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, len(mean))
     # the same refusals as a Ray run (e.g. a MoCo queue not smaller than an epoch): one "epoch"
-    # here is a pass over the samples
-    method.check_data(cfg.model_copy(update={"max_steps": steps}), _count(samples))
+    # here is a pass over the samples, and ``steps`` (not ``cfg.epochs``) is the run's length,
+    # so the key-momentum warning is judged on the steps that will really run
+    n = _count(samples)
+    epochs = max(cfg.epochs, math.ceil(steps / max(1, n // cfg.batch_size)))
+    method.check_data(cfg.model_copy(update={"max_steps": steps, "epochs": epochs}), n)
     history = train_in_memory(
         method,
         samples,
