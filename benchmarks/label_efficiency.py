@@ -362,6 +362,47 @@ def plot(table: dict[str, Any], out: Path) -> list[str]:
     return paths
 
 
+def render_markdown(doc: dict[str, Any]) -> str:
+    """The results as the tables docs/benchmarks.md shows: per mode, init x fraction, for each
+    score ``mean ± std`` and, for a pretrained init, the paired gain over random with how many
+    seeds it held in."""
+    res = doc["results"]
+    fracs = sorted({f for modes in res.values() for c in modes.values() for f in c}, key=float)
+    lines: list[str] = []
+    names = {
+        "test_miou": "in-region test mIoU",
+        "test_boundary_miou": "in-region test boundary mIoU",
+        "heldout_miou": "held-out region mIoU",
+        "heldout_boundary_miou": "held-out region boundary mIoU",
+    }
+    for mode in ("linear", "full"):
+        for score, title in names.items():
+            lines += [f"**{title}, {mode}**", ""]
+            lines.append("| init | " + " | ".join(f"{float(f):g}".rstrip() for f in fracs) + " |")
+            lines.append("|---" * (len(fracs) + 1) + "|")
+            for init in sorted(res, key=lambda n: (n != "random", n)):
+                cells = []
+                for f in fracs:
+                    c = res[init].get(mode, {}).get(f, {}).get(score)
+                    if not c or c.get("mean") is None:
+                        cells.append("—")
+                        continue
+                    text = f"{c['mean']:.3f} ± {c['std']:.3f}"
+                    if init != "random" and c.get("gain_over_random") is not None:
+                        seeds = c.get("per_seed", {})
+                        rnd = res.get("random", {}).get(mode, {}).get(f, {}).get(score, {})
+                        wins = sum(
+                            1
+                            for k, v in seeds.items()
+                            if rnd.get("per_seed", {}).get(k) is not None and v > rnd["per_seed"][k]
+                        )
+                        text += f" ({c['gain_over_random']:+.3f}; {wins}/{len(seeds)})"
+                    cells.append(text)
+                lines.append(f"| {init} | " + " | ".join(cells) + " |")
+            lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -452,6 +493,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "label_efficiency.json").write_text(text)
     if ns.results:
         Path(ns.results).write_text(text)
+    (out / "label_efficiency.md").write_text(render_markdown(doc))
     for init, modes in sorted(table.items()):
         for mode, fracs in sorted(modes.items()):
             for f, cell in sorted(fracs.items(), key=lambda kv: float(kv[0])):
