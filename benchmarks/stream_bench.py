@@ -783,6 +783,19 @@ def write_synthetic_index(n: int, scene: Path) -> tuple[str, float]:
     return str(uri), time.perf_counter() - t0
 
 
+def index_layout(uri: str) -> dict[str, int]:
+    """How the index is cut (files, row groups, the largest row group): what its read starts on."""
+    import pyarrow.parquet as pq
+    from deltalake import DeltaTable
+
+    groups = []
+    files = DeltaTable(uri).file_uris()
+    for f in files:
+        meta = pq.ParquetFile(f).metadata
+        groups += [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    return {"files": len(files), "row_groups": len(groups), "max_row_group_rows": max(groups)}
+
+
 def measure_index_scale(uri: str, n: int, cachemax: int) -> dict[str, Any]:
     """``chip_dataset`` over an ``n``-row index: driver peak growth, build and first-batch time."""
     import gc
@@ -992,6 +1005,7 @@ def index_scale(args: argparse.Namespace, sizes: Sequence[int]) -> list[dict[str
         try:
             uri, gen_s = write_synthetic_index(n, scene)
             new = measure_index_scale(uri, n, args.cachemax) | {"load": load, "write_s": gen_s}
+            new |= {"layout": index_layout(uri), "load_after": _load()}
         except Exception as exc:  # a size this machine cannot hold is a result, not a crash
             out.append({"rows": n, "error": f"{type(exc).__name__}: {exc}"[-2000:]})
             print(f"  {n:>10,} rows  FAILED: {type(exc).__name__}: {str(exc)[-300:]}")
@@ -999,7 +1013,8 @@ def index_scale(args: argparse.Namespace, sizes: Sequence[int]) -> list[dict[str
         print(
             f"  {n:>10,} rows  new: first batch {new['first_batch_s']:6.1f} s "
             f"(build {new['build_s']:.1f} s), driver private peak "
-            f"+{new['driver_private_peak_growth_mb']:.0f} MB  [load {load}]"
+            f"+{new['driver_private_peak_growth_mb']:.0f} MB  [load {load}]; written in "
+            f"{gen_s:.1f} s as {new['layout']}"
         )
         if n <= args.old_index_max:
             old = measure_old_index(uri)

@@ -35,7 +35,13 @@ from earthloop.observe.progress import Progress
 from earthloop.raster.read import ChipReadError, gdal_env, read_window
 from earthloop.s2.bands import resolve_bands
 from earthloop.s2.scl import chip_quality
-from earthloop.store.delta import StoreWriteError, append_rows, merge_rows, row_hash
+from earthloop.store.delta import (
+    INDEX_LAYOUT,
+    StoreWriteError,
+    append_rows,
+    merge_rows,
+    row_hash,
+)
 from earthloop.store.tables import CHIPS, INGEST_RUNS
 
 log = logging.getLogger("earthloop.ingest")
@@ -333,7 +339,8 @@ def _write_chips(cfg: EarthloopConfig, rows: list[dict[str, Any]], report: Inges
     report.chips = len(rows)
     table = clustered(pa.Table.from_pylist(rows, schema=CHIPS.schema))
     try:
-        res = merge_rows(cfg.table_uri(CHIPS), table, CHIPS.keys)
+        # small files and row groups: the streams read the index one piece per Ray task
+        res = merge_rows(cfg.table_uri(CHIPS), table, CHIPS.keys, layout=INDEX_LAYOUT)
         report.inserted, report.updated, report.table_version = (
             res["inserted"],
             res["updated"],

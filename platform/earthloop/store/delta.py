@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
-from deltalake import DeltaTable, write_deltalake
+from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from earthloop.errors import EarthloopError
@@ -134,6 +134,34 @@ def storage_options(uri: str) -> dict[str, str] | None:
     return opts
 
 
+@dataclass(frozen=True)
+class FileLayout:
+    """How a writer cuts a table into parquet files and row groups.
+
+    A table that Ray tasks read (the chip index: 1–10 M rows) is read one slice of a file per
+    task (:mod:`earthloop.stream.index`), so its files and row groups must stay small: one Delta
+    write of 10 M rows otherwise makes one ~120 MB file of 1 M-row row groups, which a single
+    task decodes while the rest of the cluster waits (issue 11: 88.5 s to the first batch).
+    ``row_group_rows`` bounds the smallest piece a reader can start on, ``target_file_bytes``
+    (also stored as the table property ``delta.targetFileSize``, so every later MERGE and
+    OPTIMIZE by any writer keeps to it) how many pieces a file holds. Compression stays
+    delta-rs's default, Snappy (a ``WriterProperties`` without one writes uncompressed).
+    """
+
+    row_group_rows: int = 65536
+    target_file_bytes: int = 8 * 2**20
+
+    def writer_properties(self) -> WriterProperties:
+        return WriterProperties(max_row_group_size=self.row_group_rows, compression="SNAPPY")
+
+    def configuration(self) -> dict[str, str | None]:
+        return {"delta.targetFileSize": str(self.target_file_bytes)}
+
+
+#: the chip index's layout: 64 k-row row groups (one index block of the streams), ~8 MB files
+INDEX_LAYOUT = FileLayout()
+
+
 def table_exists(uri: str) -> bool:
     return bool(DeltaTable.is_deltatable(uri, storage_options=storage_options(uri)))
 
@@ -169,17 +197,24 @@ def _ensure_parent(uri: str) -> None:
         Path(uri).parent.mkdir(parents=True, exist_ok=True)
 
 
-def ensure_table(uri: str, schema: pa.Schema) -> None:
+def ensure_table(uri: str, schema: pa.Schema, layout: FileLayout | None = None) -> None:
     """Create an empty table with ``schema`` unless one exists; safe against concurrent creators.
 
     Creating empty and then merging is what keeps a new table free of duplicates: appending the
-    first batch instead lets two writers that both saw "no table" both append (issue 8).
+    first batch instead lets two writers that both saw "no table" both append (issue 8). A
+    ``layout`` is stored with a new table, so that every writer's files keep to it.
     """
     if table_exists(uri):
         return
     _ensure_parent(uri)
     try:
-        DeltaTable.create(uri, schema, mode="ignore", storage_options=storage_options(uri))
+        DeltaTable.create(
+            uri,
+            schema,
+            mode="ignore",
+            configuration=layout.configuration() if layout else None,
+            storage_options=storage_options(uri),
+        )
     except DeltaError:
         if not table_exists(uri):  # anything but "someone else created it first" is real
             raise
@@ -207,12 +242,19 @@ def _with_retries(uri: str, rows: int, retry: RetryPolicy | None, write: Callabl
 
 
 def merge_rows(
-    uri: str, rows: pa.Table, keys: list[str], *, retry: RetryPolicy | None = None
+    uri: str,
+    rows: pa.Table,
+    keys: list[str],
+    *,
+    retry: RetryPolicy | None = None,
+    layout: FileLayout | None = None,
 ) -> dict[str, int]:
     """Upsert ``rows`` by ``keys``; creates the table on first use; safe under concurrency.
 
-    Returns counts (inserted, updated) and the version this write committed. Raises
-    :class:`StoreWriteError` when the commit still conflicts after ``retry.attempts``.
+    With ``layout`` the files this MERGE writes keep its row-group and file-size bounds (the
+    chip index passes :data:`INDEX_LAYOUT`). Returns counts (inserted, updated) and the version
+    this write committed. Raises :class:`StoreWriteError` when the commit still conflicts after
+    ``retry.attempts``.
     """
     if rows.num_rows == 0:
         version = table_version(uri) if table_exists(uri) else -1
@@ -220,12 +262,15 @@ def merge_rows(
     dup = rows.group_by(keys).aggregate([([], "count_all")])
     if dup.num_rows != rows.num_rows:
         raise ValueError(f"merge source has duplicate keys {keys}")
-    ensure_table(uri, rows.schema)
+    ensure_table(uri, rows.schema, layout)
     predicate = " AND ".join(f"t.{k} = s.{k}" for k in keys)
+    props = layout.writer_properties() if layout else None
 
     def attempt() -> dict[str, int]:
         dt = _open_latest(uri)
-        merger = dt.merge(rows, predicate=predicate, source_alias="s", target_alias="t")
+        merger = dt.merge(
+            rows, predicate=predicate, source_alias="s", target_alias="t", writer_properties=props
+        )
         if "row_hash" in rows.column_names:
             merger = merger.when_matched_update_all(predicate="t.row_hash != s.row_hash")
         else:
@@ -238,6 +283,33 @@ def merge_rows(
         }
 
     return _with_retries(uri, rows.num_rows, retry, attempt)
+
+
+def overwrite_table(
+    uri: str, data: pa.Table | pa.RecordBatchReader, *, layout: FileLayout | None = None
+) -> int:
+    """Write ``data`` as the whole table at ``uri`` in one commit (a bulk load: no key, no
+    MERGE); returns the version written.
+
+    For loads that own the table outright (a rebuilt or synthetic index); concurrent writers
+    must use :func:`merge_rows`. ``data`` may be a stream of record batches, so a load larger
+    than memory is written batch by batch; ``layout`` cuts it into files and row groups as
+    :func:`merge_rows` would.
+    """
+    _ensure_parent(uri)
+    if layout is None:
+        write_deltalake(uri, data, mode="overwrite", storage_options=storage_options(uri))
+    else:
+        write_deltalake(
+            uri,
+            data,
+            mode="overwrite",
+            target_file_size=layout.target_file_bytes,
+            writer_properties=layout.writer_properties(),
+            configuration=layout.configuration(),
+            storage_options=storage_options(uri),
+        )
+    return table_version(uri)
 
 
 def delete_keys(uri: str, keys: pa.Table, *, retry: RetryPolicy | None = None) -> dict[str, int]:

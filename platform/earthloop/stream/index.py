@@ -2,8 +2,9 @@
 
 A SeCo-scale index is 1–10 M rows; ``to_pylist`` of it on the driver costs minutes and gigabytes
 (issue 11: 5.7 GB peak RSS at 1 M rows). Here the pinned Delta snapshot's parquet files are read
-by ``ray.data.read_delta`` in read tasks, with the split and cloud filters pushed into the
-parquet scan and only the columns the readers need; the driver opens the transaction log only.
+by Ray read tasks in pieces of ~64 k rows (:mod:`earthloop.stream.pieces`), with the split and
+cloud filters pushed into the parquet scan and only the columns the readers need; the driver
+opens the transaction log only.
 What the driver does need from the index (normalisation statistics, the kNN probe) comes from
 :func:`sample_index`, a bounded random sample taken in one streaming scan.
 """
@@ -61,24 +62,6 @@ def _check_cloud(max_cloud: float) -> None:
         raise ValueError(f"max_cloud must be a fraction in [0, 1], got {max_cloud}")
 
 
-def _ray_filtered(ds: Any, split: str | None, max_cloud: float) -> Any:
-    """``ds`` with the stream's row filter as Ray Data expressions.
-
-    The cloud bound is pushed into the parquet scan. The split test casts the column to
-    ``string`` first (MERGE writes ``string_view``, which pyarrow does not compare with a
-    ``string`` value): a cast is not pushed down, so it runs in the read task right after the
-    scan, on the rows the cloud bound kept.
-    """
-    from ray.data.datatype import DataType
-    from ray.data.expressions import col, lit
-
-    _check_cloud(max_cloud)
-    ds = ds.filter(expr=(col("cloud_fraction") + col("shadow_fraction")) <= lit(max_cloud))
-    if split is not None:
-        ds = ds.filter(expr=col("split").cast(DataType.from_arrow(pa.string())) == lit(split))
-    return ds
-
-
 def _text(name: str) -> pads.Expression:
     """A string column as ``string``: files written by MERGE store ``string_view``, which
     pyarrow's comparison kernels do not match against a ``string`` value."""
@@ -104,20 +87,19 @@ def index_dataset(
 ) -> Any:
     """A lazy ``ray.data.Dataset`` of the filtered index rows at ``ref``'s version.
 
-    Rows keep the snapshot's order (ingest writes it clustered by scene and tile, so the chips of
-    one COG tile are neighbours); nothing is read until the dataset executes. ``blocks``: how
-    many blocks the read yields (default: Ray Data's choice).
+    Read in pieces of ~64 k rows (:mod:`earthloop.stream.pieces`: ranges of row groups, one read
+    task each), so the first blocks leave after one row group is decoded and every CPU reads at
+    once, however few files the index has; the filter and the projection run in the parquet
+    scan. Rows keep the snapshot's order (ingest writes it clustered by scene and tile, so the
+    chips of one COG tile are neighbours); nothing is read until the dataset executes.
+    ``blocks``: how many blocks the read yields (default: Ray Data's choice).
     """
     import ray.data
 
-    ds = ray.data.read_delta(
-        ref.uri,
-        version=ref.version,
-        storage_options=storage_options(ref.uri),
-        columns=list(columns),
-        override_num_blocks=blocks,
-    )
-    return _ray_filtered(ds, split, max_cloud)
+    from earthloop.stream.pieces import DeltaPiecesDatasource
+
+    source = DeltaPiecesDatasource(ref, columns, arrow_filter(split, max_cloud))
+    return ray.data.read_datasource(source, override_num_blocks=blocks)
 
 
 def split_mask(table: pa.Table, split: str | None) -> pa.Array | None:
