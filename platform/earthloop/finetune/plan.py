@@ -327,6 +327,7 @@ def plan_summary(plan: SweepPlan) -> dict[str, Any]:
         "split": plan.fc.split.model_dump(),
         "label_sets": {f"{k[0]:g}|{k[1]}": len(v.ids) for k, v in plan.label_sets.items()},
         "max_steps": plan.fc.max_steps,
+        "class_weights": plan.fc.class_weights,
         "search": plan.fc.search.model_dump(),
         "asha": plan.fc.asha.model_dump(),
         "inits": {

@@ -226,7 +226,8 @@ def _setup_lines(summary: dict[str, Any], metric: str, task: str) -> list[str]:
         f"- train-split classes (labelled pixels or samples): {summary.get('classes')}",
         f"- label subsets (nested, stratified; `fraction|seed`: chips): "
         f"{summary.get('label_sets')}",
-        f"- {summary.get('max_steps')} optimiser steps per trial; search "
+        f"- {summary.get('max_steps')} optimiser steps per trial, class weights "
+        f"{summary.get('class_weights', 'none')}; search "
         f"{json.dumps(summary.get('search'))}; ASHA {json.dumps(summary.get('asha'))}",
         "- each cell's trial is selected on **validation**; the numbers below are its **test** "
         "scores",
