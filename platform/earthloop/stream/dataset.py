@@ -78,6 +78,13 @@ def _groups_per_task(n_chips: int, chips_per_group: int = 64) -> int:
     return _rows_per_task(-(-n_chips // chips_per_group), lo=1, hi=64)
 
 
+def _unfused() -> dict[str, Any]:
+    """Remote args for the chip readers, given as a function so that Ray Data never fuses them
+    with the planner before them: fused, one task would read every chip of an index piece
+    (all of a small index), where the readers should split the planned groups between them."""
+    return {}
+
+
 def _repeat(index: Any, epochs: int) -> Any:
     """``epochs`` passes over a materialised index, epoch after epoch, as one dataset.
 
@@ -128,21 +135,27 @@ def chip_dataset(
     n = count_index(ref, split=split, max_cloud=max_cloud)
     if n == 0:
         raise ValueError(f"no chips in {uri}@v{ref.version} (split={split}, max_cloud={max_cloud})")
-    # Planning runs in its own tasks (num_cpus differs from the readers', so Ray Data does not
-    # fuse the two): read tasks then take whole groups from the repartitioned plan, in parallel,
-    # however few files the index has. Index blocks of ~64 k rows: a group is cut only where
-    # one ends (the cloud bound is pushed into the scan, the split tested by the planner).
+    # The index is read in ~64 k-row pieces (earthloop.stream.pieces), planned in the same task
+    # and cut into blocks of ``per_task`` groups there: with one epoch Ray Data fuses read,
+    # planner and repartition into one operator (same remote args); the chip readers are a
+    # second one (never fused: ``_unfused``) that takes whole groups from it, in parallel. Kept
+    # apart (the planner at num_cpus=0.5, as before), read, planner and repartition were three
+    # operators competing with the chip readers for the CPU budget: on a 2-CPU cluster the
+    # readers got none until the whole 10 M-row index was read (issue 11: 88–135 s to the first
+    # batch). The cloud bound is pushed into the scan, the split tested by the planner; a group
+    # is cut only where a piece ends.
+    per_task = _groups_per_task(n)
     groups: Any = index_dataset(
-        ref, split=None, max_cloud=max_cloud, blocks=-(-n // INDEX_BLOCK_ROWS)
+        ref,
+        split=None,
+        max_cloud=max_cloud,
+        blocks=-(-n // INDEX_BLOCK_ROWS),
     ).map_batches(
-        GroupPlanner(group_px, max_chips_per_group, split),
-        batch_format="pyarrow",
-        batch_size=None,
-        num_cpus=0.5,
+        GroupPlanner(group_px, max_chips_per_group, split), batch_format="pyarrow", batch_size=None
     )
     if epochs > 1:
-        groups = groups.materialize()  # in the object store: the driver keeps block references
-    per_task = _groups_per_task(n)
+        # in the object store, then repeated: the driver keeps one reference per planned block
+        groups = _repeat(groups.materialize(), epochs)
     reader = ChipReader(
         bands,
         cachemax_mb=cachemax_mb,
@@ -150,10 +163,8 @@ def chip_dataset(
         labels=labels,
         keep_errors=keep_errors,
     )
-    ds = (
-        _repeat(groups, epochs)
-        .repartition(target_num_rows_per_block=per_task)
-        .map_batches(reader, batch_format="pyarrow", batch_size=None)
+    ds = groups.repartition(target_num_rows_per_block=per_task).map_batches(
+        reader, batch_format="pyarrow", batch_size=None, ray_remote_args_fn=_unfused
     )
     log.info(
         "chip stream: %d chips x %d epoch(s) from %s@v%d, %d read groups per task",
