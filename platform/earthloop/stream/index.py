@@ -89,7 +89,6 @@ def index_dataset(
     columns: tuple[str, ...] = READ_COLUMNS,
     blocks: int | None = None,
     rows_per_piece: int | None = None,
-    concurrency: int | None = None,
 ) -> Any:
     """A lazy ``ray.data.Dataset`` of the filtered index rows at ``ref``'s version.
 
@@ -99,8 +98,7 @@ def index_dataset(
     scan. Rows keep the snapshot's order (ingest writes it clustered by scene and tile, so the
     chips of one COG tile are neighbours); nothing is read until the dataset executes.
     ``blocks``: how many blocks the read yields (default: Ray Data's choice);
-    ``rows_per_piece``: rows per read task (default :data:`~earthloop.stream.pieces.PIECE_ROWS`);
-    ``concurrency``: most read tasks at once (default: as many as there are CPUs).
+    ``rows_per_piece``: rows per read task (default :data:`~earthloop.stream.pieces.PIECE_ROWS`).
     """
     import ray.data
 
@@ -109,7 +107,7 @@ def index_dataset(
     source = DeltaPiecesDatasource(
         ref, columns, arrow_filter(split, max_cloud), rows_per_piece or PIECE_ROWS
     )
-    return ray.data.read_datasource(source, override_num_blocks=blocks, concurrency=concurrency)
+    return ray.data.read_datasource(source, override_num_blocks=blocks)
 
 
 def split_mask(table: pa.Table, split: str | None) -> pa.Array | None:

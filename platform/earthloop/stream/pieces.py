@@ -2,10 +2,11 @@
 
 ``ray.data.read_delta`` makes one read task per parquet file, and a task hands its rows on only
 when a whole ~128 MB block is decoded: an index written as one 10 M-row file was read by one task
-that decoded ≈2.3 M rows before the first block reached the planner (issue 11: 88.5 s to the
-first batch). Here every file is cut into ranges of about ``rows_per_piece`` rows by the row
-counts the Delta log already holds, and each range is a read task of its own, so the first
-blocks leave after one row group is decoded and all the cluster's CPUs read at once.
+that decoded ≈2.3 M rows before the first block reached the planner (part of issue 11's 88.5 s
+to the first batch; the rest was the operators' CPU budget, see ``chip_dataset``). Here every
+file is cut into ranges of about ``rows_per_piece`` rows by the row counts the Delta log already
+holds, and each range is a read task of its own, so the first blocks leave after one row group
+is decoded and all the cluster's CPUs read at once.
 
 A task reads the row groups that *start* in its range (the task opens the file's footer; the
 driver never does): every row group starts in exactly one range, so every row is read exactly
