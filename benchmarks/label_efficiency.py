@@ -153,6 +153,23 @@ def archive_rows(
     return out
 
 
+def _finite(x: Any) -> Any:
+    """NaN/inf as null: the results are read by other tools, and strict JSON has no NaN."""
+    if isinstance(x, float) and not np.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    return x
+
+
+def _first_last(history: Sequence[dict[str, Any]]) -> list[float]:
+    """First and last training loss (the history's entry before training has none: NaN)."""
+    losses = [float(h["loss"]) for h in history if np.isfinite(h.get("loss", float("nan")))]
+    return [losses[0], losses[-1]] if losses else []
+
+
 def _pretrain_cfg(cfg: EarthloopConfig, ns: argparse.Namespace, method: str, **extra: Any) -> Any:
     over: dict[str, Any] = {
         "method": method,
@@ -215,7 +232,7 @@ def pretrain_self_supervised(
         "queue_size": pc.queue_size if name == "seco" else None,
         "read_s": round(read_s, 1),
         "train_s": round(train_s, 1),
-        "loss_first_last": [history[0]["loss"], history[-1]["loss"]] if history else [],
+        "loss_first_last": _first_last(history),
     }
 
 
@@ -258,7 +275,7 @@ def pretrain_cscl(
         "steps": ns.cscl_steps,
         "batch_size": min(ns.cscl_batch or ns.pretrain_batch, len(read_ids)),
         "train_s": round(time.perf_counter() - t0, 1),
-        "loss_first_last": [history[0]["loss"], history[-1]["loss"]] if history else [],
+        "loss_first_last": _first_last(history),
     }
 
 
@@ -489,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
             for r in rows
         ],
     }
-    text = json.dumps(doc, indent=1, default=str)
+    text = json.dumps(_finite(doc), indent=1, default=str, allow_nan=False)
     (out / "label_efficiency.json").write_text(text)
     if ns.results:
         Path(ns.results).write_text(text)
