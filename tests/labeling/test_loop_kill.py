@@ -144,7 +144,10 @@ class Sync:
     def complete(self) -> dict[str, int]:
         proc = self.start()
         done = json.loads(self.wait_line(proc, "DONE "))
-        assert proc.wait(timeout=30) == 0
+        rc = proc.wait(timeout=30)
+        if rc != 0:
+            log = (self.log_dir / f"sync-{self.runs}.stderr").read_text()[-3000:]
+            pytest.fail(f"sync child printed DONE but exited with {rc}:\n{log}")
         return {k: int(v) for k, v in done.items()}
 
 

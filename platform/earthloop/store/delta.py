@@ -37,10 +37,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
 from deltalake import DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError
 
 from earthloop.errors import EarthloopError
+from earthloop.store.fs import pyarrow_filesystem
 
 log = logging.getLogger("earthloop.store")
 
@@ -181,9 +184,23 @@ def table_version(uri: str) -> int:
     return int(_open(uri).version())
 
 
+def arrow_dataset(table: DeltaTable, uri: str) -> pads.FileSystemDataset:
+    """``table``'s snapshot as a pyarrow dataset that reads through pyarrow's own filesystem.
+
+    deltalake's default reads every file through a Python ``PyFileSystem`` callback; pyarrow's
+    I/O threads then call into Python, and a process that exits soon after a read aborted with
+    "terminate called without an active exception" (SIGABRT) about one run in two: a job that
+    had finished its work reported failure to ``ray job submit``. pyarrow's native local and S3
+    filesystems (configured like every other earthloop reader, :func:`pyarrow_filesystem`) have
+    no such callback, and are faster too.
+    """
+    fs, root = pyarrow_filesystem(uri)
+    return table.to_pyarrow_dataset(filesystem=pafs.SubTreeFileSystem(root, fs))
+
+
 def read_table(uri: str, version: int | None = None, columns: list[str] | None = None) -> pa.Table:
     """Read a whole table (optionally at a pinned version); fine for index-sized tables."""
-    return _open(uri, version).to_pyarrow_table(columns=columns)
+    return arrow_dataset(_open(uri, version), uri).to_table(columns=columns)
 
 
 def row_hash(values: dict[str, Any]) -> str:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from deltalake import DeltaTable
 
-from earthloop.store.delta import TableRef, storage_options, table_version
+from earthloop.store.delta import TableRef, arrow_dataset, storage_options, table_version
 
 Row = dict[str, Any]
 
@@ -135,7 +135,7 @@ def count_index(ref: TableRef, *, split: str | None, max_cloud: float) -> int:
 
 def _scan(ref: TableRef, split: str | None, max_cloud: float, columns: list[str]) -> pads.Scanner:
     dt = DeltaTable(ref.uri, version=ref.version, storage_options=storage_options(ref.uri))
-    return dt.to_pyarrow_dataset().scanner(
+    return arrow_dataset(dt, ref.uri).scanner(
         columns=columns, filter=arrow_filter(split, max_cloud), batch_size=65536
     )
 
@@ -203,4 +203,4 @@ def rows_with_ids(
     ids = pa.array(sorted({str(i) for i in chip_ids}), pa.string())
     expr = arrow_filter(split, max_cloud) & _text("chip_id").isin(ids)
     dt = DeltaTable(ref.uri, version=ref.version, storage_options=storage_options(ref.uri))
-    return dt.to_pyarrow_dataset().to_table(columns=list(columns), filter=expr).to_pylist()
+    return arrow_dataset(dt, ref.uri).to_table(columns=list(columns), filter=expr).to_pylist()

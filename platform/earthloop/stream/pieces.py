@@ -34,7 +34,7 @@ from deltalake import DeltaTable
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
-from earthloop.store.delta import TableRef, storage_options
+from earthloop.store.delta import TableRef, arrow_dataset, storage_options
 
 #: rows per read task: one row group of the index layout, one planner block of the streams
 PIECE_ROWS = 65536
@@ -114,7 +114,7 @@ class DeltaPiecesDatasource(Datasource):
     ) -> None:
         super().__init__()
         dt = DeltaTable(ref.uri, version=ref.version, storage_options=storage_options(ref.uri))
-        dataset = dt.to_pyarrow_dataset()  # raises on deletion vectors / column mapping
+        dataset = arrow_dataset(dt, ref.uri)  # raises on deletion vectors / column mapping
         adds = pa.table(dt.get_add_actions(flatten=True)).select(
             ["path", "num_records", "size_bytes"]
         )
