@@ -316,7 +316,9 @@ def stream_chips(rows: Sequence[Row], cachemax: int, tag: str) -> Callable[[], i
     from earthloop.stream import chip_dataset
 
     uri = sb.write_index(rows, WORK / "index" / tag)
-    ds = chip_dataset(uri, split=None, bands=list(BANDS), cachemax_mb=cachemax)[0]
+    ds = chip_dataset(
+        uri, split=None, bands=list(BANDS), cachemax_mb=cachemax, columns=sb.STREAM_COLUMNS
+    )[0]
     return lambda: sb.iterate_stream(ds, 64)
 
 

@@ -76,6 +76,8 @@ WORK = Path("/tmp/rbench-work")
 RAY_TMP = "/tmp/rbench"
 BANDS = ("B02", "B03", "B04", "B08")
 TG_MARK = "TORCHGEO_RESULT "
+#: what training takes from the chip stream (the pretraining runner's columns)
+STREAM_COLUMNS = ["image", "valid"]
 OLD_MARK = "OLD_INDEX_RESULT "
 INDEX_DATA = ROOT / "tests" / "stream" / "index_data.py"
 
@@ -531,13 +533,12 @@ def start_ray() -> None:
 
 
 def iterate_stream(ds: Any, batch: int, on_batch: Callable[[int], None] | None = None) -> int:
-    """Consume a chip dataset as training does (numpy batches of image + valid)."""
+    """Consume a chip dataset as training does (numpy batches of image + valid; a dataset
+    built with ``columns=STREAM_COLUMNS`` as the pretraining runner builds it)."""
     import numpy as np
 
     n = 0
-    for b in ds.select_columns(["image", "valid"]).iter_batches(
-        batch_size=batch, batch_format="numpy"
-    ):
+    for b in ds.iter_batches(batch_size=batch, batch_format="numpy"):
         img = b["image"]
         if img.dtype == object:  # ragged fallback: never expected, but count correctly
             img = np.stack(list(img))
@@ -567,7 +568,9 @@ def measure_stream(
     ]
 
     def build(u: str) -> Any:
-        return chip_dataset(u, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
+        return chip_dataset(
+            u, split=None, bands=list(case.bands), cachemax_mb=cachemax, columns=STREAM_COLUMNS
+        )[0]
 
     iterate_stream(build(warm_uri), case.batch)
     out: list[Timing] = []
@@ -703,7 +706,9 @@ def measure_rss(case: Case, target_gb: float, cachemax: int) -> dict[str, Any]:
     n = int(target_gb * 1e9 / chip_bytes) + 1
     uri = write_index(chip_list(case, n, salt="rss"), WORK / f"{case.name}-rss")
     idle = tree_memory()
-    ds = chip_dataset(uri, split=None, bands=list(case.bands), cachemax_mb=cachemax)[0]
+    ds = chip_dataset(
+        uri, split=None, bands=list(case.bands), cachemax_mb=cachemax, columns=STREAM_COLUMNS
+    )[0]
     with MemSampler(2.0) as mem:
         t0 = time.perf_counter()
 

@@ -192,3 +192,23 @@ def test_split_and_cloud_filters_on_an_ingested_index(ray_cluster: str, real_ind
     ds, _ = chip_dataset(real_index, split="train", max_cloud=0.3, group_px=64)
     got = [c for b in ds.iter_batches(batch_format="numpy") for c in b["chip_id"].tolist()]
     assert sorted(got) == sorted(r["chip_id"] for r in rows)
+
+
+def test_the_stream_carries_only_the_columns_asked_for(ray_cluster: str, real_index: str) -> None:
+    """``columns`` is applied by the readers: the same pixels, no projection operator after them,
+    and the dataset's own context lets the readers use every CPU (the process default stays)."""
+    import ray.data
+
+    full, _ = chip_dataset(real_index, split=None, group_px=64)
+    ds, _ = chip_dataset(real_index, split=None, group_px=64, columns=["chip_id", "image"])
+    assert ds.context.op_resource_reservation_enabled is False
+    assert ray.data.DataContext.get_current().op_resource_reservation_enabled is True
+    rows = ds.take_all()
+    assert rows and all(set(r) == {"chip_id", "image"} for r in rows)
+    want = {r["chip_id"]: r["image"] for r in full.take_all()}
+    assert len(rows) == len(want)
+    for r in rows:
+        np.testing.assert_array_equal(r["image"], want[r["chip_id"]])
+    assert "Project" not in ds.stats()
+    with pytest.raises(ValueError, match=r"\['label'\] unknown"):
+        chip_dataset(real_index, split=None, columns=["image", "label"])  # no label rasters

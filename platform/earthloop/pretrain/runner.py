@@ -142,24 +142,28 @@ def training_data(plan: PretrainPlan) -> TrainingData:
         "epochs": pc.epochs,
     }
     dates = plan.method.stream_dates(pc)
+    columns = list(plan.method.columns)
     if dates is not None:
         ds, ref, n_samples = seco_dataset(plan.chips_uri, dates=dates, **common)
+        ds = ds.select_columns(columns)  # fused into the location readers by Ray Data
     else:
         assert plan.labels is not None  # checked by the method in plan_pretrain
-        ds, ref = chip_dataset(plan.chips_uri, labels=plan.labels.rasters, **common)
-        n_samples = count_index(ref, split=split, max_cloud=cfg.stream.max_cloud)
         subset = plan.method.labelled_subset(pc)
+        # the readers emit only what training takes (chip_id too when a subset filters on it)
+        wanted = [*columns, "chip_id"] if subset is not None else columns
+        ds, ref = chip_dataset(plan.chips_uri, labels=plan.labels.rasters, columns=wanted, **common)
+        n_samples = count_index(ref, split=split, max_cloud=cfg.stream.max_cloud)
         if subset is not None:  # a supervised method sees only the chips it may take labels from
             inside = rows_with_ids(
                 ref, subset.chip_ids, split=split, max_cloud=cfg.stream.max_cloud
             )
             n_samples = _labelled_count(inside, subset, split)
-            ds = ds.map_batches(subset, batch_format="numpy")
+            ds = ds.map_batches(subset, batch_format="numpy").select_columns(columns)
     if n_samples < pc.batch_size:
         raise ConfigError(
             f"only {n_samples} training samples but pretrain.batch_size={pc.batch_size}"
         )
-    return TrainingData(ds.select_columns(list(plan.method.columns)), sample, ref, n_samples)
+    return TrainingData(ds, sample, ref, n_samples)
 
 
 def _labelled_count(inside: list[dict[str, Any]], subset: LabelledSubset, split: str | None) -> int:

@@ -164,8 +164,9 @@ class ChipReader:
 
     Output columns: ``image`` float32 (N, C, H, W), ``valid`` bool (N, H, W), optional
     ``label`` int64 (N, H, W), ``error`` and the ids of
-    :data:`earthloop.stream.reader.ID_COLUMNS`. Chips of unreadable groups are counted and
-    dropped, unless ``keep_errors`` (then they come with ``error`` set and zero pixels).
+    :data:`earthloop.stream.reader.ID_COLUMNS`; only ``columns`` when given. Chips of
+    unreadable groups are counted and dropped, unless ``keep_errors`` (then they come with
+    ``error`` set and zero pixels).
     """
 
     def __init__(
@@ -176,12 +177,14 @@ class ChipReader:
         resampling: str = "bilinear",
         labels: Mapping[str, str] | None = None,
         keep_errors: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> None:
         self.bands = list(bands) if bands else None
         self.cachemax_mb = cachemax_mb
         self.resampling = Resampling[resampling]
         self.labels = dict(labels) if labels is not None else None
         self.keep_errors = keep_errors
+        self.columns = tuple(columns) if columns is not None else None
 
     def __call__(self, table: pa.Table) -> Iterator[Columns]:
         chunk: list[ChipGroup] = []
@@ -233,7 +236,7 @@ class ChipReader:
         if not self.keep_errors and not ok.all():
             out = _select(out, ok)
         if len(out["error"]):
-            yield out
+            yield out if self.columns is None else {c: out[c] for c in self.columns}
         rest = [g for g in groups if int(g.scene["chip_size"]) != size]
         if rest:
             yield from self._read(rest)

@@ -19,6 +19,7 @@ import pyarrow.compute as pc
 from earthloop.store.delta import TableRef, read_table, table_version
 from earthloop.stream.batches import ChipReader, GroupPlanner, LocationPlanner, LocationReader
 from earthloop.stream.index import count_index, index_dataset, snapshot
+from earthloop.stream.reader import ID_COLUMNS
 
 log = logging.getLogger("earthloop.stream")
 
@@ -85,6 +86,36 @@ def _unfused() -> dict[str, Any]:
     return {}
 
 
+def _checked_columns(
+    columns: Sequence[str] | None, labels: bool, keep_errors: bool
+) -> tuple[str, ...] | None:
+    """``columns`` as the reader's output list; an unknown name fails here, before any read."""
+    if columns is None:
+        return None
+    known = {"image", "valid", "error", *ID_COLUMNS} | ({"label"} if labels else set())
+    unknown = [c for c in columns if c not in known]
+    if unknown or not columns:
+        raise ValueError(
+            f"chip stream columns {unknown or '[]'} unknown; choose from {sorted(known)}"
+        )
+    cols = tuple(dict.fromkeys(columns))
+    return cols if not keep_errors or "error" in cols else (*cols, "error")
+
+
+def _no_reservation(ds: Any) -> None:
+    """Let the readers take every free CPU: turn off Ray Data's per-operator reservation for
+    this dataset only (its own context; the process-wide default is untouched).
+
+    The reservation sets half of the cluster's CPUs and object store aside, split evenly
+    between the operators. With the index planner, the chip readers and the consumer's
+    projection on a 2-CPU node that left the readers one task at a time: measured on 20 000
+    64-px chips, 2257 chips/s with it and 3092 without (docs/benchmarks.md, issue 11). Our
+    pipeline has one heavy operator, downstream of a planner that finishes early, so there is
+    nothing for the reservation to protect.
+    """
+    ds.context.op_resource_reservation_enabled = False
+
+
 def _repeat(index: Any, epochs: int) -> Any:
     """``epochs`` passes over a materialised index, epoch after epoch, as one dataset.
 
@@ -115,12 +146,16 @@ def chip_dataset(
     resampling: str = "bilinear",
     labels: dict[str, str] | None = None,
     epochs: int = 1,
+    columns: Sequence[str] | None = None,
 ) -> tuple[Any, TableRef]:
     """A streaming ``ray.data.Dataset`` of chips, ``epochs`` passes over the index in one pipeline.
 
     Columns: ``image`` float32 (N, C, H, W) per batch, ``valid`` bool (N, H, W), optional
     ``label`` (with ``labels``, tile → label raster), ``error`` and the ids (chip_id,
-    location_id, item_id, tile, season, timestamp). The index is read, filtered and planned in
+    location_id, item_id, tile, season, timestamp); only ``columns`` when given. Select columns
+    here rather than with ``select_columns`` afterwards: the readers are an operator of their
+    own, so a later projection is another operator and another pass of every block through the
+    object store. The index is read, filtered and planned in
     Ray tasks (:mod:`earthloop.stream.index`, :mod:`earthloop.stream.batches`); each read task
     groups its rows by scene and internal COG tile (``group_px``; default the COG's block size),
     which ingest's clustered index order keeps together.
@@ -162,10 +197,12 @@ def chip_dataset(
         resampling=resampling,
         labels=labels,
         keep_errors=keep_errors,
+        columns=_checked_columns(columns, labels is not None, keep_errors),
     )
     ds = groups.repartition(target_num_rows_per_block=per_task).map_batches(
         reader, batch_format="pyarrow", batch_size=None, ray_remote_args_fn=_unfused
     )
+    _no_reservation(ds)
     log.info(
         "chip stream: %d chips x %d epoch(s) from %s@v%d, %d read groups per task",
         n,
@@ -228,4 +265,5 @@ def seco_dataset(
             batch_size=None,
         )
     )
+    _no_reservation(ds)
     return ds, ref, n_loc
