@@ -10,17 +10,15 @@ chips. :func:`load_index` remains for small driver-side users (labelling, fine-t
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from earthloop.raster.remote import is_remote
 from earthloop.store.delta import TableRef, read_table, table_version
 from earthloop.stream.batches import ChipReader, GroupPlanner, LocationPlanner, LocationReader
-from earthloop.stream.index import count_index, first_href, index_dataset, snapshot
+from earthloop.stream.index import count_index, index_dataset, snapshot
 from earthloop.stream.reader import ID_COLUMNS
 
 log = logging.getLogger("earthloop.stream")
@@ -79,28 +77,6 @@ def _groups_per_task(n_chips: int, chips_per_group: int = 64) -> int:
     16 of 256 px): it only decides how finely the stream is cut, never which chips are read.
     """
     return _rows_per_task(-(-n_chips // chips_per_group), lo=1, hi=64)
-
-
-#: CPUs a chip-read task asks for when the index's COGs are remote (overridable with
-#: ``EARTHLOOP_REMOTE_TASK_CPUS``): a remote read task mostly waits on round trips, so several
-#: per CPU keep more groups' range requests in flight (issue 11 §5).
-REMOTE_TASK_CPUS = 0.25
-REMOTE_TASK_CPUS_ENV = "EARTHLOOP_REMOTE_TASK_CPUS"
-
-
-def _read_task_cpus(ref: TableRef) -> float:
-    """1 for local files (decode-bound: one task per CPU); a fraction for remote ones."""
-    href = first_href(ref)
-    if href is None or not is_remote(href):
-        return 1.0
-    raw = os.environ.get(REMOTE_TASK_CPUS_ENV, str(REMOTE_TASK_CPUS))
-    try:
-        cpus = float(raw)
-    except ValueError:
-        cpus = -1.0
-    if not 0 < cpus <= 1:
-        raise ValueError(f"{REMOTE_TASK_CPUS_ENV}={raw!r}: give a number in (0, 1]")
-    return cpus
 
 
 def _unfused() -> dict[str, Any]:
@@ -204,7 +180,6 @@ def chip_dataset(
     # batch). The cloud bound is pushed into the scan, the split tested by the planner; a group
     # is cut only where a piece ends.
     per_task = _groups_per_task(n)
-    task_cpus = _read_task_cpus(ref)
     groups: Any = index_dataset(
         ref,
         split=None,
@@ -225,21 +200,16 @@ def chip_dataset(
         columns=_checked_columns(columns, labels is not None, keep_errors),
     )
     ds = groups.repartition(target_num_rows_per_block=per_task).map_batches(
-        reader,
-        batch_format="pyarrow",
-        batch_size=None,
-        num_cpus=task_cpus,
-        ray_remote_args_fn=_unfused,
+        reader, batch_format="pyarrow", batch_size=None, ray_remote_args_fn=_unfused
     )
     _no_reservation(ds)
     log.info(
-        "chip stream: %d chips x %d epoch(s) from %s@v%d, %d read groups per task, %g CPU each",
+        "chip stream: %d chips x %d epoch(s) from %s@v%d, %d read groups per task",
         n,
         epochs,
         uri,
         ref.version,
         per_task,
-        task_cpus,
     )
     return ds, ref
 

@@ -61,18 +61,6 @@ def snapshot(uri: str, version: int | None = None) -> TableRef:
     return TableRef(uri, table_version(uri) if version is None else int(version))
 
 
-def first_href(ref: TableRef) -> str | None:
-    """The first band href of the index's first row (None for an empty index): enough to tell
-    a remote archive from local files, since ingest writes one archive per index. Reads one
-    row group's ``hrefs`` column, whatever the index size."""
-    dt = DeltaTable(ref.uri, version=ref.version, storage_options=storage_options(ref.uri))
-    head = arrow_dataset(dt, ref.uri).head(1, columns=["hrefs"])
-    if head.num_rows == 0:
-        return None
-    hrefs = head["hrefs"][0].as_py()
-    return str(hrefs[0]) if hrefs else None
-
-
 def _check_cloud(max_cloud: float) -> None:
     if not 0.0 <= max_cloud <= 1.0:
         raise ValueError(f"max_cloud must be a fraction in [0, 1], got {max_cloud}")
