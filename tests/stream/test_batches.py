@@ -148,6 +148,31 @@ def test_location_reader_matches_read_location(shared_data: Path) -> None:
         np.testing.assert_array_equal(got["timestamps"][i], want["timestamps"])
 
 
+def test_location_reader_drops_a_location_with_an_unreadable_date(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    """Dates are read grouped across locations; one broken scene drops exactly the locations
+    that chose a date in it, and every other location keeps its exact pixels."""
+    rows = _rows(shared_data / RKH, 32, 60, scenes=3)  # location j: scenes 2j % 3, (2j+1) % 3
+    bad = tmp_path / "B02.tif"
+    bad.write_bytes(b"corrupt")
+    for r in rows:
+        if r["item_id"] == "scene-2":
+            r["hrefs"] = [str(bad)] + r["hrefs"][1:]
+    plan = plan_locations(_table(rows).sort_by("location_id"), dates=2)
+    out = list(LocationReader(BANDS, dates=2, seed=None, cachemax_mb=64)(plan))
+    got = {k: np.concatenate([b[k] for b in out]) for k in out[0]}
+    broken = {r["location_id"] for r in rows if r["item_id"] == "scene-2"}
+    assert set(got["location_id"].tolist()) == {r["location_id"] for r in rows} - broken
+    assert broken and len(got["location_id"]) == 30 - len(broken)
+    mine = [dict(r, datetime=r["datetime"].timestamp()) for r in rows]
+    for i, loc in enumerate(got["location_id"].tolist()):
+        want = read_location([r for r in mine if r["location_id"] == loc], BANDS, 2)
+        assert want is not None
+        np.testing.assert_array_equal(got["images"][i], want["images"])
+        np.testing.assert_array_equal(got["valid"][i], want["valid"])
+
+
 def test_ingest_order_keeps_each_tile_contiguous(shared_data: Path) -> None:
     rows = _rows(shared_data / RKH, 64, 400, scenes=3, seed=1)
     table = clustered(_table(rows))

@@ -230,6 +230,29 @@ def plan_groups(rows: Sequence[Row], group_px: int = 1024, max_chips: int = 64) 
     return groups
 
 
+def choose_dates(
+    rows: Sequence[Row], dates: int, rng: np.random.Generator | None = None
+) -> list[Row] | None:
+    """The index rows of one location a SeCo sample reads: ``dates`` distinct seasons, the
+    least cloudy row of each, in season order (drawn with ``rng``, else the first seasons).
+
+    None when the location has fewer seasons than that. Kept apart from the reading so that a
+    read task can choose every location's dates first and then read them grouped by COG tile.
+    """
+    by_season: dict[int, Row] = {}
+    for r in sorted(rows, key=lambda r: (r["season"], r["cloud_fraction"])):
+        by_season.setdefault(int(r["season"]), r)
+    seasons = sorted(by_season)
+    if len(seasons) < dates:
+        return None
+    chosen = (
+        sorted(rng.choice(seasons, size=dates, replace=False).tolist())
+        if rng is not None
+        else seasons[:dates]
+    )
+    return [by_season[s] for s in chosen]
+
+
 def read_location(
     rows: Sequence[Row],
     bands: Sequence[str] | None,
@@ -243,20 +266,12 @@ def read_location(
     Picks ``dates`` distinct seasons (randomly when ``rng`` is given, else the first ones in time)
     and returns None when the location has fewer readable dates than that.
     """
-    by_season: dict[int, Row] = {}
-    for r in sorted(rows, key=lambda r: (r["season"], r["cloud_fraction"])):
-        by_season.setdefault(int(r["season"]), r)
-    seasons = sorted(by_season)
-    if len(seasons) < dates:
+    chosen = choose_dates(rows, dates, rng)
+    if chosen is None:
         return None
-    chosen = (
-        sorted(rng.choice(seasons, size=dates, replace=False).tolist())
-        if rng is not None
-        else seasons[:dates]
-    )
     images, valids, stamps = [], [], []
-    for s in chosen:
-        out = next(read_group([by_season[s]], bands, cachemax_mb=cachemax_mb))
+    for row in chosen:
+        out = next(read_group([row], bands, cachemax_mb=cachemax_mb))
         if out["error"]:
             return None
         images.append(out["image"])
