@@ -102,20 +102,6 @@ def _checked_columns(
     return cols if not keep_errors or "error" in cols else (*cols, "error")
 
 
-def _no_reservation(ds: Any) -> None:
-    """Let the readers take every free CPU: turn off Ray Data's per-operator reservation for
-    this dataset only (its own context; the process-wide default is untouched).
-
-    The reservation sets half of the cluster's CPUs and object store aside, split evenly
-    between the operators. With the index planner, the chip readers and the consumer's
-    projection on a 2-CPU node that left the readers one task at a time: measured on 20 000
-    64-px chips, 2257 chips/s with it and 3092 without (docs/benchmarks.md, issue 11). Our
-    pipeline has one heavy operator, downstream of a planner that finishes early, so there is
-    nothing for the reservation to protect.
-    """
-    ds.context.op_resource_reservation_enabled = False
-
-
 def _repeat(index: Any, epochs: int) -> Any:
     """``epochs`` passes over a materialised index, epoch after epoch, as one dataset.
 
@@ -202,7 +188,6 @@ def chip_dataset(
     ds = groups.repartition(target_num_rows_per_block=per_task).map_batches(
         reader, batch_format="pyarrow", batch_size=None, ray_remote_args_fn=_unfused
     )
-    _no_reservation(ds)
     log.info(
         "chip stream: %d chips x %d epoch(s) from %s@v%d, %d read groups per task",
         n,
@@ -265,5 +250,4 @@ def seco_dataset(
             batch_size=None,
         )
     )
-    _no_reservation(ds)
     return ds, ref, n_loc
