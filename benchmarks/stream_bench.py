@@ -987,7 +987,11 @@ def report_pretrain_wait(args: argparse.Namespace) -> dict[str, Any]:
     cfg, uri = demo_index(args.pretrain_wait.resolve())
     out: dict[str, Any] = {}
     print()
-    print("pretraining data wait per epoch (demo config: SeCo resnet18, batch 32, 2 workers × 0.5)")
+    pc = cfg.pretrain
+    print(
+        f"pretraining data wait per epoch (demo config: SeCo {pc.backbone}, batch {pc.batch_size},"
+        f" {pc.epochs} epochs, 2 workers × 0.5 CPU)"
+    )
     for one in (False, True):
         label = "one stream, every epoch" if one else "one stream per epoch"
         load = _load()

@@ -205,6 +205,45 @@ def test_epoch_slices_read_ahead_across_the_boundary() -> None:
         slices(1)
 
 
+def test_started_stream_reads_its_first_batch_before_the_first_epoch() -> None:
+    """``start()`` (called before the model is built) reads the first batch in the background;
+    epoch 0 then gets it without a second stream, and a resume still skips by count."""
+    import threading
+
+    read: list[int] = []
+    first_read = threading.Event()
+
+    def stream() -> Any:
+        for i in range(12):
+            read.append(i)
+            if i == 0:
+                first_read.set()
+            yield i
+
+    slices = EpochSlices(stream, per_epoch=4)
+    slices.start()
+    assert first_read.wait(5), "start() did not read the first batch"
+    assert read[:1] == [0]
+    assert list(slices(0)) == [0, 1, 2, 3] and slices.streams_started == 1
+
+    resumed = EpochSlices(stream, per_epoch=4)
+    resumed.start()
+    assert list(resumed(2)) == [8, 9, 10, 11] and resumed.streams_started == 1
+
+
+def test_started_stream_raises_its_first_read_error_at_the_first_epoch() -> None:
+    """A failure while the first batch is read in the background surfaces in training."""
+
+    def broken() -> Any:
+        raise OSError("index unreadable")
+        yield  # a generator: the error comes on the first read, as from a stream
+
+    slices = EpochSlices(broken, per_epoch=2)
+    slices.start()  # does not raise: nothing waits on the thread yet
+    with pytest.raises(OSError, match="index unreadable"):
+        list(slices(0))
+
+
 def test_one_stream_resume_skips_earlier_epochs_by_count(
     uninterrupted: Harness, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

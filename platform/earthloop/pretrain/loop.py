@@ -11,9 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from itertools import islice
+from itertools import chain, islice
 from typing import Any, Generic, TypeVar
 
 import pyarrow as pa
@@ -77,12 +78,51 @@ class EpochSlices(Generic[T]):
         self._it: Iterator[T] | None = None
         self._next = 0
         self.streams_started = 0
+        self._warm: threading.Thread | None = None
+        self._head: list[T] = []
+        self._warm_error: BaseException | None = None
+
+    def start(self) -> None:
+        """Start the stream now and read its first batch in a background thread.
+
+        Called before the model is built and wrapped for DDP, so the pipeline's start (reader
+        processes, first COG opens: most of the first epoch's data wait, issue 11) overlaps the
+        set-up instead of following it. A failure of that read is raised where the first batch
+        is asked for, not here.
+        """
+        if self._it is not None:
+            return
+        it = iter(self._stream())
+        self._it = it
+        self.streams_started += 1
+
+        def first() -> None:
+            try:
+                self._head = list(islice(it, 1))
+            except BaseException as exc:  # re-raised in the training thread by __call__
+                self._warm_error = exc
+
+        self._warm = threading.Thread(target=first, name="earthloop-first-batch", daemon=True)
+        self._warm.start()
+
+    def _joined(self) -> Iterator[T]:
+        if self._it is None:
+            self.start()
+        assert self._it is not None
+        if self._warm is not None:
+            self._warm.join()
+            self._warm = None
+            if self._warm_error is not None:
+                raise self._warm_error
+            self._it = chain(self._head, self._it)
+            self._head = []
+        return self._it
 
     def __call__(self, epoch: int) -> Iterator[T]:
-        if self._it is None:
-            self._it = iter(self._stream())
-            self.streams_started += 1
-            skipped = sum(1 for _ in islice(self._it, epoch * self.per_epoch))
+        fresh = self._warm is not None or self._it is None
+        it = self._joined()
+        if fresh:
+            skipped = sum(1 for _ in islice(it, epoch * self.per_epoch))
             if skipped:
                 log.info("stream resumed at epoch %d: %d earlier batches skipped", epoch, skipped)
             self._next = epoch
@@ -91,7 +131,7 @@ class EpochSlices(Generic[T]):
                 f"epoch {epoch} asked for after epoch {self._next - 1}: epochs run in order"
             )
         self._next = epoch + 1
-        return islice(self._it, self.per_epoch)
+        return islice(it, self.per_epoch)
 
 
 class RayHooks(Hooks):
@@ -139,6 +179,19 @@ def train_loop(config: dict[str, Any]) -> None:
     # one intra-op thread per reserved CPU: more threads fight the Ray Data readers for cores
     torch.set_num_threads(max(1, int(setup.cpus_per_worker)))
     device = ray.train.torch.get_device()
+    shard = ray.train.get_dataset_shard("train")
+    slices: EpochSlices[dict[str, torch.Tensor]] | None = None
+    if setup.batches_per_epoch:
+        # the stream starts reading while the model is built and wrapped for DDP
+        slices = EpochSlices(
+            lambda: shard.iter_torch_batches(
+                batch_size=max(1, pc.batch_size // world),
+                drop_last=True,
+                prefetch_batches=setup.prefetch,
+            ),
+            setup.batches_per_epoch,
+        )
+        slices.start()
     # each rank draws its own dates/augmentations; the same seed everywhere would duplicate views
     method = build_method(pc, len(setup.mean), seed=pc.seed + 1000 * rank)
     if device.type == "cuda" and pc.amp:
@@ -176,17 +229,14 @@ def train_loop(config: dict[str, Any]) -> None:
             m, parallel_strategy_kwargs={"broadcast_buffers": False}
         )
     )
-    shard = ray.train.get_dataset_shard("train")
-
-    def stream() -> Iterable[dict[str, torch.Tensor]]:
-        return shard.iter_torch_batches(
-            batch_size=engine.batch_size, drop_last=True, prefetch_batches=setup.prefetch
-        )
-
-    if setup.batches_per_epoch:
-        engine.run(EpochSlices(stream, setup.batches_per_epoch))
+    if slices is not None:
+        engine.run(slices)
     else:
-        engine.run(lambda epoch: stream())
+        engine.run(
+            lambda epoch: shard.iter_torch_batches(
+                batch_size=engine.batch_size, drop_last=True, prefetch_batches=setup.prefetch
+            )
+        )
 
 
 def record_epoch(uri: str, run_name: str, m: dict[str, Any]) -> None:

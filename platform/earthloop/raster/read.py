@@ -136,7 +136,12 @@ class _OpenFiles:
         self.handles = OrderedDict()
 
 
-_OPEN = _OpenFiles(max_open=64)
+#: Open datasets kept per process. A SeCo read task touches every scene its locations' dates
+#: fall in, five files each (four bands and SCL in the demo): 64 open files thrashed on the
+#: demo's 24 scenes (608 opens for 111 locations) and halved the SeCo stream's rate; 256
+#: is 256 file descriptors (Ray workers allow thousands) and a few MB of headers.
+MAX_OPEN = 256
+_OPEN = _OpenFiles(max_open=MAX_OPEN)
 _INHERITED: list[rasterio.io.DatasetReader] = []
 # A forked process must open its own files: two processes reading through one inherited
 # dataset (or HTTP connection) get each other's answers (seen with forked DataLoader workers:
