@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,6 +117,19 @@ def test_epochs_stream_in_one_pipeline_epoch_after_epoch(ray_cluster: str, real_
     assert len(ids) == 3 * n
     for e in range(3):  # epoch-major: each epoch is every chip exactly once
         assert sorted(ids[e * n : (e + 1) * n]) == sorted(every)
+
+
+def test_a_multi_epoch_stream_runs_only_its_readers(ray_cluster: str, real_index: str) -> None:
+    """With several epochs the planned read tasks come from the object store: the readers are
+    the pipeline's only operator, so Ray Data's per-operator reservation (one task's CPUs for
+    each running operator) cannot hold them to one CPU while a planner or repartition waits."""
+    chips, _ = chip_dataset(real_index, split=None, group_px=64, epochs=2, columns=["chip_id"])
+    seco, _, _ = seco_dataset(real_index, split=None, dates=2, seed=0, epochs=2)
+    for ds, reader in ((chips, "MapBatches(ChipReader)"), (seco, "MapBatches(LocationReader)")):
+        assert ds.take_all()
+        ops = re.findall(r"^Operator \d+ (\S+?):", ds.stats(), flags=re.M)
+        assert ops[-1] == reader
+        assert not [op for op in ops if "Repartition" in op or "Planner" in op], ops
 
 
 def _private_mb() -> float:
