@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from earthloop.config import EarthloopConfig, load_config
+from earthloop.config import EarthloopConfig, apply_overrides, load_config
 from earthloop.finetune.data import read_raw
 from earthloop.finetune.plan import SweepPlan, plan_sweep
 from earthloop.finetune.rows import mark_selected, trial_row
@@ -74,6 +74,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--max-steps", type=int, default=2000)
     ap.add_argument("--eval-every", type=int, default=100)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="where to pretrain and fine-tune: cpu | cuda")
+    ap.add_argument("--workers", type=int, default=1, help="processes for trials and pretraining")
+    ap.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="start no fine-tuning trial this many seconds after the run started",
+    )
+    ap.add_argument(
+        "--bundle-out",
+        default=None,
+        help="write the planned split, its chips and the pretraining samples here, then stop",
+    )
+    ap.add_argument("--bundle", default=None, help="run from a --bundle-out file (no storage)")
     ap.add_argument("overrides", nargs="*")
     return ap.parse_args(argv)
 
@@ -200,16 +214,36 @@ def export(method: Any, path: Path, probe: SweepPlan, arch: str, name: str) -> P
     )
 
 
-def pretrain_self_supervised(
-    cfg: EarthloopConfig, probe: SweepPlan, ns: argparse.Namespace, name: str, out: Path
-) -> tuple[Path, dict[str, Any]]:
-    """SeCo or dense contrast on the train-block archive; returns the export and its record."""
+def archive_samples(
+    cfg: EarthloopConfig, probe: SweepPlan, ns: argparse.Namespace, name: str
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The train-block archive read as ``name``'s date series, and where it came from."""
     pc = _pretrain_cfg(cfg, ns, name)
     dates = method_class(name).stream_dates(pc) or 1
     rows = archive_rows(cfg, probe, ns.archive_tiles)
     t0 = time.perf_counter()
     samples = load_samples(rows, probe.bands, dates)
-    read_s = time.perf_counter() - t0
+    return samples, {
+        "dates": dates,
+        "chips_in_archive": len(rows),
+        "tiles": sorted({str(r.get("tile")) for r in rows}),
+        "read_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def pretrain_self_supervised(
+    cfg: EarthloopConfig,
+    probe: SweepPlan,
+    ns: argparse.Namespace,
+    name: str,
+    out: Path,
+    read: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """SeCo or dense contrast on the train-block archive; returns the export and its record."""
+    _worker_threads(ns)
+    pc = _pretrain_cfg(cfg, ns, name)
+    samples, src = read or archive_samples(cfg, probe, ns, name)
+    dates, read_s = src["dates"], src["read_s"]
     n = len(samples["images"])
     if name == "seco" and ns.queue_size is None:
         # half an epoch of keys (whole batches): never stale keys of the query's own location
@@ -218,15 +252,18 @@ def pretrain_self_supervised(
     mean, std = probe.train_stats
     log.info("%s: %d train-block locations x %d dates", name, len(samples["images"]), dates)
     t0 = time.perf_counter()
-    method, history = pretrain_in_memory(samples, pc, mean, std, steps=ns.pretrain_steps)
+    method, history = pretrain_in_memory(
+        samples, pc, mean, std, steps=ns.pretrain_steps, device=ns.device
+    )
     train_s = time.perf_counter() - t0
     path = export(method, out / f"{name}.pt", probe, ns.arch, name)
     return path, {
         "method": name,
         "locations": int(len(samples["images"])),
         "dates": dates,
-        "chips_in_archive": len(rows),
-        "tiles": sorted({str(r.get("tile")) for r in rows}),
+        "chips_in_archive": src["chips_in_archive"],
+        "tiles": src["tiles"],
+        "device": ns.device,
         "steps": ns.pretrain_steps,
         "batch_size": ns.pretrain_batch,
         "queue_size": pc.queue_size if name == "seco" else None,
@@ -245,6 +282,7 @@ def pretrain_cscl(
     out: Path,
 ) -> tuple[Path, dict[str, Any]]:
     """CSCL on exactly the labelled subset of the cell (fraction, seed), nothing else."""
+    _worker_threads(ns)
     pool = probe.pool
     idx = pool.train_subset(fraction, seed)
     ids = [pool.samples[i].id for i in idx]
@@ -265,12 +303,15 @@ def pretrain_cscl(
     )
     mean, std = probe.train_stats
     t0 = time.perf_counter()
-    method, history = pretrain_in_memory(samples, pc, mean, std, steps=ns.cscl_steps)
+    method, history = pretrain_in_memory(
+        samples, pc, mean, std, steps=ns.cscl_steps, device=ns.device
+    )
     path = export(method, out / f"cscl-f{fraction:g}-s{seed}.pt", probe, ns.arch, "cscl")
     return path, {
         "method": "cscl",
         "fraction": fraction,
         "seed": seed,
+        "device": ns.device,
         "labelled_chips": len(read_ids),
         "steps": ns.cscl_steps,
         "batch_size": min(ns.cscl_batch or ns.pretrain_batch, len(read_ids)),
@@ -420,54 +461,251 @@ def render_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _worker_threads(ns: argparse.Namespace) -> None:
+    """Torch threads of one pretraining: the machine's cores shared by the parallel runs."""
+    if ns.workers > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // ns.workers))
+
+
+# --------------------------------------------------------------------------------------------
+# Bundles: the planned split and its pixels, for a machine without the data's storage (a lent
+# GPU box has torch but no raster or Delta stack, and no way to reach the chips).
+# --------------------------------------------------------------------------------------------
+
+BUNDLE_FORMAT = "earthloop.label_efficiency.bundle"
+
+
+def _pack(a: np.ndarray) -> Any:
+    """Reflectances as int16 of value x 10^4 when that is lossless (L2A chips are DN x 10^-4
+    plus an offset): half the bytes of float32 and far better compression."""
+    if a.dtype == np.float32 and a.size:
+        k = np.round(a * 1e4)
+        if np.abs(k).max() < 32767 and np.abs(k / 1e4 - a).max() < 1e-6:
+            return ("int16e4", k.astype(np.int16))
+    return ("raw", a)
+
+
+def _unpack(v: Any) -> Any:
+    if isinstance(v, tuple) and len(v) == 2 and v[0] in ("int16e4", "raw"):
+        return (v[1].astype(np.float32) / np.float32(1e4)) if v[0] == "int16e4" else v[1]
+    return v
+
+
+def write_bundle(
+    path: Path,
+    probe: SweepPlan,
+    ns: argparse.Namespace,
+    reads: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]],
+) -> dict[str, Any]:
+    """The probe plan with every pool chip preloaded, and each method's archive samples."""
+    import lzma
+    import pickle
+
+    n = probe.pool.preload()
+    pixels, probe.pool.pixels = probe.pool.pixels or {}, None
+    try:
+        payload = {
+            "format": BUNDLE_FORMAT,
+            "version": 1,
+            "probe": probe,
+            "pixels": {cid: {k: _pack(v) for k, v in e.items()} for cid, e in pixels.items()},
+            "reads": {
+                name: ({k: _pack(v) for k, v in smp.items()}, src)
+                for name, (smp, src) in reads.items()
+            },
+            "heldout_bbox": ns.heldout_bbox,
+            "archive_tiles": sorted(ns.archive_tiles),
+        }
+        raw = pickle.dumps(payload, protocol=5)
+    finally:
+        probe.pool.pixels = pixels
+    path.write_bytes(lzma.compress(raw, preset=6))
+    return {"pool_chips": n, "bytes": path.stat().st_size, "raw_bytes": len(raw)}
+
+
+def load_bundle(
+    path: Path,
+) -> tuple[SweepPlan, dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]], dict[str, Any]]:
+    import lzma
+    import pickle
+
+    payload = pickle.loads(lzma.decompress(Path(path).read_bytes()))  # our own file
+    if payload.get("format") != BUNDLE_FORMAT:
+        raise ValueError(f"{path}: not a label-efficiency bundle")
+    probe: SweepPlan = payload["probe"]
+    probe.pool.pixels = {
+        cid: {k: _unpack(v) for k, v in e.items()} for cid, e in payload["pixels"].items()
+    }
+    reads = {
+        name: ({k: _unpack(v) for k, v in smp.items()}, src)
+        for name, (smp, src) in payload["reads"].items()
+    }
+    return probe, reads, payload
+
+
+def _run_pretraining(
+    cfg: EarthloopConfig,
+    probe: SweepPlan,
+    ns: argparse.Namespace,
+    out: Path,
+    reads: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]],
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every pretraining of the protocol (SeCo, dense, one CSCL per cell), in ``--workers``
+    processes when asked: they are independent, and one alone leaves a GPU mostly idle."""
+    jobs: list[tuple[str, Any, tuple[Any, ...]]] = []
+    for name in ("seco", "dense"):
+        if name in ns.inits:
+            jobs.append(
+                (name, pretrain_self_supervised, (cfg, probe, ns, name, out, reads.get(name)))
+            )
+    if "cscl" in ns.inits:
+        for f in ns.fractions:
+            for seed in ns.seeds:
+                jobs.append((f"cscl@{f:g}/{seed}", pretrain_cscl, (cfg, probe, ns, f, seed, out)))
+    done: dict[str, tuple[Path, dict[str, Any]]] = {}
+    if ns.workers > 1 and len(jobs) > 1:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(
+            min(ns.workers, len(jobs)), mp_context=mp.get_context("spawn")
+        ) as pool:
+            futures = {name: pool.submit(fn, *args) for name, fn, args in jobs}
+            for name, fut in futures.items():
+                try:
+                    done[name] = fut.result()
+                except Exception as e:  # one failed pretraining must not lose the others
+                    log.error("pretraining %s failed: %r", name, e)
+    else:
+        for name, fn, args in jobs:
+            done[name] = fn(*args)
+    inits: list[dict[str, Any]] = [{"name": "random"}]
+    records = []
+    for name, _, _ in jobs:
+        if name in done:
+            path, rec = done[name]
+            inits.append({"name": name, "path": str(path.resolve())})
+            records.append(rec)
+    for item in ns.extra_init:
+        name, _, path = item.partition("=")
+        inits.append({"name": name, "path": path})
+    return inits, records
+
+
+def _bundle_plan(
+    probe: SweepPlan, ns: argparse.Namespace, inits: list[dict[str, Any]]
+) -> SweepPlan:
+    """The fine-tuning plan from a bundle's probe: its split and pool, this run's budget and
+    inits (``plan_sweep`` would need the chip index, which a bundle machine cannot read)."""
+    import dataclasses
+
+    from earthloop.config import InitSpec
+    from earthloop.finetune.model import resolve_init
+
+    fc = probe.fc.model_copy(
+        update={
+            "name": "label-efficiency",
+            "fractions": list(ns.fractions),
+            "seeds": list(ns.seeds),
+            "max_steps": ns.max_steps,
+            "eval_every": ns.eval_every,
+            "backbone": ns.arch,
+            "resources": probe.fc.resources.model_copy(
+                update={"gpu": 1.0 if ns.device == "cuda" else 0.0}
+            ),
+        }
+    )
+    specs = [InitSpec.model_validate(i) for i in inits]
+    resolved = {sp.name: resolve_init(sp, ns.arch, probe.bands, probe.cfg) for sp in specs}
+    return dataclasses.replace(probe, fc=fc, name="label-efficiency", inits=resolved)
+
+
+def _machine(ns: argparse.Namespace) -> str:
+    text = f"{os.uname().machine}, {os.cpu_count()} cores, torch {torch.__version__}"
+    if ns.device == "cuda" and torch.cuda.is_available():
+        text += f", {torch.cuda.get_device_name()}"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    t_main = time.perf_counter()
     ns = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     torch.set_num_threads(ns.threads)
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     ns.archive_tiles = set()
-    world = world_labels(load_config(ns.config, ns.overrides), out)
-    if world is not None:
-        labels, box, ns.archive_tiles = world
-        ns.overrides = [*ns.overrides, f"finetune.labels={labels}"]
-        ns.heldout_bbox = ns.heldout_bbox or box
-        log.info("benchmark world: held-out box %s, %d archive tiles", box, len(ns.archive_tiles))
-    # the benchmark's own sweep records, in --out: never mixed with a user's sweeps
-    base = [*finetune_overrides(ns), f"finetune.storage_path={(out / 'sweeps').resolve()}"]
-    cfg = load_config(
-        ns.config,
-        [*base, "finetune.name=label-efficiency-probe", "finetune.inits=[{name: random}]"],
-    )
-    probe = plan_sweep(cfg)
-    log.info("split: %s", probe.pool.summary())
-    inits: list[dict[str, Any]] = [{"name": "random"}]
-    pretraining: list[dict[str, Any]] = []
-    for name in ("seco", "dense"):
-        if name in ns.inits:
-            path, rec = pretrain_self_supervised(cfg, probe, ns, name, out)
-            inits.append({"name": name, "path": str(path.resolve())})
-            pretraining.append(rec)
-    if "cscl" in ns.inits:
-        for f in probe.fc.fractions:
-            for seed in probe.fc.seeds:
-                path, rec = pretrain_cscl(cfg, probe, ns, f, seed, out)
-                inits.append({"name": f"cscl@{f:g}/{seed}", "path": str(path.resolve())})
-                pretraining.append(rec)
-    for item in ns.extra_init:
-        name, _, path = item.partition("=")
-        inits.append({"name": name, "path": path})
-    plan = plan_sweep(
-        load_config(
-            ns.config,
-            [*base, "finetune.name=label-efficiency", f"finetune.inits={json.dumps(inits)}"],
+    reads: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
+    if ns.bundle:
+        probe, reads, payload = load_bundle(Path(ns.bundle))
+        # this run's overrides (e.g. pretrain.key_momentum) on the bundled configuration
+        cfg = EarthloopConfig.model_validate(
+            apply_overrides(probe.cfg.model_dump(), list(ns.overrides))
         )
-    )
+        ns.heldout_bbox = payload["heldout_bbox"]
+        ns.archive_tiles = set(payload["archive_tiles"])
+        log.info(
+            "bundle %s: split %s, %d pool chips",
+            ns.bundle,
+            probe.pool.summary(),
+            len(probe.pool.pixels or {}),
+        )
+    else:
+        world = world_labels(load_config(ns.config, ns.overrides), out)
+        if world is not None:
+            labels, box, ns.archive_tiles = world
+            ns.overrides = [*ns.overrides, f"finetune.labels={labels}"]
+            ns.heldout_bbox = ns.heldout_bbox or box
+            log.info(
+                "benchmark world: held-out box %s, %d archive tiles", box, len(ns.archive_tiles)
+            )
+        # the benchmark's own sweep records, in --out: never mixed with a user's sweeps
+        base = [*finetune_overrides(ns), f"finetune.storage_path={(out / 'sweeps').resolve()}"]
+        cfg = load_config(
+            ns.config,
+            [*base, "finetune.name=label-efficiency-probe", "finetune.inits=[{name: random}]"],
+        )
+        probe = plan_sweep(cfg)
+        if ns.bundle_out:
+            for name in ("seco", "dense"):
+                if name in ns.inits:
+                    reads[name] = archive_samples(cfg, probe, ns, name)
+            info = write_bundle(Path(ns.bundle_out), probe, ns, reads)
+            print(json.dumps({"bundle": ns.bundle_out, **info}))
+            return 0
+    log.info("split: %s", probe.pool.summary())
+    t_pre = time.perf_counter()
+    inits, pretraining = _run_pretraining(cfg, probe, ns, out, reads)
+    pretrain_s = time.perf_counter() - t_pre
+    if ns.bundle:
+        plan = _bundle_plan(probe, ns, inits)
+    else:
+        plan = plan_sweep(
+            load_config(
+                ns.config,
+                [*base, "finetune.name=label-efficiency", f"finetune.inits={json.dumps(inits)}"],
+            )
+        )
     todo = grid(plan, ns, [i["name"] for i in inits])
     log.info("fine-tuning: %d trials", len(todo))
     t0 = time.perf_counter()
-    results = plain_loop(plan, todo)
+    left = None if ns.deadline_s is None else ns.deadline_s - (time.perf_counter() - t_main)
+    results = plain_loop(plan, todo, workers=ns.workers, deadline_s=left)
     finetune_s = time.perf_counter() - t0
+
+    # a deadline can stop a cell between its learning-rate candidates: such a cell would be
+    # selected among fewer candidates than the others, so it is reported, not scored
+    def cell_of(c: dict[str, Any]) -> tuple[Any, ...]:
+        return (c["init"], c["fraction"], c["seed"], c["mode"])
+
+    planned: dict[tuple[Any, ...], int] = {}
+    for c in todo:
+        planned[cell_of(c)] = planned.get(cell_of(c), 0) + 1
+    ran: dict[tuple[Any, ...], int] = {}
+    for res in results:
+        ran[cell_of(res["config"])] = ran.get(cell_of(res["config"]), 0) + 1
+    incomplete = sorted(k for k, n in ran.items() if n < planned[k])
+    results = [res for res in results if cell_of(res["config"]) not in incomplete]
     rc = plan.row_context()
     rows = []
     for n, res in enumerate(results):
@@ -495,10 +733,16 @@ def main(argv: list[str] | None = None) -> int:
         },
         "split": plan.pool.summary(),
         "heldout_bbox": ns.heldout_bbox,
-        "machine": f"{os.uname().machine} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "machine": _machine(ns),
         "pretraining": pretraining,
+        "pretrain_s": round(pretrain_s, 1),
         "finetune_s": round(finetune_s, 1),
         "trials": len(results),
+        "trials_planned": len(todo),
+        "cells_not_run": len([k for k in planned if k not in ran]),
+        "cells_incomplete": [list(k) for k in incomplete],
+        "device": ns.device,
+        "workers": ns.workers,
         "results": table,
         "plots": plots,
         "rows": [

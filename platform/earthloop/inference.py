@@ -65,16 +65,18 @@ def predict(
     """
     was = model.training
     model.eval()
-    mask = class_mask(model.task, model.num_outputs, class_ids)
+    # the model's own device: a GPU trial evaluates on the GPU, and the result comes back as numpy
+    device = next(model.parameters()).device
+    mask = class_mask(model.task, model.num_outputs, class_ids).to(device)
     outs = []
     for i in range(0, len(images), batch):
-        logits = model(torch.from_numpy(images[i : i + batch]))
+        logits = model(torch.from_numpy(images[i : i + batch]).to(device))
         if model.task == "multilabel":
-            outs.append(logits.float().numpy())
+            outs.append(logits.float().cpu().numpy())
             continue
         shape = [1, -1] + [1] * (logits.ndim - 2)
         logits = logits.masked_fill(~mask.view(shape), -1e4)
-        outs.append(logits.argmax(dim=1).numpy())
+        outs.append(logits.argmax(dim=1).cpu().numpy())
     model.train(was)
     return np.concatenate(outs) if outs else np.zeros((0,))
 

@@ -80,6 +80,21 @@ class Pool:
     labels_source: str = ""
     dropped_overlap: int = 0
     multilabel_min_share: float = 0.05
+    # chip id -> pixels read once (preload): trials then never touch storage. Every trial
+    # re-reads the same val/test chips otherwise, and a machine without the raster stack (a
+    # GPU box fed a bundle) can still run trials.
+    pixels: dict[str, dict[str, Any]] | None = None
+
+    def preload(self, indices: Sequence[int] | None = None) -> int:
+        """Read ``indices`` (default: every sample) once and keep their pixels; returns how
+        many chips are held. Unreadable chips stay out, as in :func:`read_raw`."""
+        if self.source != "chips":
+            raise ValueError(f"preload reads chip pools only, not {self.source!r}")
+        idx = range(len(self.samples)) if indices is None else indices
+        rows = [self.samples[i].row for i in idx]
+        got = _read_chips(self, rows)
+        self.pixels = {**(self.pixels or {}), **got}
+        return len(self.pixels)
 
     def indices(self, split: str) -> list[int]:
         return [i for i, s in enumerate(self.samples) if s.split == split]
@@ -403,16 +418,9 @@ def read_raw(
         valid = np.ones((len(imgs), images.shape[-2], images.shape[-1]), dtype=bool)
         return images, valid, None, None, [pool.samples[i].id for i in indices]
     rows = [pool.samples[i].row for i in indices]
-    got: dict[str, dict[str, Any]] = {}
-    failed = 0
-    for group in plan_groups(rows, 1024):
-        for out in read_group(group, pool.bands, labels=pool.label_rasters):
-            if out["error"]:
-                failed += 1
-                continue
-            got[out["chip_id"]] = out
-    if failed:
-        log.warning("%d of %d chips could not be read and are left out", failed, len(rows))
+    cached = pool.pixels or {}
+    missing = [r for r in rows if r["chip_id"] not in cached]
+    got = {**cached, **_read_chips(pool, missing)} if missing else cached
     ids = [r["chip_id"] for r in rows if r["chip_id"] in got]
     if not ids:
         raise ValueError(f"none of {len(rows)} chips could be read")
@@ -424,31 +432,48 @@ def read_raw(
         ign = pool.ignore_index
         if ign is not None:
             labels[~valid] = ign  # clouds are unlabelled: neither trained on nor scored
+        parcels = [got[i].get("parcels") for i in ids]
         inst = (
-            _parcels(pool, [r for r in rows if r["chip_id"] in got])
-            if pool.parcel_rasters
+            np.stack(parcels)  # type: ignore[arg-type]
+            if pool.parcel_rasters and all(p is not None for p in parcels)
             else None
         )
         boundary = boundary_mask(labels, boundary_px, ignore_index=ign, instances=inst)
     return images, valid, labels, boundary, ids
 
 
-def _parcels(pool: Pool, rows: list[dict[str, Any]]) -> np.ndarray | None:
-    out = []
-    for r in rows:
-        href = pool.parcel_rasters.get(r["tile"])
-        if href is None:
-            return None
-        size = int(r["chip_size"])
-        try:
-            out.append(
-                read_window(
-                    href, r["crs"], (r["minx"], r["miny"], r["maxx"], r["maxy"]), (size, size)
-                ).astype(np.int64)
-            )
-        except ChipReadError:
-            return None
-    return np.stack(out)
+def _read_chips(pool: Pool, rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """chip id -> image, valid, label (and parcels when the pool has parcel rasters) of the
+    readable ``rows``; unreadable ones are counted in a warning and left out."""
+    got: dict[str, dict[str, Any]] = {}
+    failed = 0
+    for group in plan_groups(list(rows), 1024):
+        for out in read_group(group, pool.bands, labels=pool.label_rasters):
+            if out["error"]:
+                failed += 1
+                continue
+            got[out["chip_id"]] = {k: out[k] for k in ("image", "valid", "label")}
+    if failed:
+        log.warning("%d of %d chips could not be read and are left out", failed, len(rows))
+    if pool.parcel_rasters:
+        for r in rows:
+            if r["chip_id"] in got:
+                got[r["chip_id"]]["parcels"] = _parcels(pool, r)
+    return got
+
+
+def _parcels(pool: Pool, r: dict[str, Any]) -> np.ndarray | None:
+    """The parcel instance ids under one chip, or None when its tile has no parcel raster."""
+    href = pool.parcel_rasters.get(r["tile"])
+    if href is None:
+        return None
+    size = int(r["chip_size"])
+    try:
+        return read_window(
+            href, r["crs"], (r["minx"], r["miny"], r["maxx"], r["maxy"]), (size, size)
+        ).astype(np.int64)
+    except ChipReadError:
+        return None
 
 
 def materialise(

@@ -120,6 +120,7 @@ class SweepPlan:
             checkpoint_every=fc.checkpoint_every,
             class_weights=fc.class_weights,
             cpus=fc.resources.cpu,
+            gpus=fc.resources.gpu,
             attempts_dir=posixpath.join(self.experiment_path, "attempts"),
             experiment_path=self.experiment_path,
         )

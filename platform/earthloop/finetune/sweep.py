@@ -34,7 +34,7 @@ from earthloop.finetune.plan import FINGERPRINT_FILE, SweepPlan, plan_summary, p
 from earthloop.finetune.plan import trial_configs as grid_configs
 from earthloop.finetune.report import write_report
 from earthloop.finetune.rows import result_rows, write_rows
-from earthloop.finetune.trial import execute_trial, trial_dirname, tune_trial
+from earthloop.finetune.trial import TrialContext, execute_trial, trial_dirname, tune_trial
 from earthloop.observe.progress import Progress
 from earthloop.store.fs import ray_storage, write_bytes
 
@@ -242,19 +242,101 @@ def run_sweep(
 
 
 def plain_loop(
-    plan: SweepPlan, configs: Sequence[dict[str, Any]] | None = None, *, every_s: float = 30.0
+    plan: SweepPlan,
+    configs: Sequence[dict[str, Any]] | None = None,
+    *,
+    every_s: float = 30.0,
+    workers: int = 1,
+    deadline_s: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Run trials one after the other in this process (no Ray): benchmarks and evidence."""
+    """Run trials in this process, or in ``workers`` spawned processes (no Ray): benchmarks
+    and evidence.
+
+    Results keep the order of ``configs``. With ``deadline_s`` a trial starts only if the
+    longest trial so far would still end before the deadline; trials not run are left out of
+    the result (and counted in the log), so a time-boxed run (a lent GPU) returns what finished
+    instead of being killed with nothing. Small trials leave a GPU mostly idle, which is why
+    several processes share one.
+    """
     ctx = plan.context()
     ctx.attempts_dir = None
     todo = list(configs) if configs is not None else grid_configs(plan)
-    out = []
+    t_start = time.perf_counter()
+    longest = [0.0]
+
+    def late() -> bool:
+        if deadline_s is None:
+            return False
+        return time.perf_counter() - t_start + longest[0] > deadline_s
+
+    out: list[dict[str, Any] | None] = [None] * len(todo)
     with Progress(
         "finetune plain loop", len(todo), unit="trials", every_s=every_s, logger=log
     ) as progress:
-        for c in todo:
-            t0 = time.perf_counter()
-            last = execute_trial(c, ctx)
-            out.append({"config": c, "metrics": last, "seconds": time.perf_counter() - t0})
-            progress.update(1, **{f"last_test_{ctx.primary}": last.get(f"test_{ctx.primary}")})
-    return out
+        if workers <= 1:
+            for n, c in enumerate(todo):
+                if late():
+                    break
+                res = out[n] = _timed_trial(c, ctx)
+                longest[0] = max(longest[0], res["seconds"])
+                progress.update(1, **{f"last_test_{ctx.primary}": _primary(res, ctx)})
+        else:
+            import multiprocessing as mp
+            from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+            with ProcessPoolExecutor(
+                workers,
+                mp_context=mp.get_context("spawn"),  # CUDA cannot be forked
+                initializer=_init_worker,
+                initargs=(ctx,),
+            ) as pool:
+                pending: dict[Future[dict[str, Any]], int] = {}
+                nxt = 0
+                while nxt < len(todo) or pending:
+                    # one trial per worker, none queued: a submitted trial starts at once, so
+                    # the deadline check above is made when it really starts
+                    while nxt < len(todo) and len(pending) < workers and not late():
+                        pending[pool.submit(_worker_trial, todo[nxt])] = nxt
+                        nxt += 1
+                    if not pending:
+                        break
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        n = pending.pop(f)
+                        res = out[n] = f.result()
+                        longest[0] = max(longest[0], res["seconds"])
+                        progress.update(1, **{f"last_test_{ctx.primary}": _primary(res, ctx)})
+                    if late():
+                        nxt = len(todo)
+    ran = [r for r in out if r is not None]
+    if len(ran) < len(todo):
+        log.warning(
+            "deadline of %.0f s: %d of %d trials ran, %d were not started",
+            deadline_s or 0.0,
+            len(ran),
+            len(todo),
+            len(todo) - len(ran),
+        )
+    return ran
+
+
+def _timed_trial(c: dict[str, Any], ctx: TrialContext) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    last = execute_trial(c, ctx)
+    return {"config": c, "metrics": last, "seconds": time.perf_counter() - t0}
+
+
+def _primary(res: dict[str, Any] | None, ctx: TrialContext) -> Any:
+    return (res or {}).get("metrics", {}).get(f"test_{ctx.primary}")
+
+
+_WORKER_CTX: list[TrialContext] = []
+
+
+def _init_worker(ctx: TrialContext) -> None:
+    """A worker process receives the context (pool, inits) once, not with every trial."""
+    _WORKER_CTX[:] = [ctx]
+
+
+def _worker_trial(c: dict[str, Any]) -> dict[str, Any]:
+    return _timed_trial(c, _WORKER_CTX[0])

@@ -267,7 +267,7 @@ class _Loop:
         weight: Tensor | None = None,
     ) -> tuple[float, int]:
         """One optimiser step on the next batch; returns (loss, batch size)."""
-        idx = torch.from_numpy(self.stream.next(p.batch_size))
+        idx = torch.from_numpy(self.stream.next(p.batch_size)).to(x_all.device)
         x, y = x_all[idx], y_all[idx]
         if p.augment:
             x, y_aug = _augment(x, y if spec.task == "segmentation" else None, self.gen)
@@ -329,12 +329,16 @@ def fit(
     if state is not None:
         loop.load(state)
     start_step = loop.step
-    mask = spec.class_mask()
-    x_all = torch.from_numpy(train.images)
-    y_all = torch.from_numpy(train.targets)
+    # the labelled subset is small: it lives on the model's device for the whole trial, so a
+    # GPU trial copies it once instead of once per step
+    device = next(model.parameters()).device
+    mask = spec.class_mask().to(device)
+    x_all = torch.from_numpy(train.images).to(device)
+    y_all = torch.from_numpy(train.targets).to(device)
     if p.class_weights not in ("none", "balanced"):
         raise ValueError(f"class_weights must be 'none' or 'balanced', got {p.class_weights!r}")
     weight = balanced_weights(train.targets, spec) if p.class_weights == "balanced" else None
+    weight = weight.to(device) if weight is not None else None
     model.train()
     last: dict[str, Any] = {}
     t0 = time.perf_counter()

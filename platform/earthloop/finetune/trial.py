@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import posixpath
 import tempfile
 import time
@@ -61,8 +62,27 @@ class TrialContext:
     checkpoint_every: int
     cpus: float
     class_weights: str = "none"
+    gpus: float = 0.0  # finetune.resources.gpu: > 0 trains the trial on the GPU Ray assigned it
     attempts_dir: str | None = None
     experiment_path: str | None = None  # where trial directories (and their checkpoints) live
+
+
+def trial_device(ctx: TrialContext) -> torch.device:
+    """The GPU when the sweep asked for one (``finetune.resources.gpu``), else the CPU.
+
+    Asking is explicit: a trial that silently fell back to the CPU would run for hours and be
+    read as a GPU figure, so a GPU asked for but not visible (no CUDA build, or Ray gave the
+    trial none) is an error that names the setting.
+    """
+    if ctx.gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError(
+            f"finetune.resources.gpu={ctx.gpus:g} but this trial sees no CUDA device "
+            f"(torch {torch.__version__}, CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES')!r}); set it to 0 to train on the CPU"
+        )
+    return torch.device("cuda")
 
 
 def trial_params(config: dict[str, Any], ctx: TrialContext) -> TrainParams:
@@ -131,7 +151,7 @@ def execute_trial(
         build_encoder(ctx.inits[config["init"]]),
         pool.num_outputs,
         frozen=config["mode"] == "linear",
-    )
+    ).to(trial_device(ctx))
     spec = EvalSpec(
         ctx.task,
         pool.num_outputs,

@@ -121,26 +121,36 @@ def train_in_memory(
     probe_every: int = 0,
     k: int = 10,
     log_every_s: float = 30.0,
+    device: torch.device | str | None = None,
 ) -> list[dict[str, float]]:
-    """Train ``method`` for ``steps`` steps of random batches on the CPU; returns the history.
+    """Train ``method`` for ``steps`` steps of random batches; returns the history.
 
     The history has an entry before training, every ``probe_every`` steps and after the last;
     with a ``probe`` each carries the kNN accuracy and embedding std. The caller seeds torch
     before building ``method`` (its initial weights); ``seed`` drives the batch draws.
+    ``device`` (default: the CPU) trains there as a Ray worker would: bf16 autocast and
+    channels-last on a GPU. The method comes back on the CPU, ready to export.
     """
+    dev = torch.device(device or "cpu")
+    on_gpu = dev.type == "cuda"
+    method.model.to(dev)
+    if on_gpu:
+        method.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     hooks = _History(steps, probe_every, probe, k)
     engine = Engine(
         method,
-        Schedule(epochs=1, max_steps=steps, log_every_s=log_every_s, amp=False),
+        Schedule(epochs=1, max_steps=steps, log_every_s=log_every_s, amp=on_gpu),
         mean=torch.tensor(list(mean), dtype=torch.float32),
         std=torch.tensor(list(std), dtype=torch.float32),
-        device=torch.device("cpu"),
+        device=dev,
         batch_size=min(batch_size, _count(samples)),
         hooks=hooks,
     )
     method.model.train()
     hooks.record(engine, 0, float("nan"))
     engine.run(lambda epoch: _random_batches(samples, engine.batch_size, steps, seed))
+    if on_gpu:
+        method.model.to(device="cpu", memory_format=torch.contiguous_format)  # type: ignore[call-overload]
     return hooks.history
 
 
@@ -154,8 +164,10 @@ def pretrain_in_memory(
     probe: dict[str, np.ndarray] | None = None,
     probe_every: int = 0,
     k: int = 10,
+    device: torch.device | str | None = None,
 ) -> tuple[Method, list[dict[str, float]]]:
-    """Train the configured method for ``steps`` steps; returns the method and its history."""
+    """Train the configured method for ``steps`` steps (on ``device``, default the CPU);
+    returns the method, on the CPU, and its history."""
     torch.manual_seed(cfg.seed)
     method = build_method(cfg, len(mean))
     # the same refusals as a Ray run (e.g. a MoCo queue not smaller than an epoch): one "epoch"
@@ -176,5 +188,6 @@ def pretrain_in_memory(
         probe_every=probe_every,
         k=k,
         log_every_s=cfg.log_every_s,
+        device=device,
     )
     return method, history
