@@ -1,17 +1,21 @@
 """GPU throughput of SeCo ResNet-50 (bf16, channels-last) fed from the stream, with utilisation.
 
-    python benchmarks/gpu_bench.py [--steps 200] [--batch 256] [--source stream|memory]
+    python benchmarks/gpu_bench.py [--steps 200] [--batch 256] [--backbone resnet50] \
+        [--methods seco dense cscl] [--sources memory host stream] [--json out.jsonl]
 
-Run it whenever an NVIDIA GPU is at hand (target ≥ 90 % utilisation). `--source memory` gives
-the compute ceiling (random tensors already on the device); `--source stream` feeds the model
-from earthloop's Ray Data SeCo stream over the synthetic COGs (`earthloop sample-data`), so the
-gap between the two is the input pipeline's cost. Utilisation is sampled from `nvidia-smi`
-every 0.2 s while timing. On a machine without CUDA it runs on the CPU as a smoke test.
+Run it whenever an NVIDIA GPU is at hand (target ≥ 90 % utilisation). `memory` gives the
+compute ceiling (random tensors already on the device); `host` copies pinned host tensors every
+step (what a loader-fed step pays for the copy); `stream` feeds SeCo from earthloop's Ray Data
+stream over the synthetic COGs (`earthloop sample-data`; needs Ray), so the gap to `memory` is
+the input pipeline's cost. Utilisation is sampled from `nvidia-smi` every 0.2 s while timing.
+On a machine without CUDA it runs on the CPU as a smoke test.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
 import os
 import statistics
 import subprocess
@@ -54,11 +58,35 @@ class UtilSampler(threading.Thread):
         return statistics.mean(self.samples) if self.samples else None
 
 
-def memory_batches(batch: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
-    images = torch.randn(batch, 3, 4, 64, 64, device=device)
-    valid = torch.ones(batch, 3, 64, 64, dtype=torch.bool, device=device)
+def method_batch(
+    method: str, batch: int, size: int = 64, bands: int = 4
+) -> dict[str, torch.Tensor]:
+    """A random batch in the layout each method's stream delivers (host memory)."""
+    if method == "cscl":
+        return {
+            "image": torch.randn(batch, bands, size, size),
+            "valid": torch.ones(batch, size, size, dtype=torch.bool),
+            "label": torch.randint(0, 6, (batch, size, size)),
+        }
+    dates = 3 if method == "seco" else 2
+    return {
+        "images": torch.randn(batch, dates, bands, size, size),
+        "valid": torch.ones(batch, dates, size, size, dtype=torch.bool),
+    }
+
+
+def memory_batches(
+    method: str, batch: int, device: torch.device, host: bool = False
+) -> Iterator[dict[str, torch.Tensor]]:
+    """``host``: pinned host tensors copied every step (what a loader-fed step pays), else
+    tensors already on the device (the compute ceiling)."""
+    b = method_batch(method, batch)
+    if host and device.type == "cuda":
+        b = {k: v.pin_memory() for k, v in b.items()}
+    elif not host:
+        b = {k: v.to(device) for k, v in b.items()}
     while True:
-        yield {"images": images, "valid": valid}
+        yield b
 
 
 def stream_batches(batch: int, data: Path) -> Iterator[dict[str, torch.Tensor]]:
@@ -70,7 +98,7 @@ def stream_batches(batch: int, data: Path) -> Iterator[dict[str, torch.Tensor]]:
     work = tempfile.mkdtemp(prefix="gpu-bench-")
     cfg = load_config(None, [f"workdir={work}", f"stac.url={data / 'catalog' / 'catalog.json'}"])
     run_ingest(cfg)
-    ray.init(include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     ray.data.DataContext.get_current().enable_progress_bars = False
     ds, _, _ = seco_dataset(cfg.table_uri("chips"), split=None, dates=3)
     ds = ds.select_columns(["images", "valid"])
@@ -78,22 +106,18 @@ def stream_batches(batch: int, data: Path) -> Iterator[dict[str, torch.Tensor]]:
         yield from ds.iter_torch_batches(batch_size=batch, drop_last=True, prefetch_batches=8)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=200)
-    ap.add_argument("--warmup", type=int, default=20)
-    ap.add_argument("--batch", type=int, default=256)
-    ap.add_argument("--backbone", default="resnet50")
-    ap.add_argument("--source", choices=["memory", "stream"], default="memory")
-    ap.add_argument("--data", default=str(ROOT / "data" / "synthetic"))
-    args = ap.parse_args()
-
+def run_one(
+    args: argparse.Namespace, method_name: str, source: str, backbone: str, batch: int
+) -> dict[str, object]:
+    """Time ``args.steps`` optimiser steps after ``args.warmup``; one result row."""
     from earthloop.config import PretrainConfig
     from earthloop.pretrain.methods import build_method
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    pc = PretrainConfig(backbone=args.backbone, queue_size=16384, seed=0)
+    torch.manual_seed(0)
+    extra = {"queue_size": 16384} if method_name == "seco" else {}
+    pc = PretrainConfig(method=method_name, backbone=backbone, seed=0, batch_size=batch, **extra)
     method = build_method(pc, 4)
     method.model.to(device)
     if cuda:
@@ -103,9 +127,9 @@ def main() -> None:
     mean = torch.zeros(4, device=device)
     std = torch.ones(4, device=device)
     batches = (
-        memory_batches(args.batch, device)
-        if args.source == "memory"
-        else stream_batches(args.batch, Path(args.data))
+        stream_batches(batch, Path(args.data))
+        if source == "stream"
+        else memory_batches(method_name, batch, device, host=source == "host")
     )
     autocast = (
         torch.autocast("cuda", dtype=torch.bfloat16)
@@ -134,15 +158,48 @@ def main() -> None:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
     util = sampler.stop() if sampler else None
-    name = torch.cuda.get_device_name() if cuda else "cpu"
-    print(
-        f"device {name}; SeCo {args.backbone} bf16={cuda} batch {args.batch}; source {args.source}"
+    row: dict[str, object] = {
+        "device": torch.cuda.get_device_name() if cuda else "cpu",
+        "method": method_name,
+        "backbone": backbone,
+        "batch": batch,
+        "source": source,
+        "bf16": cuda,
+        "steps": args.steps,
+        "samples_per_s": round(args.steps * batch / elapsed, 1),
+        "step_ms": round(1000 * elapsed / args.steps, 2),
+        "data_wait_pct": round(100 * wait / elapsed, 2),
+        "gpu_util_pct": None if util is None else round(util, 1),
+        "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+    }
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--steps", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--backbone", default="resnet50")
+    ap.add_argument("--methods", nargs="+", default=["seco"], choices=["seco", "dense", "cscl"])
+    ap.add_argument(
+        "--sources", nargs="+", default=["memory"], choices=["memory", "host", "stream"]
     )
-    print(
-        f"samples/s {args.steps * args.batch / elapsed:.1f}; step {1000 * elapsed / args.steps:.1f} ms; "
-        f"data wait {100 * wait / elapsed:.1f} %; GPU util "
-        f"{'n/a' if util is None else f'{util:.0f} %'} (target ≥ 90 %)"
-    )
+    ap.add_argument("--data", default=str(ROOT / "data" / "synthetic"))
+    ap.add_argument("--json", default=None, help="append one JSON line per result here")
+    args = ap.parse_args()
+    for m in args.methods:
+        for src in args.sources:
+            try:
+                row = run_one(args, m, src, args.backbone, args.batch)
+            except Exception as e:  # one failing configuration must not hide the others
+                row = {"method": m, "source": src, "backbone": args.backbone, "error": repr(e)}
+            print(json.dumps(row), flush=True)
+            if args.json:
+                with open(args.json, "a") as fh:
+                    fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

@@ -310,3 +310,34 @@ def test_in_memory_training_is_seeded_and_reports_history() -> None:
     assert [e["step"] for e in h1] == [0, 2, 4]
     assert h1[1:] == h2[1:]
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
+
+
+@pytest.mark.parametrize("name", ["seco", "dense", "cscl"])
+def test_every_method_trains_under_bf16_autocast(name: str) -> None:
+    """A GPU worker runs the loss under bf16 autocast. SeCo's views are made in ``forward``,
+    and its blur's matrix products came out bf16 and could not be written back into the
+    float32 batch: the first step on an H200 failed. CPU autocast reproduces it."""
+    from earthloop.config import PretrainConfig
+    from earthloop.pretrain.methods import build_method
+
+    torch.manual_seed(0)
+    pc = PretrainConfig(method=name, backbone="resnet_tiny", queue_size=64, batch_size=8, seed=0)
+    method = build_method(pc, 4)
+    if name == "cscl":
+        batch = {
+            "image": torch.randn(8, 4, 32, 32),
+            "valid": torch.ones(8, 32, 32, dtype=torch.bool),
+            "label": torch.randint(0, 3, (8, 32, 32)),
+        }
+    else:
+        t = 3 if name == "seco" else 2
+        batch = {
+            "images": torch.randn(8, t, 4, 32, 32),
+            "valid": torch.ones(8, t, 32, 32, dtype=torch.bool),
+        }
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = method.loss(method.inputs(batch, torch.zeros(4), torch.ones(4)))
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"].detach()).all()
+    grads = [p.grad for p in method.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

@@ -190,6 +190,13 @@ class SeCoAugment:
         """
         if x.ndim != 4:
             raise ValueError(f"expected (B, C, H, W), got {tuple(x.shape)}")
+        # augmentation prepares data: in the input's precision, also inside a bf16 autocast
+        # region (SeCo makes its views in forward). Under autocast the blur's matrix products
+        # came out bf16 and could not be written back into the float32 batch (found on an H200).
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._apply(x, params, black_level)
+
+    def _apply(self, x: Tensor, params: AugmentParams, black_level: Tensor | None) -> Tensor:
         b, c, h, w = x.shape
         size = self.size or min(h, w)
         theta = params.theta.to(x.device, x.dtype)
