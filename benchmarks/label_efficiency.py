@@ -543,6 +543,71 @@ def load_bundle(
     return probe, reads, payload
 
 
+def _pretrain_record(out: Path, name: str) -> Path:
+    """Where a finished pretraining's export path and record are kept for a re-run."""
+    return out / f"pretrain-{name.replace('@', '-').replace('/', '-s')}.json"
+
+
+RESUME_FILE = "resume.json"
+TRIALS_FILE = "trials.jsonl"
+
+
+def _budget(ns: argparse.Namespace) -> dict[str, Any]:
+    """What a finished pretraining or trial depends on beyond its own config: a re-run into the
+    same --out reuses them only when this is unchanged."""
+    return {
+        "data": ns.bundle or ns.config,
+        "arch": ns.arch,
+        "pretrain_steps": ns.pretrain_steps,
+        "pretrain_batch": ns.pretrain_batch,
+        "cscl_steps": ns.cscl_steps,
+        "cscl_batch": ns.cscl_batch,
+        "queue_size": ns.queue_size,
+        "max_steps": ns.max_steps,
+        "eval_every": ns.eval_every,
+        "overrides": sorted(o for o in ns.overrides if not o.startswith("finetune.labels=")),
+        "extra_init": sorted(ns.extra_init),
+    }
+
+
+def check_resume(out: Path, ns: argparse.Namespace) -> None:
+    """A re-run into the same --out continues it (finished pretrainings and trials are kept);
+    with other budgets it would mix two experiments, so it is refused, naming what differs."""
+    path = out / RESUME_FILE
+    now = _budget(ns)
+    if path.exists():
+        before = json.loads(path.read_text())
+        diff = sorted(k for k in set(now) | set(before) if now.get(k) != before.get(k))
+        if diff:
+            raise SystemExit(
+                f"{out} holds a run with other budgets ({', '.join(diff)} differ: "
+                f"{ {k: before.get(k) for k in diff} } before, { {k: now.get(k) for k in diff} } "
+                "now); use another --out"
+            )
+        return
+    path.write_text(json.dumps(now, indent=1))
+
+
+def load_trials(out: Path) -> dict[str, dict[str, Any]]:
+    """Trials finished by an earlier run of this --out, by config (a torn last line is
+    dropped: the trial it was recording runs again)."""
+    done: dict[str, dict[str, Any]] = {}
+    path = out / TRIALS_FILE
+    if not path.exists():
+        return done
+    for line in path.read_text().splitlines():
+        try:
+            res = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        done[_config_key(res["config"])] = res
+    return done
+
+
+def _config_key(c: dict[str, Any]) -> str:
+    return json.dumps(c, sort_keys=True, default=str)
+
+
 def _run_pretraining(
     cfg: EarthloopConfig,
     probe: SweepPlan,
@@ -563,22 +628,41 @@ def _run_pretraining(
             for seed in ns.seeds:
                 jobs.append((f"cscl@{f:g}/{seed}", pretrain_cscl, (cfg, probe, ns, f, seed, out)))
     done: dict[str, tuple[Path, dict[str, Any]]] = {}
-    if ns.workers > 1 and len(jobs) > 1:
+    for name, _, _ in jobs:
+        rec_path = _pretrain_record(out, name)
+        if rec_path.exists():
+            rec = json.loads(rec_path.read_text())
+            if Path(rec["path"]).exists():
+                log.info(
+                    "pretraining %s: reusing %s (from an earlier run of this --out)",
+                    name,
+                    rec["path"],
+                )
+                done[name] = (Path(rec["path"]), rec["record"])
+    jobs_left = [j for j in jobs if j[0] not in done]
+
+    def keep(name: str, result: tuple[Path, dict[str, Any]]) -> None:
+        done[name] = result
+        _pretrain_record(out, name).write_text(
+            json.dumps({"path": str(result[0].resolve()), "record": _finite(result[1])})
+        )
+
+    if ns.workers > 1 and len(jobs_left) > 1:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(
-            min(ns.workers, len(jobs)), mp_context=mp.get_context("spawn")
+            min(ns.workers, len(jobs_left)), mp_context=mp.get_context("spawn")
         ) as pool:
-            futures = {name: pool.submit(fn, *args) for name, fn, args in jobs}
+            futures = {name: pool.submit(fn, *args) for name, fn, args in jobs_left}
             for name, fut in futures.items():
                 try:
-                    done[name] = fut.result()
+                    keep(name, fut.result())
                 except Exception as e:  # one failed pretraining must not lose the others
                     log.error("pretraining %s failed: %r", name, e)
     else:
-        for name, fn, args in jobs:
-            done[name] = fn(*args)
+        for name, fn, args in jobs_left:
+            keep(name, fn(*args))
     inits: list[dict[str, Any]] = [{"name": "random"}]
     records = []
     for name, _, _ in jobs:
@@ -635,6 +719,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(ns.out)
     out.mkdir(parents=True, exist_ok=True)
     ns.archive_tiles = set()
+    if not ns.bundle_out:
+        check_resume(out, ns)
     reads: dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]] = {}
     if ns.bundle:
         probe, reads, payload = load_bundle(Path(ns.bundle))
@@ -687,10 +773,24 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
     todo = grid(plan, ns, [i["name"] for i in inits])
-    log.info("fine-tuning: %d trials", len(todo))
+    finished = load_trials(out)
+    remaining = [c for c in todo if _config_key(c) not in finished]
+    log.info(
+        "fine-tuning: %d trials (%d finished by an earlier run of %s)",
+        len(todo),
+        len(todo) - len(remaining),
+        out,
+    )
     t0 = time.perf_counter()
     left = None if ns.deadline_s is None else ns.deadline_s - (time.perf_counter() - t_main)
-    results = plain_loop(plan, todo, workers=ns.workers, deadline_s=left)
+
+    def record(res: dict[str, Any]) -> None:
+        with (out / TRIALS_FILE).open("a") as fh:
+            fh.write(json.dumps(res, default=str) + "\n")  # NaN round-trips
+
+    fresh = plain_loop(plan, remaining, workers=ns.workers, deadline_s=left, on_result=record)
+    by_key = {**finished, **{_config_key(r["config"]): r for r in fresh}}
+    results = [by_key[_config_key(c)] for c in todo if _config_key(c) in by_key]
     finetune_s = time.perf_counter() - t0
 
     # a deadline can stop a cell between its learning-rate candidates: such a cell would be

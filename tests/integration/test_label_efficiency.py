@@ -177,15 +177,18 @@ def test_a_bundle_runs_the_protocol_without_the_storage_stack(
 
     out = tmp_path / "out"
     env = {**os.environ, "EARTHLOOP_SHIM_FORCE": "1"}
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "label_efficiency_device.py"),
-         "--bundle", str(bundle), "--out", str(out), "--arch", "resnet_tiny",
-         "--pretrain-steps", "3", "--pretrain-batch", "8", "--cscl-steps", "2",
-         "--fractions", "1.0", "--seeds", "0", "--modes", "linear", "full", "--lrs", "3e-3",
-         "--mults", "1.0", "--max-steps", "4", "--eval-every", "2", "--workers", "2",
-         "--threads", "1"],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    args = [
+        sys.executable, str(ROOT / "benchmarks" / "label_efficiency_device.py"),
+        "--bundle", str(bundle), "--out", str(out), "--arch", "resnet_tiny",
+        "--pretrain-steps", "3", "--pretrain-batch", "8", "--cscl-steps", "2",
+        "--fractions", "1.0", "--seeds", "0", "--modes", "linear", "full", "--lrs", "3e-3",
+        "--mults", "1.0", "--eval-every", "2", "--workers", "2", "--threads", "1",
+    ]  # fmt: skip
+
+    def run(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*args, *extra], env=env, capture_output=True, text=True, timeout=600)
+
+    proc = run("--max-steps", "4")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     # the storage packages really were placeholders in that process
     assert "rasterio" in proc.stdout and "deltalake" in proc.stdout and "ray" in proc.stdout
@@ -196,3 +199,19 @@ def test_a_bundle_runs_the_protocol_without_the_storage_stack(
     for modes in doc["results"].values():
         for fracs in modes.values():
             assert fracs["1"]["heldout_miou"]["mean"] is not None
+
+    # re-running into the same --out continues it: nothing finished is redone, and a trial
+    # whose line was torn by a kill runs again
+    first = json.loads((out / "label_efficiency.json").read_text())["results"]
+    lines = (out / "trials.jsonl").read_text().splitlines()
+    assert len(lines) == 8
+    (out / "trials.jsonl").write_text("\n".join(lines[:5]) + "\n" + lines[5][:40])
+    again = run("--max-steps", "4")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "8 trials (5 finished by an earlier run" in again.stderr
+    assert again.stderr.count("reusing") == 3  # seco, dense, the one CSCL cell
+    redo = json.loads((out / "label_efficiency.json").read_text())
+    assert redo["trials"] == 8 and redo["results"]["random"] == first["random"]
+    # other budgets into the same --out would mix two experiments: refused, naming the key
+    other = run("--max-steps", "6")
+    assert other.returncode != 0 and "max_steps" in other.stderr

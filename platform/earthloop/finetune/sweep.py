@@ -24,7 +24,7 @@ import json
 import logging
 import posixpath
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -248,6 +248,7 @@ def plain_loop(
     every_s: float = 30.0,
     workers: int = 1,
     deadline_s: float | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Run trials in this process, or in ``workers`` spawned processes (no Ray): benchmarks
     and evidence.
@@ -256,7 +257,8 @@ def plain_loop(
     longest trial so far would still end before the deadline; trials not run are left out of
     the result (and counted in the log), so a time-boxed run (a lent GPU) returns what finished
     instead of being killed with nothing. Small trials leave a GPU mostly idle, which is why
-    several processes share one.
+    several processes share one. ``on_result`` is called in this process with each result as
+    it finishes (e.g. to append it to a file a re-run resumes from).
     """
     ctx = plan.context()
     ctx.attempts_dir = None
@@ -278,6 +280,8 @@ def plain_loop(
                 if late():
                     break
                 res = out[n] = _timed_trial(c, ctx)
+                if on_result is not None:
+                    on_result(res)
                 longest[0] = max(longest[0], res["seconds"])
                 progress.update(1, **{f"last_test_{ctx.primary}": _primary(res, ctx)})
         else:
@@ -304,6 +308,8 @@ def plain_loop(
                     for f in done:
                         n = pending.pop(f)
                         res = out[n] = f.result()
+                        if on_result is not None:
+                            on_result(res)
                         longest[0] = max(longest[0], res["seconds"])
                         progress.update(1, **{f"last_test_{ctx.primary}": _primary(res, ctx)})
                     if late():
