@@ -87,7 +87,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="write the planned split, its chips and the pretraining samples here, then stop",
     )
-    ap.add_argument("--bundle", default=None, help="run from a --bundle-out file (no storage)")
+    ap.add_argument(
+        "--bundle",
+        default=None,
+        help="run from a --bundle-out file (no storage); a bundle is a pickle: load only your own",
+    )
     ap.add_argument("overrides", nargs="*")
     return ap.parse_args(argv)
 
