@@ -21,14 +21,7 @@ BUDGET_S=${BUDGET_S:-540}
 DEVICE=${DEVICE:-cuda}
 WORKERS=${WORKERS:-16}
 BUNDLE=${BUNDLE:-.devdata/label-efficiency-bundle.xz}
-mkdir -p "$OUT"
-export PYTHONUNBUFFERED=1
-if [ -d .whl ] && ! python3 -c "import pydantic" 2>/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl || exit 2
-    export PYTHONPATH=/tmp/site
-fi
-PY=${PY:-python3}
+. benchmarks/device_env.sh
 
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
@@ -48,12 +41,11 @@ else
         --fractions 0.01 1.0 0.1 0.05 --seeds 0 1 2 --modes linear full
         --lrs 1e-3 3e-3 1e-2 --mults 1.0 --max-steps 600 --eval-every 50)
 fi
-SHIM="import sys; sys.path[:0] = ['benchmarks', 'platform']; import device_shim; device_shim.install()"
 $PY -c "$SHIM; import runpy; sys.argv = ['gpu_bench.py', *sys.argv[1:]]; runpy.run_path('benchmarks/gpu_bench.py', run_name='__main__')" \
     "${BENCH[@]}" 2>&1 | tee "$OUT/gpu_bench.txt"
 
 echo "phase start $(($(date +%s) - T0)) s: smoke"
-if ! $PY benchmarks/label_efficiency_device.py --bundle "$BUNDLE" --out /tmp/le-smoke \
+if ! $PY benchmarks/label_efficiency_device.py --bundle "$BUNDLE" --out "$(mktemp -d /tmp/le-smoke.XXXX)" \
     --device "$DEVICE" --workers 4 --arch resnet18 --pretrain-steps 10 --pretrain-batch 16 \
     --cscl-steps 3 --fractions 0.01 --seeds 0 --lrs 3e-3 --mults 1.0 --max-steps 10 \
     --eval-every 5 pretrain.lr_scaling=none pretrain.key_momentum=0.99 >"$OUT/smoke.log" 2>&1; then
@@ -63,15 +55,16 @@ if ! $PY benchmarks/label_efficiency_device.py --bundle "$BUNDLE" --out /tmp/le-
 fi
 tail -3 "$OUT/smoke.log"
 
+LE_OUT=${LE_OUT:-$(mktemp -d /tmp/le-gpu.XXXX)}  # a re-run into it would resume (label_efficiency.py)
 START=$(($(date +%s) - T0))
 echo "phase start $START s: label efficiency"
 # a trial starts only if the longest so far would end by the deadline; then the summary
 DEADLINE=$((BUDGET_S - START - 30))
-$PY benchmarks/label_efficiency_device.py --bundle "$BUNDLE" --out /tmp/le-gpu \
+$PY benchmarks/label_efficiency_device.py --bundle "$BUNDLE" --out "$LE_OUT" \
     --device "$DEVICE" --workers "$WORKERS" --deadline-s "$DEADLINE" "${MAIN[@]}" \
     pretrain.lr_scaling=none pretrain.key_momentum=0.99 >"$OUT/run.log" 2>&1
 rc=$?
 echo "phase end $(($(date +%s) - T0)) s: label efficiency rc=$rc"
 grep -E "pretraining|fine-tuning:|deadline|trials/s|Error|error" "$OUT/run.log" | tail -40
-cp /tmp/le-gpu/label_efficiency.json /tmp/le-gpu/label_efficiency.md /tmp/le-gpu/*.png "$OUT/" 2>/dev/null
+cp "$LE_OUT"/label_efficiency.json "$LE_OUT"/label_efficiency.md "$LE_OUT"/*.png "$OUT/" 2>/dev/null
 exit $rc
