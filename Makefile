@@ -15,7 +15,7 @@ setup:
 	@infra/local/setup.sh
 
 data: setup
-	$(VENV)/bin/earthloop sample-data --preset demo --out $(DATA)
+	$(VENV)/bin/earthloop sample-data --preset demo_world --out $(DATA)
 
 stack-up: setup
 	infra/local/stack.sh up $(DATA)

@@ -172,6 +172,10 @@ def synthetic_demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object
         f"data_dir={root / 'data'}",
         f"stac.url={manifest.catalog_path}",
         f"pretrain.probe.labels={manifest.root / 'manifest.json'}",
+        # the tests' index stays small: 4 tiles of 5 km, not the demo's 1200 locations x 6 dates
+        "ingest.num_locations=400",
+        "ingest.dates_per_location=4",
+        "pretrain.queue_size=64",
     ]
     cfg = load_config(None, overrides)
     report = run_ingest(cfg)

@@ -94,3 +94,15 @@ def test_spatial_split_is_stable_per_block_and_near_the_fraction() -> None:
 def test_spatial_split_extremes() -> None:
     assert spatial_split(1.0, 2.0, 0.0) == "train"
     assert spatial_split(1.0, 2.0, 1.0) == "val"
+
+
+def test_uniform_over_scattered_parts_fills_n_and_weighs_parts_by_area() -> None:
+    # two tiles ~1000 km apart, the second with 3x the area: drawing in the union's bounding box
+    # would land inside with probability ~1e-4 and return almost nothing within max_tries
+    small, large = box(0.0, 0.0, 0.05, 0.05), box(10.0, 10.0, 10.05, 10.15)
+    aoi = small.union(large)
+    locs = sample_locations(aoi, 400, method="uniform", seed=3, max_tries=2000)
+    assert len(locs) == 400 and _inside(aoi, locs)
+    in_large = sum(large.contains(Point(p.lon, p.lat)) for p in locs)
+    assert 0.68 < in_large / len(locs) < 0.82  # 3/4 of the area, binomial sd ~0.02
+    assert sample_locations(aoi, 400, method="uniform", seed=3, max_tries=2000) == locs

@@ -122,3 +122,7 @@ def test_presets_are_valid() -> None:
     assert bench.blocksize == 1024 and len(bench.bands) == 4 and bench.size_px >= 4096
     demo = PRESETS["demo"]
     assert demo.size_px == 512 and len(demo.dates) == 6 and len(demo.tiles) >= 2
+    # make demo's data: the world's rendering, with the context classes a few labels cannot teach
+    demo_world = PRESETS["demo_world"]
+    assert demo_world.world is not None and demo_world.world.context_classes
+    assert len(demo_world.dates) == 6 and len(set(demo_world.world.regions)) == 2

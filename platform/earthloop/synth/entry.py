@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         "--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})"
     )
     parser.add_argument(
-        "--preset", default="demo", choices=sorted(PRESETS), help="dataset size (default demo)"
+        "--preset",
+        default="demo_world",
+        choices=sorted(PRESETS),
+        help="dataset size (default demo_world: what `make demo` generates)",
     )
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(

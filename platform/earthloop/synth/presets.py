@@ -184,6 +184,28 @@ PRESETS: dict[str, SynthPreset] = {
             heldout="mediterranean",
         ),
     ),
+    "demo_world": SynthPreset(
+        # `make demo`'s data: the benchmark world's rendering (docs/world.md) on the `demo`
+        # preset's tiles and 4 neighbours, six seasons: context classes, two biomes, per-date
+        # effects, so a few labelled chips no longer teach the whole land cover (the `demo`
+        # preset's land cover is a per-pixel function of the spectra: 7 labelled chips scored
+        # as high as 154). Roles only matter to the benchmark; the demo's sweep labels all.
+        tiles=("33TWL", "33TXL", "33TWK", "33TXK", "34TCR", "34TDR", "34TCQ", "34TDQ"),
+        size_px=768,
+        dates=_SEASONS,
+        bands=("blue", "green", "red", "nir"),
+        blocksize=256,
+        cloud_cover=(0.005, 0.02, 0.1, 0.25, 0.45, 0.7),
+        legacy_baseline=((0, 0), (2, 3)),
+        nodata_edge=((1, 2), (3, 4)),
+        region_px=56,
+        parcel_px=16,
+        world=WorldSpec(
+            regions=("continental",) * 4 + ("mediterranean",) * 4,
+            roles=("pool", "pool", "test", "archive", "test", "archive", "archive", "archive"),
+            heldout="mediterranean",
+        ),
+    ),
     "world_small": SynthPreset(
         tiles=("30UWU", "30UXU", "33UUU", "33UVU", "30SVH", "30SWH"),
         size_px=96,
@@ -201,8 +223,10 @@ PRESETS: dict[str, SynthPreset] = {
         ),
     ),
 }
-"""Named presets: ``tiny`` for unit tests, ``demo`` for the embedded demo, ``bench`` for
+"""Named presets: ``tiny`` for unit tests, ``demo`` for the integration tests (and the demo
+before it moved to ``demo_world``), ``bench`` for
 Earth-Search-like I/O benchmarks (4392 px tiles, 1024 px internal tiles, 4 bands + SCL),
+``demo_world`` for ``make demo`` (the world's rendering at demo size),
 ``world`` for the label-efficiency benchmark world (docs/world.md) and ``world_small``, its
 seconds-to-build version for tests."""
 
