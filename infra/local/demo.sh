@@ -21,6 +21,8 @@ submit() {
     --runtime-env-json "$RUNTIME_ENV" -- python "$@"
 }
 
+# regenerated data (another preset or seed) would leave the old chip index pointing at new pixels
+"$VENV/bin/python" infra/local/demo_workdir.py "$CONFIG"
 submit jobs/ingest.py --config "$CONFIG"
 submit jobs/pretrain.py --config "$CONFIG"
 submit jobs/finetune.py --config "$CONFIG" \

@@ -2,8 +2,8 @@
 # Serve a folder holding collection.json + items.ndjson as a real STAC API (rustac) on loopback.
 #   stac.sh up DIR [PORT]   (STAC_BACKEND=duckdb serves stac-geoparquet with CQL2 filter support)
 #   stac.sh down | status
-# `up` leaves a healthy server that serves the same folder alone: restarting it would break an
-# ingest that is searching it right now.
+# `up` leaves a healthy server that serves the same folder (and the same items file) alone:
+# restarting it would break an ingest that is searching it right now.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 PIDFILE="$STACK_DIR/stac.pid"
@@ -23,7 +23,8 @@ up() {
   local dir="$1" port="${2:-$STAC_PORT}"
   [ -f "$dir/items.ndjson" ] || { echo "stac: $dir/items.ndjson not found (run earthloop sample-data)" >&2; exit 1; }
   local want
-  want="$(cd "$dir" && pwd) ${STAC_BACKEND:-memory}"
+  # the items file's size and mtime too: regenerated data in the same folder needs a restart
+  want="$(cd "$dir" && pwd) ${STAC_BACKEND:-memory} $(stat -c %s-%Y "$dir/items.ndjson")"
   if running && [ "$(cat "$SERVED" 2>/dev/null)" = "$want" ] \
      && [ "$(cat "$STACK_DIR/stac.port" 2>/dev/null)" = "$port" ]; then
     echo "stac: already serving $dir at http://$STAC_HOST:$port"; return 0
