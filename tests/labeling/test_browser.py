@@ -157,11 +157,19 @@ def _sample(shot: np.ndarray, box: dict[str, float], n: int) -> np.ndarray:
 
 
 def _blend(seen: np.ndarray, preview: np.ndarray, colour: np.ndarray) -> tuple[float, float]:
-    """Least-squares ``a`` in seen ≈ (1 − a)·preview + a·colour; returns (a, mean |residual|)."""
-    want = (colour[None, :] - preview).ravel()
-    got = (seen - preview).ravel()
-    a = float(want @ got / max(float(want @ want), 1e-9))
-    return a, float(np.abs(got - a * want).mean())
+    """``a`` in seen ≈ (1 − a)·preview + a·colour, and the mean |residual| per pixel.
+
+    ``a`` is fitted on the half's mean colour, not pixel by pixel: the display resamples the
+    chip, which moves single pixels by ~10 levels towards their neighbours (on a bluish chip
+    that looked like a 0.2 water tint while the right half was plainly untinted); resampling
+    keeps the mean, a tint moves it.
+    """
+    seen, preview = seen.reshape(-1, 3), preview.reshape(-1, 3)
+    want_px, got_px = colour[None, :] - preview, seen - preview
+    want, got = want_px.mean(axis=0), got_px.mean(axis=0)
+    assert float(np.linalg.norm(want)) > 30.0, f"chip colour too close to the brush: {want}"
+    a = float(want @ got / float(want @ want))
+    return a, float(np.abs(got_px - a * want_px).mean())
 
 
 def test_a_pushed_task_shows_its_image_and_preannotation(

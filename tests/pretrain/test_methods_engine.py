@@ -240,11 +240,14 @@ def test_queue_not_smaller_than_an_epoch_is_refused() -> None:
 
 
 def test_demo_config_queue_fits_the_demo_data() -> None:
-    """The demo pretrains on ~101-111 locations: its queue must pass the refusal."""
+    """The demo pretrains on ~830 train-split locations of demo_world: its queue must pass the
+    refusal there, and would be refused on the ~101 locations of the older `demo` preset."""
     from earthloop.config import load_config
 
     pc = load_config("configs/demo.yaml", []).pretrain
-    SeCoMethod.check_data(pc, 101)
+    assert SeCoMethod.check_data(pc, 800) == []
+    with pytest.raises(ConfigError, match="queue_size=256"):
+        SeCoMethod.check_data(pc, 101)
 
 
 def test_short_run_warns_that_the_key_encoder_stays_random() -> None:
