@@ -255,7 +255,9 @@ def _pretraining_lines(facts: dict[str, dict[str, Any]]) -> list[str]:
     if lines:
         lines.append(
             "- a short pretraining on a small archive shows the plumbing, not what pretraining "
-            "buys: see docs/label-efficiency.md and docs/benchmarks.md for the protocol's figures"
+            "buys, and a short fine-tuning budget hides what more labels buy (the demo: "
+            "docs/finetune.md#demo-world); the protocol's figures: docs/label-efficiency.md "
+            "and docs/benchmarks.md"
         )
     return lines
 
