@@ -373,6 +373,10 @@ class FinetuneConfig(Section):
     eval_every: int = Field(20, ge=1)  # one Tune iteration = this many optimiser steps
     batch_size: int = Field(16, ge=1)
     augment: bool = True  # flips / 90-degree rotations of the labelled chips
+    # Segmentation: train on random train_crop x train_crop windows of the labelled chips (val
+    # and test stay whole). A step then costs ~(crop/chip)^2 of a whole-chip step, so a CPU
+    # budget buys that many times more optimiser steps; None trains on whole chips.
+    train_crop: int | None = Field(None, ge=8)
     # "balanced": cross-entropy weighted by median class frequency over the trial's labelled
     # pixels (SegNet's median-frequency balancing). mIoU weighs every class alike; without it a
     # full pool's majority classes drown the rare ones, while small stratified subsets are

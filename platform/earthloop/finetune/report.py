@@ -226,7 +226,14 @@ def _setup_lines(summary: dict[str, Any], metric: str, task: str) -> list[str]:
         f"- train-split classes (labelled pixels or samples): {summary.get('classes')}",
         f"- label subsets (nested, stratified; `fraction|seed`: chips): "
         f"{summary.get('label_sets')}",
-        f"- {summary.get('max_steps')} optimiser steps per trial, class weights "
+        f"- {summary.get('max_steps')} optimiser steps per trial"
+        + (f" of batch {summary['batch_size']}" if summary.get("batch_size") else "")
+        + (
+            f" on random {summary['train_crop']} px crops (val/test on whole chips)"
+            if summary.get("train_crop")
+            else ""
+        )
+        + f", class weights "
         f"{summary.get('class_weights', 'none')}; search "
         f"{json.dumps(summary.get('search'))}; ASHA {json.dumps(summary.get('asha'))}",
         "- each cell's trial is selected on **validation**; the numbers below are its **test** "
@@ -255,9 +262,9 @@ def _pretraining_lines(facts: dict[str, dict[str, Any]]) -> list[str]:
     if lines:
         lines.append(
             "- a short pretraining on a small archive shows the plumbing, not what pretraining "
-            "buys, and a short fine-tuning budget hides what more labels buy (the demo: "
-            "docs/finetune.md#demo-world); the protocol's figures: docs/label-efficiency.md "
-            "and docs/benchmarks.md"
+            "buys at scale, and a short fine-tuning budget can hide what more labels buy (the "
+            "demo: docs/finetune.md#demo-crops); the protocol's figures: "
+            "docs/label-efficiency.md and docs/benchmarks.md"
         )
     return lines
 

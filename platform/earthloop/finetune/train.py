@@ -54,6 +54,7 @@ class TrainParams:
     eval_batch: int = 64
     warmup_steps: int | None = None  # default: 10 % of max_steps, at most 50
     class_weights: str = "none"  # none | balanced (median-frequency, FinetuneConfig)
+    train_crop: int | None = None  # segmentation: random crops of this size (FinetuneConfig)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +113,26 @@ def _augment(x: Tensor, y: Tensor | None, gen: torch.Generator) -> tuple[Tensor,
         if yi is not None:
             ys.append(yi)
     return torch.stack(xs), (torch.stack(ys) if y is not None else None)
+
+
+def _random_crop(x: Tensor, y: Tensor, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
+    """A random ``size`` window per sample, the same window for image and label raster.
+
+    Why: on a CPU the step cost follows the pixels, and a few labelled chips are fitted by many
+    cheap steps sooner than by a few whole-chip ones (docs/finetune.md#demo-crops).
+    """
+    h, w = int(x.shape[-2]), int(x.shape[-1])
+    if size > h or size > w:
+        raise ValueError(f"finetune.train_crop={size} is larger than the {h}x{w} chips")
+    if size == h and size == w:
+        return x, y
+    xs, ys = [], []
+    for i in range(x.shape[0]):
+        r = int(torch.randint(0, h - size + 1, (1,), generator=gen))
+        c = int(torch.randint(0, w - size + 1, (1,), generator=gen))
+        xs.append(x[i, ..., r : r + size, c : c + size])
+        ys.append(y[i, ..., r : r + size, c : c + size])
+    return torch.stack(xs), torch.stack(ys)
 
 
 def balanced_weights(targets: np.ndarray, spec: EvalSpec) -> Tensor | None:
@@ -269,6 +290,8 @@ class _Loop:
         """One optimiser step on the next batch; returns (loss, batch size)."""
         idx = torch.from_numpy(self.stream.next(p.batch_size)).to(x_all.device)
         x, y = x_all[idx], y_all[idx]
+        if p.train_crop is not None and spec.task == "segmentation":
+            x, y = _random_crop(x, y, p.train_crop, self.gen)
         if p.augment:
             x, y_aug = _augment(x, y if spec.task == "segmentation" else None, self.gen)
             if y_aug is not None:

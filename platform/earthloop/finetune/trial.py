@@ -62,6 +62,7 @@ class TrialContext:
     checkpoint_every: int
     cpus: float
     class_weights: str = "none"
+    train_crop: int | None = None
     gpus: float = 0.0  # finetune.resources.gpu: > 0 trains the trial on the GPU Ray assigned it
     attempts_dir: str | None = None
     experiment_path: str | None = None  # where trial directories (and their checkpoints) live
@@ -99,6 +100,7 @@ def trial_params(config: dict[str, Any], ctx: TrialContext) -> TrainParams:
         augment=ctx.augment,
         checkpoint_every=ctx.checkpoint_every,
         class_weights=ctx.class_weights,
+        train_crop=ctx.train_crop,
     )
 
 
