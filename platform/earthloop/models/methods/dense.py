@@ -16,7 +16,9 @@ Each view gets its own random geometry — integer random-resized crop (zoom x1/
 (:mod:`earthloop.models.transforms`); correspondences are therefore exact. Photometric jitter is
 applied per view on top. ``num_pixels`` corresponding, valid pixels are sampled per image (64 by
 default) and contrasted with a symmetric InfoNCE (:mod:`earthloop.models.losses.dense`). Pixels
-flagged invalid in ``batch["valid"]`` (clouds, no-data) are never sampled.
+flagged invalid in ``batch["valid"]`` (clouds, no-data) are never sampled. The default recipe runs for the
+whole batch at once (:mod:`earthloop.models.pixel_views`: a per-image loop kept a GPU a quarter
+busy); transforms passed in run per sample through the replayable pipeline.
 
 Both views go through the same online network in one concatenated batch (SimCLR-style, no
 momentum encoder). The temperature default 0.1 and the AdamW-style optimiser defaults are our
@@ -42,6 +44,7 @@ from earthloop.models.methods._common import (
     make_generator,
     select_dates,
 )
+from earthloop.models.pixel_views import PixelViewAugment, sample_pixel_pairs_batched
 from earthloop.models.transforms import Compose, Transform, View
 from earthloop.models.unet import UNet
 
@@ -91,6 +94,9 @@ class DenseContrastive(nn.Module):
         self.temperature = temperature
         self.num_pixels = num_pixels
         self.crop_factors = tuple(crop_factors)
+        # the default recipe runs batched (earthloop.models.pixel_views); a transform passed in
+        # runs per sample through the replayable pipeline
+        self.batched = geometric is None and photometric is None
         self.geometric = default_geometric() if geometric is None else geometric
         self.photometric = default_photometric() if photometric is None else photometric
         self.date_sampling = date_sampling
@@ -121,6 +127,8 @@ class DenseContrastive(nn.Module):
                 f"batch['valid'] must be (B, T, H, W) = {(b, t, h, w)}, got {tuple(valid.shape)}"
             )
         size = min(h, w)
+        if self.batched:
+            return self._batch_views(images, valid, size)
         pipeline = Compose([crop_for(size, self.crop_factors), self.geometric, self.photometric])
         dates = select_dates(b, t, 2, self.date_sampling, self.generator)
         g = self.generator
@@ -149,6 +157,26 @@ class DenseContrastive(nn.Module):
                 )
             )
         return torch.stack(views_a), torch.stack(views_b), pairs
+
+    def _batch_views(
+        self, images: Tensor, valid: Tensor | None, size: int
+    ) -> tuple[Tensor, Tensor, list[PixelPairs]]:
+        """The default recipe for the whole batch: a fixed number of tensor operations."""
+        b, _, _, h, w = images.shape
+        g = self.generator
+        dates = select_dates(b, images.shape[1], 2, self.date_sampling, g).to(images.device)
+        rows = torch.arange(b, device=images.device)
+        augment = PixelViewAugment(size, self.crop_factors)
+        views = [
+            augment(
+                images[rows, dates[:, j]],
+                None if valid is None else valid[rows, dates[:, j]],
+                g,
+            )
+            for j in range(2)
+        ]
+        pairs = sample_pixel_pairs_batched(views[0], views[1], (h, w), self.num_pixels, g)
+        return views[0].image, views[1].image, pairs
 
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         xa, xb, pairs = self.make_views(batch["images"], batch.get("valid"))
