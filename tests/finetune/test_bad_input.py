@@ -128,3 +128,19 @@ def test_plan_empty_split_is_a_clear_error(tiny_data) -> None:  # type: ignore[n
     over = [*tiny_data.overrides(), "finetune.split.mode=index"]
     with pytest.raises(ConfigError, match=r"split\(s\) .* are empty"):
         plan_sweep(load_config(None, over))
+
+
+def test_plan_refuses_a_training_crop_larger_than_the_chips(tiny_data) -> None:  # type: ignore[no-untyped-def]
+    """Caught before the cluster is touched, not at every trial's first step (32 px chips)."""
+    from earthloop.finetune.plan import plan_sweep
+
+    over = [*tiny_data.overrides(), "finetune.allow_missing_classes=true"]
+    with pytest.raises(ConfigError, match=r"train_crop=48 is larger than the chips .*\(32 px\)"):
+        plan_sweep(load_config(None, [*over, "finetune.train_crop=48"]))
+    plan = plan_sweep(load_config(None, [*over, "finetune.train_crop=16"]))
+    assert plan.context().train_crop == 16
+
+
+def test_a_training_crop_is_for_segmentation_only() -> None:
+    with pytest.raises(ConfigError, match="train_crop is for segmentation only"):
+        load_config(None, ["finetune.task=classification", "finetune.train_crop=16"])

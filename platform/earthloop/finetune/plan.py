@@ -233,6 +233,18 @@ def _pool(cfg: EarthloopConfig, fc: FinetuneConfig, bands: list[str]) -> Pool:
         raise ConfigError(f"finetune data: {exc}") from None
 
 
+def _check_train_crop(fc: FinetuneConfig, pool: Pool) -> None:
+    """Refuse a training crop larger than the chips here, not at every trial's first step."""
+    if fc.train_crop is None:
+        return
+    sizes = {int(s.row["chip_size"]) for s in pool.samples if "chip_size" in s.row}
+    if sizes and fc.train_crop > min(sizes):
+        raise ConfigError(
+            f"finetune.train_crop={fc.train_crop} is larger than the chips of this index "
+            f"({min(sizes)} px); use at most {min(sizes)} or leave it unset"
+        )
+
+
 def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
     """Validate everything and prepare the label pool and subsets; raises before any training.
 
@@ -255,6 +267,7 @@ def plan_sweep(cfg: EarthloopConfig) -> SweepPlan:
         fc = fc.model_copy(update={"chips_version": int(stored["chips"]["version"])})
     inits = {spec.name: resolve_init(spec, fc.backbone, bands, cfg) for spec in fc.inits}
     pool = _pool(cfg, fc, bands)
+    _check_train_crop(fc, pool)
     label_sets = _label_sets(fc, pool)
     missing_eval = _eval_only_classes(pool)
     if missing_eval:
