@@ -436,9 +436,6 @@ class FinetuneConfig(Section):
                 raise ValueError("source 'bigearthnet' needs bigearthnet_dir")
             if self.task == "segmentation":
                 raise ValueError("BigEarthNet has scene labels only: use task multilabel")
-        if self.train_crop is not None and self.task != "segmentation":
-            # a crop would cut away the scene a label describes
-            raise ValueError(f"train_crop is for segmentation only (task is {self.task!r})")
         return self
 
     @property

@@ -141,6 +141,12 @@ def test_plan_refuses_a_training_crop_larger_than_the_chips(tiny_data) -> None: 
     assert plan.context().train_crop == 16
 
 
-def test_a_training_crop_is_for_segmentation_only() -> None:
-    with pytest.raises(ConfigError, match="train_crop is for segmentation only"):
-        load_config(None, ["finetune.task=classification", "finetune.train_crop=16"])
+def test_a_training_crop_is_for_segmentation_only(tiny_data, caplog) -> None:  # type: ignore[no-untyped-def]
+    """Another task on a config with a crop (the demo's) trains on whole chips, and says so."""
+    from earthloop.finetune.plan import plan_sweep
+
+    over = [*tiny_data.overrides(), "finetune.allow_missing_classes=true"]
+    cfg = load_config(None, [*over, "finetune.task=classification", "finetune.train_crop=16"])
+    with caplog.at_level("WARNING"):
+        plan_sweep(cfg)
+    assert "train_crop=16 applies to segmentation only" in caplog.text

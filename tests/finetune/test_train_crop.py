@@ -79,3 +79,21 @@ def test_the_report_says_the_budget_ran_on_crops() -> None:
     assert "1200 optimiser steps per trial of batch 8 on random 32 px crops" in cropped
     whole = "\n".join(_setup_lines({**base, "train_crop": None}, "miou", "segmentation"))
     assert "1200 optimiser steps per trial of batch 8, class weights balanced" in whole
+
+
+def test_a_classification_trial_trains_on_whole_chips_despite_a_crop() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (6, 2, 32, 32)).astype(np.float32)
+    y = np.array([0, 1, 0, 1, 0, 1], dtype=np.int64)
+    arrays = TrialArrays(x, y, np.zeros(6, dtype=bool), [str(i) for i in range(6)])
+    spec = EvalSpec("classification", 2, [0, 1], {0: "0", 1: "1"}, None, 1, "accuracy")
+    torch.manual_seed(0)
+    model = TaskModel("classification", build_backbone("resnet_tiny", 2), 2, frozen=False)
+    seen: list[tuple[bool, int]] = []
+    model.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
+    p = TrainParams(
+        lr=1e-3, weight_decay=0.0, encoder_lr_mult=1.0, mode="full", batch_size=4,
+        max_steps=2, eval_every=2, seed=0, train_crop=16,
+    )  # fmt: skip
+    fit(model, arrays, arrays, None, p, spec)
+    assert {s for training, s in seen if training} == {32}

@@ -237,6 +237,12 @@ def _check_train_crop(fc: FinetuneConfig, pool: Pool) -> None:
     """Refuse a training crop larger than the chips here, not at every trial's first step."""
     if fc.train_crop is None:
         return
+    if fc.task != "segmentation":
+        # a crop would cut away part of the scene a chip label describes; a config switched to
+        # another task (the demo's, say) still runs, on whole chips
+        log.warning("finetune.train_crop=%d applies to segmentation only: task %s trains on "
+                    "whole chips", fc.train_crop, fc.task)  # fmt: skip
+        return
     sizes = {int(s.row["chip_size"]) for s in pool.samples if "chip_size" in s.row}
     if sizes and fc.train_crop > min(sizes):
         raise ConfigError(
