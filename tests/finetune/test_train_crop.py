@@ -52,23 +52,36 @@ def test_the_config_refuses_tiny_crops() -> None:
         FinetuneConfig.model_validate({"train_crop": 4})
 
 
+def _input_sizes(task: str, arrays: TrialArrays, spec: EvalSpec) -> dict[bool, set[int]]:
+    """Train a few steps with ``train_crop=16``; the input widths the model saw, by train mode."""
+    torch.manual_seed(0)
+    model = TaskModel(task, build_backbone("resnet_tiny", 2), spec.num_outputs, frozen=False)
+    seen: dict[bool, set[int]] = {True: set(), False: set()}
+    model.register_forward_pre_hook(lambda m, a: seen[m.training].add(a[0].shape[-1]))
+    p = TrainParams(
+        lr=1e-3, weight_decay=0.0, encoder_lr_mult=1.0, mode="full", batch_size=4,
+        max_steps=4, eval_every=2, seed=0, train_crop=16,
+    )  # fmt: skip
+    fit(model, arrays, arrays, None, p, spec)
+    return seen
+
+
 def test_training_sees_crops_and_evaluation_whole_chips() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(1, 3, size=(6, 32, 32)).astype(np.int64)
     x = (y[:, None].astype(np.float32) + rng.normal(0, 0.3, (6, 2, 32, 32))).astype(np.float32)
     arrays = TrialArrays(x, y, np.zeros_like(y, dtype=bool), [str(i) for i in range(6)])
     spec = EvalSpec("segmentation", 3, [1, 2], {0: "0", 1: "1", 2: "2"}, 0, 1, "miou")
-    torch.manual_seed(0)
-    model = TaskModel("segmentation", build_backbone("resnet_tiny", 2), 3, frozen=False)
-    seen: list[tuple[bool, int]] = []
-    model.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
-    p = TrainParams(
-        lr=1e-3, weight_decay=0.0, encoder_lr_mult=1.0, mode="full", batch_size=4,
-        max_steps=4, eval_every=2, seed=0, train_crop=16,
-    )  # fmt: skip
-    fit(model, arrays, arrays, None, p, spec)
-    assert {s for training, s in seen if training} == {16}
-    assert {s for training, s in seen if not training} == {32}
+    assert _input_sizes("segmentation", arrays, spec) == {True: {16}, False: {32}}
+
+
+def test_a_classification_trial_trains_on_whole_chips_despite_a_crop() -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (6, 2, 32, 32)).astype(np.float32)
+    y = np.array([0, 1, 0, 1, 0, 1], dtype=np.int64)
+    arrays = TrialArrays(x, y, np.zeros(6, dtype=bool), [str(i) for i in range(6)])
+    spec = EvalSpec("classification", 2, [0, 1], {0: "0", 1: "1"}, None, 1, "accuracy")
+    assert _input_sizes("classification", arrays, spec) == {True: {32}, False: {32}}
 
 
 def test_the_report_says_the_budget_ran_on_crops() -> None:
@@ -79,21 +92,3 @@ def test_the_report_says_the_budget_ran_on_crops() -> None:
     assert "1200 optimiser steps per trial of batch 8 on random 32 px crops" in cropped
     whole = "\n".join(_setup_lines({**base, "train_crop": None}, "miou", "segmentation"))
     assert "1200 optimiser steps per trial of batch 8, class weights balanced" in whole
-
-
-def test_a_classification_trial_trains_on_whole_chips_despite_a_crop() -> None:
-    rng = np.random.default_rng(1)
-    x = rng.normal(0, 1, (6, 2, 32, 32)).astype(np.float32)
-    y = np.array([0, 1, 0, 1, 0, 1], dtype=np.int64)
-    arrays = TrialArrays(x, y, np.zeros(6, dtype=bool), [str(i) for i in range(6)])
-    spec = EvalSpec("classification", 2, [0, 1], {0: "0", 1: "1"}, None, 1, "accuracy")
-    torch.manual_seed(0)
-    model = TaskModel("classification", build_backbone("resnet_tiny", 2), 2, frozen=False)
-    seen: list[tuple[bool, int]] = []
-    model.register_forward_pre_hook(lambda m, a: seen.append((m.training, a[0].shape[-1])))
-    p = TrainParams(
-        lr=1e-3, weight_decay=0.0, encoder_lr_mult=1.0, mode="full", batch_size=4,
-        max_steps=2, eval_every=2, seed=0, train_crop=16,
-    )  # fmt: skip
-    fit(model, arrays, arrays, None, p, spec)
-    assert {s for training, s in seen if training} == {32}

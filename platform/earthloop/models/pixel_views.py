@@ -132,9 +132,12 @@ class PixelViewAugment:
 
 
 def sample_pixel_pairs_batched(
-    a: BatchViews, b: BatchViews, ground_size: tuple[int, int], num_samples: int,
+    a: BatchViews,
+    b: BatchViews,
+    ground_size: tuple[int, int],
+    num_samples: int,
     generator: torch.Generator | None = None,
-) -> list[PixelPairs]:  # fmt: skip
+) -> list[PixelPairs]:
     """Per image, up to ``num_samples`` pixels of view A whose ground pixel view B also shows,
     valid in both, one per ground pixel, chosen uniformly; the same contract as
     :func:`earthloop.models.losses.dense.sample_pixel_pairs`, for the whole batch at once.
