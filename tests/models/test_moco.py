@@ -68,3 +68,18 @@ def test_single_process_fallbacks() -> None:
     shuffled, idx = batch_shuffle(x.detach(), g)
     assert not torch.equal(shuffled, x.detach())
     assert torch.equal(batch_unshuffle(shuffled * 2, idx), x.detach() * 2)
+
+
+def test_enqueue_never_reads_the_pointer_back_to_the_host(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Reading ``ptr`` with int() was a device sync per enqueue (three per SeCo step on a GPU)."""
+    q = MemoryBankQueue(size=5, dim=1)
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("enqueue read a tensor back to the host")
+
+    for name in ("__int__", "__index__", "item", "tolist", "__bool__"):
+        monkeypatch.setattr(torch.Tensor, name, refuse)
+    q.enqueue(torch.tensor([[1.0], [2.0], [3.0]]))
+    q.enqueue(torch.tensor([[4.0], [5.0], [6.0]]))  # wraps around
+    monkeypatch.undo()
+    assert q.queue.flatten().tolist() == [6.0, 2.0, 3.0, 4.0, 5.0] and int(q.ptr) == 1

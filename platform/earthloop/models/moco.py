@@ -100,7 +100,7 @@ class MemoryBankQueue(nn.Module):
         """Append ``keys`` (N, dim), dropping the oldest; only the last ``size`` are kept if N > size."""
         if keys.ndim != 2 or keys.shape[1] != self.dim:
             raise ValueError(f"expected keys of shape (N, {self.dim}), got {tuple(keys.shape)}")
-        keys = keys.detach().to(self.queue.dtype)
+        keys = keys.detach().to(self.queue.device, self.queue.dtype)
         n = keys.shape[0]
         if n == 0:
             return
@@ -108,12 +108,11 @@ class MemoryBankQueue(nn.Module):
             self.queue.copy_(keys[-self.size :])
             self.ptr.zero_()
             return
-        ptr = int(self.ptr)
-        first = min(n, self.size - ptr)
-        self.queue[ptr : ptr + first] = keys[:first]
-        if first < n:
-            self.queue[: n - first] = keys[first:]
-        self.ptr.fill_((ptr + n) % self.size)
+        # slots computed on the queue's device: reading ptr back to the host (int(self.ptr)) was
+        # a device sync per enqueue, three per SeCo step, each stalling a launch-bound GPU step
+        slots = (self.ptr + torch.arange(n, device=self.ptr.device)) % self.size
+        self.queue.index_copy_(0, slots, keys)
+        self.ptr.copy_((self.ptr + n) % self.size)
 
     def negatives(self) -> Tensor:
         """A detached copy of the queue, safe to use while the next ``enqueue`` happens."""
