@@ -8,6 +8,9 @@ compute ceiling (random tensors already on the device); `host` copies pinned hos
 step (what a loader-fed step pays for the copy); `stream` feeds SeCo from earthloop's Ray Data
 stream over the synthetic COGs (`earthloop sample-data`; needs Ray), so the gap to `memory` is
 the input pipeline's cost. Utilisation is sampled from `nvidia-smi` every 0.2 s while timing.
+Every step is the production `Engine.step` (what Ray Train workers run). Before timing, a few
+steps run under `torch.cuda.set_sync_debug_mode("warn")`: `syncs_per_step` counts the device
+syncs a step makes (0 is the target, tests/pretrain/test_device_syncs.py).
 On a machine without CUDA it runs on the CPU as a smoke test.
 """
 
@@ -22,6 +25,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,6 +115,7 @@ def run_one(
 ) -> dict[str, object]:
     """Time ``args.steps`` optimiser steps after ``args.warmup``; one result row."""
     from earthloop.config import PretrainConfig
+    from earthloop.pretrain.engine import Engine, Schedule
     from earthloop.pretrain.methods import build_method
 
     cuda = torch.cuda.is_available()
@@ -123,20 +128,21 @@ def run_one(
     if cuda:
         method.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         torch.backends.cudnn.benchmark = True
-    opt = method.optimizer()
-    mean = torch.zeros(4, device=device)
-    std = torch.ones(4, device=device)
+    engine = Engine(
+        method,
+        Schedule(epochs=1, amp=cuda),
+        mean=torch.zeros(4),
+        std=torch.ones(4),
+        device=device,
+        batch_size=batch,
+    )
     batches = (
         stream_batches(batch, Path(args.data))
         if source == "stream"
         else memory_batches(method_name, batch, device, host=source == "host")
     )
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16)
-        if cuda
-        else torch.autocast("cpu", enabled=False)
-    )
     sampler = UtilSampler() if cuda else None
+    syncs = count_syncs(engine, batches, steps=5) if cuda else None
     wait = 0.0
     t0 = time.perf_counter()
     for step in range(args.warmup + args.steps):
@@ -147,13 +153,9 @@ def run_one(
                 sampler.start()
             t0, wait = time.perf_counter(), 0.0
         tw = time.perf_counter()
-        b = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
+        b = next(batches)
         wait += time.perf_counter() - tw
-        with autocast:
-            out = method.loss(method.inputs(b, mean, std))
-        opt.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        opt.step()
+        engine.step(b)
     if cuda:
         torch.cuda.synchronize()
     elapsed = time.perf_counter() - t0
@@ -170,11 +172,30 @@ def run_one(
         "step_ms": round(1000 * elapsed / args.steps, 2),
         "data_wait_pct": round(100 * wait / elapsed, 2),
         "gpu_util_pct": None if util is None else round(util, 1),
+        "syncs_per_step": syncs,
         "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
     }
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     return row
+
+
+def count_syncs(engine: object, batches: Iterator[dict[str, torch.Tensor]], steps: int) -> float:
+    """Device syncs per ``Engine.step``, counted by PyTorch's sync debug mode (CUDA only)."""
+    step = engine.step  # type: ignore[attr-defined]
+    for _ in range(2):  # warm-up: cuDNN autotuning and first allocations sync on their own
+        step(next(batches))
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                step(next(batches))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    found = [w for w in caught if "synchroniz" in str(w.message)]
+    return round(len(found) / steps, 2)
 
 
 def main() -> None:

@@ -90,7 +90,7 @@ def test_pairs_are_exact_valid_unique_and_as_many_as_asked() -> None:
     valid = torch.rand(16, 16, 16, generator=g) < 0.8
     aug = PixelViewAugment(16, (1, 2), photometric=False)
     a, b = aug(x, valid, g), aug(x, valid, g)
-    pairs = sample_pixel_pairs_batched(a, b, (16, 16), 24, g)
+    pairs = sample_pixel_pairs_batched(a, b, (16, 16), 24, g).per_image()
     assert len(pairs) == 16
     for i, (ia, ib, ground) in enumerate(pairs):
         ca, cb = a.coords[i].reshape(2, -1), b.coords[i].reshape(2, -1)
@@ -115,7 +115,9 @@ def test_pixels_are_chosen_uniformly_over_ground_pixels() -> None:
     n = 3000
     a = BatchViews(torch.zeros(n, 1, 8, 8), za.expand(n, 2, 8, 8).contiguous(), None)
     b = BatchViews(torch.zeros(n, 1, 8, 8), zb.expand(n, 2, 8, 8).contiguous(), None)
-    pairs = sample_pixel_pairs_batched(a, b, (8, 8), 4, torch.Generator().manual_seed(5))
+    pairs = sample_pixel_pairs_batched(
+        a, b, (8, 8), 4, torch.Generator().manual_seed(5)
+    ).per_image()
     counts = Counter(int(t) for _, _, ground in pairs for t in ground)
     assert all(len(p[0]) == 4 for p in pairs)
     assert len(counts) == 16

@@ -46,6 +46,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from earthloop.models.on_device import autocast_type, upload
+
 __all__ = ["AugmentParams", "SeCoAugment"]
 
 _JITTERS = 4  # brightness, contrast, saturation, hue
@@ -193,23 +195,23 @@ class SeCoAugment:
         # augmentation prepares data: in the input's precision, also inside a bf16 autocast
         # region (SeCo makes its views in forward). Under autocast the blur's matrix products
         # came out bf16 and could not be written back into the float32 batch (found on an H200).
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        with torch.autocast(device_type=autocast_type(x.device), enabled=False):
             return self._apply(x, params, black_level)
 
     def _apply(self, x: Tensor, params: AugmentParams, black_level: Tensor | None) -> Tensor:
         b, c, h, w = x.shape
         size = self.size or min(h, w)
-        theta = params.theta.to(x.device, x.dtype)
+        theta = upload(params.theta, x.device, x.dtype)
         grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
         out = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
         z = (
             torch.full((c,), -2.0, dtype=x.dtype, device=x.device)
             if black_level is None
-            else black_level.to(x.device, x.dtype)
+            else upload(black_level, x.device, x.dtype)
         )
         mat, bias = _colour_map(out.mean(dim=(2, 3)), params, z)
         out = torch.einsum("bij,bjhw->bihw", mat, out) + bias.view(b, c, 1, 1)
-        return _blur(out, params.sigma.to(x.device, x.dtype))
+        return _blur(out, params.sigma)
 
     def __call__(
         self, x: Tensor, generator: torch.Generator | None = None, black_level: Tensor | None = None
@@ -234,15 +236,16 @@ def _colour_map(mean: Tensor, p: AugmentParams, z: Tensor) -> tuple[Tensor, Tens
     eye = torch.eye(c, dtype=dtype, device=device).expand(b, c, c)
     avg = torch.full((c, c), 1.0 / c, dtype=dtype, device=device).expand(b, c, c)
     mat, bias = eye.clone(), torch.zeros(b, c, dtype=dtype, device=device)
-    f = p.factors.to(device, dtype)
-    on = p.jitter.to(device)
-    plane = p.plane.to(device, dtype)
+    f = upload(p.factors, device, dtype)
+    plane = upload(p.plane, device, dtype)
     for position in range(_JITTERS):
-        which = p.order[:, position].to(device)
         for op in range(_JITTERS):
-            chosen = (which == op) & on
-            if not bool(chosen.any()):
+            # decided on the drawn (host) parameters: a test of a device tensor here was a
+            # device sync, 16 per view and 64 per SeCo step
+            on_host = (p.order[:, position] == op) & p.jitter
+            if not bool(on_host.any()):
                 continue
+            chosen = upload(on_host, device)
             k = f[:, op].view(b, 1)
             if op == 0:  # brightness: scale reflectance about the black level
                 m_op, b_op = eye * k.unsqueeze(2), (1 - k) * z.view(1, c)
@@ -257,7 +260,7 @@ def _colour_map(mean: Tensor, p: AugmentParams, z: Tensor) -> tuple[Tensor, Tens
             sel = chosen.view(b, 1, 1)
             mat = torch.where(sel, new_mat, mat)
             bias = torch.where(sel.view(b, 1), new_bias, bias)
-    gray = p.gray.to(device).view(b, 1, 1)
+    gray = upload(p.gray, device).view(b, 1, 1)
     mat = torch.where(gray, avg @ mat, mat)
     bias = torch.where(gray.view(b, 1), (avg @ bias.unsqueeze(2)).squeeze(2), bias)
     return mat, bias
@@ -298,16 +301,25 @@ def _blur(x: Tensor, sigma: Tensor) -> Tensor:
 
     Each axis is one batched matrix product with a banded (reflect-folded) kernel matrix, which
     on CPU is several times faster than a grouped convolution with a kernel per sample.
+    ``sigma`` is the drawn parameter on the host: which samples blur and the kernel radius are
+    decided there, so a device batch is never read back (earthloop.models.on_device).
     """
     blurred = sigma > 0
     if not bool(blurred.any()):
         return x
-    if not bool(blurred.all()):
-        out = x.clone()
-        out[blurred] = _blur(x[blurred], sigma[blurred])
-        return out
     h, w = int(x.shape[-2]), int(x.shape[-1])
     radius = max(1, min(math.ceil(3 * float(sigma.max())), min(h, w) - 1))
+    if bool(blurred.all()):
+        return _blur_all(x, upload(sigma, x.device, x.dtype), radius)
+    rows = upload(blurred.nonzero()[:, 0], x.device)
+    out = x.clone()
+    out[rows] = _blur_all(x[rows], upload(sigma[blurred], x.device, x.dtype), radius)
+    return out
+
+
+def _blur_all(x: Tensor, sigma: Tensor, radius: int) -> Tensor:
+    """Blur every sample of ``x`` with its ``sigma`` (all > 0) and kernels of ``radius``."""
+    h, w = int(x.shape[-2]), int(x.shape[-1])
     rows = _kernel_matrix(sigma, h, radius)  # (B, H, H)
     cols = _kernel_matrix(sigma, w, radius)  # (B, W, W)
     return rows.unsqueeze(1) @ x @ cols.transpose(1, 2).unsqueeze(1)

@@ -29,6 +29,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from earthloop.models.on_device import upload
+
 __all__ = [
     "MemoryBankQueue",
     "batch_shuffle",
@@ -160,13 +162,13 @@ def batch_shuffle(x: Tensor, generator: torch.Generator | None = None) -> tuple[
     """
     rank, world = distributed_rank_world()
     if world == 1:
-        perm = torch.randperm(x.shape[0], generator=generator).to(x.device)
+        perm = upload(torch.randperm(x.shape[0], generator=generator), x.device)
         return x[perm], torch.argsort(perm)
     sizes = _gather_sizes(x.shape[0], x.device, world)
     x_all = concat_all_gather(x)
     total = x_all.shape[0]
     if rank == 0:
-        perm = torch.randperm(total, generator=generator).to(x.device)
+        perm = upload(torch.randperm(total, generator=generator), x.device)
     else:
         perm = torch.empty(total, dtype=torch.long, device=x.device)
     dist.broadcast(perm, src=0)

@@ -30,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from earthloop.models.losses.dense import PixelPairs
+from earthloop.models.losses.dense import PaddedPairs
+from earthloop.models.on_device import device_generator, upload
 
 __all__ = ["BatchViews", "PixelViewAugment", "sample_pixel_pairs_batched"]
 
@@ -46,8 +47,14 @@ class BatchViews:
 
 
 def _rand(shape: Sequence[int], g: torch.Generator | None, device: torch.device) -> Tensor:
-    # drawn on the CPU (a CPU generator serves any device), then moved: one copy per call
-    return torch.rand(tuple(shape), generator=g).to(device)
+    # small draws: on the CPU (a CPU generator serves any device), uploaded without a wait
+    return upload(torch.rand(tuple(shape), generator=g), device)
+
+
+def _rand_field(shape: Sequence[int], g: torch.Generator | None, device: torch.device) -> Tensor:
+    # image-sized draws: on the device from a generator seeded by ``g`` (the same numbers as
+    # ``_rand`` on the CPU)
+    return torch.rand(tuple(shape), generator=device_generator(g, device), device=device)
 
 
 class PixelViewAugment:
@@ -71,8 +78,16 @@ class PixelViewAugment:
         self.noise_std, self.p_noise = noise_std, p_noise
         self.photometric = photometric
 
-    def coords(self, batch: int, height: int, width: int, g: torch.Generator | None) -> Tensor:
-        """(B, 2, S, S) long: the ground pixel every output pixel shows."""
+    def coords(
+        self,
+        batch: int,
+        height: int,
+        width: int,
+        g: torch.Generator | None,
+        device: torch.device | None = None,
+    ) -> Tensor:
+        """(B, 2, S, S) long: the ground pixel every output pixel shows, built on ``device``
+        from per-sample draws made on the host."""
         s = self.size
         fits = [f for f in self.factors if s // f <= min(height, width)]
         if not fits:
@@ -86,18 +101,22 @@ class PixelViewAugment:
         crop = s // fac
         top = (_rand((batch,), g, cpu) * (height - crop + 1)).long()
         left = (_rand((batch,), g, cpu) * (width - crop + 1)).long()
-        idx = torch.arange(s)
+        hflip, vflip = _rand((batch,), g, cpu) < 0.5, _rand((batch,), g, cpu) < 0.5
+        k = (_rand((batch,), g, cpu) * 4).long().clamp(max=3)
+        dev = device or cpu
+        fac, top, left, hflip, vflip, k = (
+            upload(t, dev) for t in (fac, top, left, hflip, vflip, k)
+        )
+        idx = torch.arange(s, device=dev)
         rows = top[:, None] + idx[None, :] // fac[:, None]  # (B, S)
         cols = left[:, None] + idx[None, :] // fac[:, None]
         grid = torch.stack(
             [rows[:, :, None].expand(batch, s, s), cols[:, None, :].expand(batch, s, s)], dim=1
         )
-        hflip, vflip = _rand((batch,), g, cpu) < 0.5, _rand((batch,), g, cpu) < 0.5
         grid = torch.where(hflip.view(-1, 1, 1, 1), grid.flip(-1), grid)
         grid = torch.where(vflip.view(-1, 1, 1, 1), grid.flip(-2), grid)
-        k = (_rand((batch,), g, cpu) * 4).long().clamp(max=3)
         turned = torch.stack([torch.rot90(grid, r, dims=(-2, -1)) for r in range(4)])
-        return turned[k, torch.arange(batch)].contiguous()
+        return turned[k, torch.arange(batch, device=dev)].contiguous()
 
     def __call__(
         self, images: Tensor, valid: Tensor | None = None, generator: torch.Generator | None = None
@@ -105,7 +124,7 @@ class PixelViewAugment:
         """Views of ``images`` (B, C, H, W) with ``valid`` (B, H, W) carried along."""
         b, c, h, w = images.shape
         dev = images.device
-        coords = self.coords(b, h, w, generator).to(dev)
+        coords = self.coords(b, h, w, generator, dev)
         flat = (coords[:, 0] * w + coords[:, 1]).reshape(b, -1)  # (B, S*S)
         s = self.size
         out = images.reshape(b, c, h * w).gather(2, flat[:, None, :].expand(b, c, -1))
@@ -127,7 +146,8 @@ class PixelViewAugment:
         jittered = (x - mean) * con + mean + bri
         x = on * jittered + (1 - on) * x
         noisy = (_rand((b, 1, 1, 1), g, dev) < self.p_noise).to(dt)
-        noise = torch.randn(tuple(x.shape), generator=g).to(dev, dt)
+        noise = torch.randn(tuple(x.shape), generator=device_generator(g, dev), device=dev)
+        noise = noise.to(dt)
         return x + noisy * self.noise_std * noise
 
 
@@ -137,10 +157,11 @@ def sample_pixel_pairs_batched(
     ground_size: tuple[int, int],
     num_samples: int,
     generator: torch.Generator | None = None,
-) -> list[PixelPairs]:
+) -> PaddedPairs:
     """Per image, up to ``num_samples`` pixels of view A whose ground pixel view B also shows,
     valid in both, one per ground pixel, chosen uniformly; the same contract as
-    :func:`earthloop.models.losses.dense.sample_pixel_pairs`, for the whole batch at once.
+    :func:`earthloop.models.losses.dense.sample_pixel_pairs`, for the whole batch at once, as
+    padded ``(B, num_samples)`` rows (``.per_image()`` gives the per-image tuples).
     """
     gh, gw = ground_size
     n_img = a.coords.shape[0]
@@ -160,7 +181,7 @@ def sample_pixel_pairs_batched(
     # view shows a ground pixel several times, and every candidate ground pixel of one view is
     # shown equally often, so the kept copies' scores are identically distributed)
     score = torch.where(
-        ok, _rand(tuple(ok.shape), generator, dev), torch.full_like(ok, -1.0, dtype=torch.float)
+        ok, _rand_field(ok.shape, generator, dev), torch.full_like(ok, -1.0, dtype=torch.float)
     )
     best = torch.full((n_img, gh * gw), -1.0, device=dev)
     best.scatter_reduce_(1, ground_a, score, reduce="amax")
@@ -168,9 +189,7 @@ def sample_pixel_pairs_batched(
     k = min(num_samples, ok.shape[1])
     ranked = torch.where(keep, score, torch.full_like(score, -1.0))
     top, idx_a = ranked.topk(k, dim=1)
-    counts = (top >= 0).sum(dim=1).tolist()  # the one host sync: per-image pair counts
-    pairs: list[PixelPairs] = []
-    for i, n in enumerate(counts):
-        ia = idx_a[i, :n]
-        pairs.append((ia, match[i, ia], ground_a[i, ia]))
-    return pairs
+    # topk sorts descending, so the kept pairs (score >= 0) come first in every row
+    return PaddedPairs(
+        idx_a, match.gather(1, idx_a).clamp(min=0), ground_a.gather(1, idx_a), top >= 0
+    )

@@ -19,6 +19,9 @@ Design choices that matter to users:
 - checkpoints load with ``torch.load(weights_only=True)`` (plain values only) and a broken newest
   one falls back to the newest that loads (:mod:`earthloop.checkpoints`), naming the broken file;
 - the step time is split into data wait and compute, so a starving input pipeline is visible;
+- a step never reads a value back from the device: loss terms stay there (:class:`LossTerms`)
+  and are read every ``Schedule.loss_every_s`` seconds, at checkpoints and at the epoch's end, so
+  on a GPU the host queues step n+1 while step n runs;
 - each epoch ends with the collapse watch (embedding std, alignment/uniformity, kNN probe).
 """
 
@@ -28,7 +31,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,7 @@ from earthloop.checkpoints import (
 from earthloop.config import PretrainConfig
 from earthloop.models.metrics import embedding_std, is_collapsed, knn_accuracy, uniformity
 from earthloop.models.normalise import normalise
+from earthloop.models.on_device import upload
 from earthloop.observe.progress import Progress
 from earthloop.observe.recorders import StreamMetrics, TrainMetrics
 from earthloop.pretrain.methods import Method
@@ -120,6 +124,9 @@ class Schedule:
     checkpoint_every: int = 0
     log_every_s: float = 10.0
     amp: bool = True
+    # how often the loss terms are read back for the progress line and the Prometheus gauges;
+    # each read waits for the device (LossTerms)
+    loss_every_s: float = 5.0
 
     @classmethod
     def from_config(cls, cfg: PretrainConfig) -> Schedule:
@@ -172,15 +179,56 @@ def load_state(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return load_state_file(Path(checkpoint_dir) / STATE_FILE)
 
 
+class LossTerms(Mapping[str, float]):
+    """One step's scalar loss terms, left on the device until a value is read.
+
+    Reading a CUDA tensor's value makes the host wait for every kernel queued so far. Done each
+    step (the engine did: ``float()`` per term) it stops the host from queueing step n+1 (its
+    batch copy, its augmentations) while the GPU runs step n: one of the causes of SeCo's 29 %
+    GPU utilisation (docs/benchmarks.md). Reading any term reads them all, in one transfer; the
+    values are then kept. ``in`` and iteration look at the names only and never read.
+    """
+
+    def __init__(self, tensors: Mapping[str, Tensor]) -> None:
+        self.tensors = {k: v.detach() for k, v in tensors.items()}
+        self._values: dict[str, float] | None = None
+
+    @property
+    def is_read(self) -> bool:
+        return self._values is not None
+
+    def read(self) -> dict[str, float]:
+        if self._values is None:
+            keys = list(self.tensors)
+            values = torch.stack([self.tensors[k].float() for k in keys]).tolist() if keys else []
+            self._values = dict(zip(keys, values, strict=True))
+        return self._values
+
+    def __getitem__(self, key: str) -> float:
+        if key not in self.tensors:
+            raise KeyError(key)
+        return self.read()[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.tensors
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+
 class Hooks:
     """What the engine's host does with checkpoints and metrics; the defaults do nothing.
 
     ``checkpoint`` is called on every rank at the same steps (Ray Train requires every rank to
     report together); ``state`` builds the checkpoint's content from the RNG states the host
-    gathered. ``after_step`` sees each step's loss terms; ``epoch_end`` the epoch's metrics.
+    gathered. ``after_step`` sees each step's loss terms; reading one waits for the device, so
+    read them only on the steps that need a value. ``epoch_end`` sees the epoch's metrics.
     """
 
-    def after_step(self, engine: Engine, terms: dict[str, float]) -> None:
+    def after_step(self, engine: Engine, terms: LossTerms) -> None:
         pass
 
     def checkpoint(
@@ -239,14 +287,18 @@ class Engine:
     ) -> None:
         self.method, self.schedule = method, schedule
         self.mean, self.std, self.device = mean, std, device
+        # the batch is normalised where it trains (on a GPU: not by the host, per step)
+        self._mean_on_device, self._std_on_device = upload(mean, device), upload(std, device)
         self.batch_size, self.rank, self.world = batch_size, rank, world
         self.probe, self.probe_k = probe, probe_k
         self.hooks = hooks or Hooks()
         self.opt = method.optimizer()
         self.pos = Position()
         self.resumed_from = 0
-        self.epoch_losses: dict[str, float] = {}
+        # running sums of the epoch's loss terms, on the device (read at checkpoints)
+        self._loss_sums: dict[str, Tensor | float] = {}
         self.epoch_batches = 0
+        self._loss_read_t = time.perf_counter()
         self.metrics = TrainMetrics(job_name, rank=rank)
         self.stream_metrics = StreamMetrics(job_name)
         on_gpu = device.type == "cuda" and schedule.amp
@@ -264,6 +316,17 @@ class Engine:
             logger=log,
             level=logging.INFO if rank == 0 else logging.DEBUG,
         )
+
+    @property
+    def epoch_losses(self) -> dict[str, float]:
+        """The epoch's loss sums so far, read from the device (a sync: not per step)."""
+        keys = list(self._loss_sums)
+        values = [torch.as_tensor(self._loss_sums[k]).float() for k in keys]
+        return dict(zip(keys, torch.stack(values).tolist() if keys else [], strict=True))
+
+    @epoch_losses.setter
+    def epoch_losses(self, sums: Mapping[str, float]) -> None:
+        self._loss_sums = {str(k): float(v) for k, v in sums.items()}
 
     # -- checkpoint state ---------------------------------------------------------------------
 
@@ -314,8 +377,7 @@ class Engine:
                 len(rngs),
                 self.world,
             )
-        losses = dict(state.get("epoch_losses", {}))
-        self.epoch_losses = {str(k): float(v) for k, v in losses.items()}
+        self.epoch_losses = dict(state.get("epoch_losses", {}))
         self.epoch_batches = int(state.get("epoch_batches", 0))
 
     def _checkpoint(self, pos: Position, metrics: dict[str, Any], *, fresh: bool = False) -> None:
@@ -382,10 +444,16 @@ class Engine:
             clock.timed += 1
             clock.t_prev = time.perf_counter()
             clock.compute_s += clock.t_prev - t_got
-            self.metrics.step(seconds=clock.t_prev - t_got, samples=samples, losses=terms)
+            read = clock.t_prev - self._loss_read_t >= self.schedule.loss_every_s
+            if read:
+                self._loss_read_t = clock.t_prev
+                self.progress.set_fields(loss=terms.get("loss", float("nan")))
+            self.metrics.step(
+                seconds=clock.t_prev - t_got, samples=samples, losses=terms if read else None
+            )
             self.stream_metrics.data_wait(clock.wait_fraction())
             self.hooks.after_step(self, terms)
-            self._log_progress(epoch, terms, clock)
+            self._log_progress(epoch, clock)
             step = self.pos.step
             if self.schedule.checkpoint_every and step % self.schedule.checkpoint_every == 0:
                 loss = terms.get("loss", float("nan"))
@@ -412,11 +480,15 @@ class Engine:
             done = max(done, self.pos.step / self.schedule.max_steps)
         return done
 
-    def step(self, batch: dict[str, Tensor]) -> tuple[dict[str, float], int]:
-        """One optimiser step on ``batch``; returns its loss terms and its number of samples."""
-        inputs = {
-            k: v.to(self.device) for k, v in self.method.inputs(batch, self.mean, self.std).items()
-        }
+    def step(self, batch: dict[str, Tensor]) -> tuple[LossTerms, int]:
+        """One optimiser step on ``batch``; returns its loss terms and its number of samples.
+
+        Nothing here waits for the device (tests/pretrain/test_device_syncs.py): the raw batch
+        goes up with ``non_blocking`` (a plain ``.to()`` of a host tensor waits for every kernel
+        queued before it copies) and is normalised there, and the loss terms stay on the device.
+        """
+        on_device = {k: upload(v, self.device) for k, v in batch.items()}
+        inputs = self.method.inputs(on_device, self._mean_on_device, self._std_on_device)
         with self.autocast:
             out = self.method.loss(inputs)
         self.opt.zero_grad(set_to_none=True)
@@ -427,19 +499,17 @@ class Engine:
         self.opt.step()
         self.pos.step += 1
         self.epoch_batches += 1
-        terms = {
-            k: float(v.detach()) for k, v in out.items() if k.startswith("loss") and v.ndim == 0
-        }
-        for k, v in terms.items():
-            self.epoch_losses[k] = self.epoch_losses.get(k, 0.0) + v
+        terms = LossTerms({k: v for k, v in out.items() if k.startswith("loss") and v.ndim == 0})
+        for k, v in terms.tensors.items():
+            self._loss_sums[k] = self._loss_sums.get(k, 0.0) + v.float()
         return terms, int(next(iter(inputs.values())).shape[0])
 
-    def _log_progress(self, epoch: int, terms: dict[str, float], clock: _Clock) -> None:
+    def _log_progress(self, epoch: int, clock: _Clock) -> None:
+        """Count the step; the line shows the loss last read (every ``loss_every_s``)."""
         self.progress.update(
             self.batch_size * self.world,
             step=self.pos.step,
             epoch=epoch,
-            loss=terms.get("loss", float("nan")),
             data_wait=f"{clock.wait_fraction():.0%}",
         )
 

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from earthloop.config import PretrainConfig
-from earthloop.pretrain.engine import Engine, Hooks, Schedule, probe_accuracy
+from earthloop.pretrain.engine import Engine, Hooks, LossTerms, Schedule, probe_accuracy
 from earthloop.pretrain.methods import Method, build_method
 from earthloop.stream.reader import read_location
 
@@ -83,7 +83,7 @@ class _History(Hooks):
             entry.update(knn_accuracy=acc, embedding_std=estd)
         self.history.append(entry)
 
-    def after_step(self, engine: Engine, terms: dict[str, float]) -> None:
+    def after_step(self, engine: Engine, terms: LossTerms) -> None:
         step = engine.pos.step
         if self.every and step % self.every == 0 or step == self.steps:
             self.record(engine, step, terms["loss"])

@@ -97,7 +97,6 @@ def cscl_loss(
     yf = y.to(similarity.dtype)
     per_pair = -pos_weight * yf * similarity + (1.0 - yf) * similarity
     m = mask.to(similarity.dtype)
-    denom = m.sum()
-    if denom == 0:
-        return (similarity * 0.0).sum()
-    return (per_pair * m).sum() / denom
+    # no branch on the count (reading it would wait for the device): with no labelled pair the
+    # sum is 0, divided by 1
+    return (per_pair * m).sum() / m.sum().clamp(min=1.0)

@@ -105,10 +105,10 @@ class CSCL(nn.Module):
             y, mask = cscl_targets(
                 label, self.kernel_size, self.dilation, ignore_index=self.ignore_index
             )
-            pos, neg = mask & y, mask & ~y
-            zero = sim.new_zeros(())
-            sim_pos = sim[pos].mean() if bool(pos.any()) else zero
-            sim_neg = sim[neg].mean() if bool(neg.any()) else zero
+            pos, neg = (mask & y).to(sim.dtype), (mask & ~y).to(sim.dtype)
+            # masked means (0 with no such pair) without reading a count back from the device
+            sim_pos = (sim * pos).sum() / pos.sum().clamp(min=1.0)
+            sim_neg = (sim * neg).sum() / neg.sum().clamp(min=1.0)
         return {
             "loss": loss,
             "loss_cscl": loss,

@@ -35,7 +35,12 @@ from torch import Tensor, nn
 
 from earthloop.models.backbones import Backbone
 from earthloop.models.heads import PixelProjectionHead
-from earthloop.models.losses.dense import PixelPairs, dense_info_nce, sample_pixel_pairs
+from earthloop.models.losses.dense import (
+    PaddedPairs,
+    PixelPairs,
+    dense_info_nce,
+    sample_pixel_pairs,
+)
 from earthloop.models.methods._common import (
     check_time_series,
     crop_for,
@@ -44,6 +49,7 @@ from earthloop.models.methods._common import (
     make_generator,
     select_dates,
 )
+from earthloop.models.on_device import upload
 from earthloop.models.pixel_views import PixelViewAugment, sample_pixel_pairs_batched
 from earthloop.models.transforms import Compose, Transform, View
 from earthloop.models.unet import UNet
@@ -118,7 +124,7 @@ class DenseContrastive(nn.Module):
 
     def make_views(
         self, images: Tensor, valid: Tensor | None
-    ) -> tuple[Tensor, Tensor, list[PixelPairs]]:
+    ) -> tuple[Tensor, Tensor, list[PixelPairs] | PaddedPairs]:
         """Two augmented dates per location and their sampled pixel correspondences."""
         check_time_series(images, 2)
         b, t, _, h, w = images.shape
@@ -160,11 +166,11 @@ class DenseContrastive(nn.Module):
 
     def _batch_views(
         self, images: Tensor, valid: Tensor | None, size: int
-    ) -> tuple[Tensor, Tensor, list[PixelPairs]]:
+    ) -> tuple[Tensor, Tensor, PaddedPairs]:
         """The default recipe for the whole batch: a fixed number of tensor operations."""
         b, _, _, h, w = images.shape
         g = self.generator
-        dates = select_dates(b, images.shape[1], 2, self.date_sampling, g).to(images.device)
+        dates = upload(select_dates(b, images.shape[1], 2, self.date_sampling, g), images.device)
         rows = torch.arange(b, device=images.device)
         augment = PixelViewAugment(size, self.crop_factors)
         views = [
@@ -187,10 +193,17 @@ class DenseContrastive(nn.Module):
             emb[:b], emb[b:], pairs, temperature=self.temperature, negatives=self.negatives
         )
         pooled = self.unet.encoder.pool(feats[-1][:b])
+        # padded pairs (the batched path): the embeddings of every slot and which are real;
+        # counted on the device (a count read on the host would wait for the step)
+        if isinstance(pairs, PaddedPairs):
+            pixel_valid = pairs.valid.reshape(-1)
+        else:
+            pixel_valid = torch.ones(z_a.shape[0], dtype=torch.bool, device=z_a.device)
         return {
             "loss": loss,
             "loss_dense": loss,
             "embedding": pooled.detach(),
             "pixel_embedding": z_a.detach(),
-            "num_pairs": torch.tensor(float(z_a.shape[0]), device=loss.device),
+            "pixel_valid": pixel_valid,
+            "num_pairs": pixel_valid.sum().to(loss.dtype),
         }

@@ -68,6 +68,7 @@ from earthloop.models.moco import (
     copy_frozen,
     momentum_update,
 )
+from earthloop.models.on_device import upload
 from earthloop.models.transforms import Compose, Transform, View
 
 __all__ = ["SeCo", "default_seco_augment", "legacy_seco_augment"]
@@ -176,7 +177,7 @@ class SeCo(nn.Module):
         b, _, c, h, w = images.shape
         g = self.generator
         rows = torch.arange(b, device=images.device)
-        x0, x1, x2 = (images[rows, dates[:, i].to(images.device)] for i in range(3))
+        x0, x1, x2 = (images[rows, upload(dates[:, i], images.device)] for i in range(3))
         p_q = aug.sample(b, c, h, w, g)
         query = aug.apply(x0, p_q, black_level)
         k0 = aug.apply(x1, aug.sample(b, c, h, w, g), black_level)
