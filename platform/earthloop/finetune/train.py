@@ -29,6 +29,7 @@ from earthloop.finetune.data import TrialArrays
 from earthloop.finetune.metrics import SegmentationMeter, classification_metrics, multilabel_metrics
 from earthloop.finetune.model import param_groups
 from earthloop.inference import predict
+from earthloop.models.on_device import upload
 from earthloop.models.task import TaskModel, class_mask
 
 __all__ = ["EvalSpec", "TrainParams", "balanced_weights", "evaluate", "fit"]
@@ -99,20 +100,57 @@ class _BatchStream:
 
 def _augment(x: Tensor, y: Tensor | None, gen: torch.Generator) -> tuple[Tensor, Tensor | None]:
     """Per-sample random flip + 90-degree rotation (the dihedral group: no resampling, no
-    interpolation of labels, and overhead imagery has no canonical "up")."""
-    xs, ys = [], []
-    for i in range(x.shape[0]):
-        k = int(torch.randint(0, 4, (1,), generator=gen))
-        flip = bool(torch.randint(0, 2, (1,), generator=gen))
-        xi = torch.rot90(x[i], k, dims=(-2, -1))
-        yi = torch.rot90(y[i], k, dims=(-2, -1)) if y is not None else None
-        if flip:
-            xi = torch.flip(xi, dims=(-1,))
-            yi = torch.flip(yi, dims=(-1,)) if yi is not None else None
-        xs.append(xi)
-        if yi is not None:
-            ys.append(yi)
-    return torch.stack(xs), (torch.stack(ys) if y is not None else None)
+    interpolation of labels, and overhead imagery has no canonical "up").
+
+    The draws are made per sample on the host, in the order they always were (so a seed gives
+    the same trial); the samples are then transformed in at most 8 groups, one per element of
+    the group, not one by one: on a GPU each per-sample operation was a kernel launch, and the
+    fine-tuning trials were launch-bound (docs/benchmarks.md#gpu).
+    """
+    ks: list[int] = []
+    flips: list[bool] = []
+    for _ in range(x.shape[0]):
+        ks.append(int(torch.randint(0, 4, (1,), generator=gen)))
+        flips.append(bool(torch.randint(0, 2, (1,), generator=gen)))
+    groups: dict[tuple[int, bool], list[int]] = {}
+    for i, key in enumerate(zip(ks, flips, strict=True)):
+        groups.setdefault(key, []).append(i)
+    rows = {key: upload(torch.tensor(idx), x.device) for key, idx in groups.items()}
+    return _dihedral(x, rows), (_dihedral(y, rows) if y is not None else None)
+
+
+def _dihedral(t: Tensor, rows: dict[tuple[int, bool], Tensor]) -> Tensor:
+    """``t`` with the samples of ``rows[(k, flip)]`` rotated ``k`` quarter turns, then flipped."""
+    out = torch.empty_like(t)
+    for (k, flip), idx in rows.items():
+        part = torch.rot90(t.index_select(0, idx), k, dims=(-2, -1))
+        out.index_copy_(0, idx, part.flip(-1) if flip else part)
+    return out
+
+
+def _crop_offsets(
+    n: int, h: int, w: int, size: int, gen: torch.Generator
+) -> tuple[list[int], list[int]]:
+    """Top-left corners of ``n`` random ``size`` windows in ``h`` x ``w``, drawn on the host."""
+    if size > h or size > w:
+        raise ValueError(f"finetune.train_crop={size} is larger than the {h}x{w} chips")
+    rs: list[int] = []
+    cs: list[int] = []
+    for _ in range(n):
+        rs.append(int(torch.randint(0, h - size + 1, (1,), generator=gen)))
+        cs.append(int(torch.randint(0, w - size + 1, (1,), generator=gen)))
+    return rs, cs
+
+
+def _crop_windows(t: Tensor, rs: list[int], cs: list[int], size: int) -> Tensor:
+    """Sample ``i``'s ``size`` window at ``(rs[i], cs[i])`` of ``t`` (..., H, W), one gather."""
+    dev = t.device
+    span = torch.arange(size, device=dev)
+    rows = upload(torch.tensor(rs), dev)[:, None] + span  # (B, S)
+    cols = upload(torch.tensor(cs), dev)[:, None] + span
+    batch = torch.arange(t.shape[0], device=dev)[:, None, None]
+    moved = t.movedim((-2, -1), (1, 2))  # (B, H, W, ...)
+    return moved[batch, rows[:, :, None], cols[:, None, :]].movedim((1, 2), (-2, -1)).contiguous()
 
 
 def _random_crop(x: Tensor, y: Tensor, size: int, gen: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -126,13 +164,29 @@ def _random_crop(x: Tensor, y: Tensor, size: int, gen: torch.Generator) -> tuple
         raise ValueError(f"finetune.train_crop={size} is larger than the {h}x{w} chips")
     if size == h and size == w:
         return x, y
-    xs, ys = [], []
-    for i in range(x.shape[0]):
-        r = int(torch.randint(0, h - size + 1, (1,), generator=gen))
-        c = int(torch.randint(0, w - size + 1, (1,), generator=gen))
-        xs.append(x[i, ..., r : r + size, c : c + size])
-        ys.append(y[i, ..., r : r + size, c : c + size])
-    return torch.stack(xs), torch.stack(ys)
+    rs, cs = _crop_offsets(int(x.shape[0]), h, w, size, gen)
+    return _crop_windows(x, rs, cs, size), _crop_windows(y, rs, cs, size)
+
+
+def _any_labelled(
+    targets: np.ndarray,
+    idx: np.ndarray,
+    window: tuple[list[int], list[int], int] | None,
+    ignore: int,
+) -> bool:
+    """Whether the batch (chips ``idx`` of the host ``targets``, cropped) has a labelled pixel.
+
+    Decided on the host copy of the labels: the same test on the device batch would wait for
+    the step's kernels (a device sync per step).
+    """
+    for j, i in enumerate(idx.tolist()):
+        t = targets[i]
+        if window is not None:
+            rs, cs, size = window
+            t = t[..., rs[j] : rs[j] + size, cs[j] : cs[j] + size]
+        if (t != ignore).any():
+            return True
+    return False
 
 
 def balanced_weights(targets: np.ndarray, spec: EvalSpec) -> Tensor | None:
@@ -160,15 +214,25 @@ def balanced_weights(targets: np.ndarray, spec: EvalSpec) -> Tensor | None:
 
 
 def _loss(
-    logits: Tensor, y: Tensor, spec: EvalSpec, mask: Tensor, weight: Tensor | None = None
+    logits: Tensor,
+    y: Tensor,
+    spec: EvalSpec,
+    mask: Tensor,
+    weight: Tensor | None = None,
+    labelled: bool | None = None,
 ) -> Tensor:
+    """The task's loss; ``labelled``: whether any target pixel is labelled, when the caller
+    knows it from the host (else it is read from ``y``, a device sync on a GPU)."""
     if spec.task == "multilabel":
         return F.binary_cross_entropy_with_logits(logits, y.float())
     shape = [1, -1] + [1] * (logits.ndim - 2)
     logits = logits.masked_fill(~mask.view(shape), -1e4)
     ignore = spec.ignore_index if spec.ignore_index is not None else -100
-    if spec.task == "segmentation" and not bool((y != ignore).any()):
-        return logits.sum() * 0.0  # a batch of only unlabelled pixels teaches nothing
+    if spec.task == "segmentation":
+        if labelled is None:
+            labelled = bool((y != ignore).any())
+        if not labelled:
+            return logits.sum() * 0.0  # a batch of only unlabelled pixels teaches nothing
     return F.cross_entropy(logits, y, weight=weight, ignore_index=ignore)
 
 
@@ -286,23 +350,38 @@ class _Loop:
         spec: EvalSpec,
         mask: Tensor,
         weight: Tensor | None = None,
-    ) -> tuple[float, int]:
-        """One optimiser step on the next batch; returns (loss, batch size)."""
-        idx = torch.from_numpy(self.stream.next(p.batch_size)).to(x_all.device)
+        y_host: np.ndarray | None = None,
+    ) -> tuple[Tensor, int]:
+        """One optimiser step on the next batch; returns (loss, batch size).
+
+        The loss stays on the device (``fit`` reads the mean at evaluations); ``y_host``, the
+        host copy of ``y_all``, lets the all-unlabelled test run without reading the device.
+        """
+        chips = self.stream.next(p.batch_size)
+        idx = upload(torch.from_numpy(chips), x_all.device)
         x, y = x_all[idx], y_all[idx]
-        if p.train_crop is not None and spec.task == "segmentation":
-            x, y = _random_crop(x, y, p.train_crop, self.gen)
+        window = None
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        size = p.train_crop
+        if size is not None and spec.task == "segmentation" and (size, size) != (h, w):
+            rs, cs = _crop_offsets(len(chips), h, w, size, self.gen)
+            x, y = _crop_windows(x, rs, cs, size), _crop_windows(y, rs, cs, size)
+            window = (rs, cs, size)
         if p.augment:
             x, y_aug = _augment(x, y if spec.task == "segmentation" else None, self.gen)
             if y_aug is not None:
                 y = y_aug
-        loss = _loss(self.model(x), y, spec, mask, weight)
+        labelled = None
+        if y_host is not None and spec.task == "segmentation":
+            ignore = spec.ignore_index if spec.ignore_index is not None else -100
+            labelled = _any_labelled(y_host, chips, window, ignore)
+        loss = _loss(self.model(x), y, spec, mask, weight, labelled)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         self.sched.step()
         self.step += 1
-        return float(loss.detach()), int(x.shape[0])
+        return loss.detach(), int(x.shape[0])
 
     def evaluate(
         self, val: TrialArrays, test: Scored, spec: EvalSpec, p: TrainParams
@@ -358,6 +437,7 @@ def fit(
     mask = spec.class_mask().to(device)
     x_all = torch.from_numpy(train.images).to(device)
     y_all = torch.from_numpy(train.targets).to(device)
+    y_host = np.asarray(train.targets)
     if p.class_weights not in ("none", "balanced"):
         raise ValueError(f"class_weights must be 'none' or 'balanced', got {p.class_weights!r}")
     weight = balanced_weights(train.targets, spec) if p.class_weights == "balanced" else None
@@ -366,9 +446,11 @@ def fit(
     last: dict[str, Any] = {}
     t0 = time.perf_counter()
     samples = 0
-    loss_sum, loss_n = 0.0, 0
+    # summed on the device; read once per evaluation (which reads the device anyway)
+    loss_sum: Tensor | float = 0.0
+    loss_n = 0
     while loop.step < p.max_steps:
-        loss, n = loop.train_step(x_all, y_all, p, spec, mask, weight)
+        loss, n = loop.train_step(x_all, y_all, p, spec, mask, weight, y_host)
         samples += n
         loss_sum += loss
         loss_n += 1
@@ -379,7 +461,7 @@ def fit(
             "step": loop.step,
             "evals": loop.iteration,
             "start_step": start_step,
-            "train_loss": loss_sum / max(loss_n, 1),
+            "train_loss": float(loss_sum) / max(loss_n, 1),
             "samples_per_s": samples / max(time.perf_counter() - t0, 1e-9),
             "n_labelled": len(train),
             **_scalars("val_", val_m),
