@@ -180,6 +180,9 @@ def train_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(setup.cpus_per_worker)))
     device = ray.train.torch.get_device()
     shard = ray.train.get_dataset_shard("train")
+    # on a GPU, Ray pins each batch in its collate threads and moves it to the device without
+    # blocking (device="auto"), so the step's upload finds it there (earthloop.models.on_device)
+    pin = device.type == "cuda"
     slices: EpochSlices[dict[str, torch.Tensor]] | None = None
     if setup.batches_per_epoch:
         # the stream starts reading while the model is built and wrapped for DDP
@@ -188,6 +191,7 @@ def train_loop(config: dict[str, Any]) -> None:
                 batch_size=max(1, pc.batch_size // world),
                 drop_last=True,
                 prefetch_batches=setup.prefetch,
+                pin_memory=pin,
             ),
             setup.batches_per_epoch,
         )
@@ -234,7 +238,10 @@ def train_loop(config: dict[str, Any]) -> None:
     else:
         engine.run(
             lambda epoch: shard.iter_torch_batches(
-                batch_size=engine.batch_size, drop_last=True, prefetch_batches=setup.prefetch
+                batch_size=engine.batch_size,
+                drop_last=True,
+                prefetch_batches=setup.prefetch,
+                pin_memory=pin,
             )
         )
 
