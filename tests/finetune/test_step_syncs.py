@@ -23,8 +23,7 @@ from earthloop.finetune.train import (
 )
 from earthloop.models import build_backbone
 from earthloop.models.task import TaskModel
-
-from tests.pretrain.test_device_syncs import BlockingUploads
+from sync_helpers import BlockingUploads
 
 SPEC = EvalSpec("segmentation", 3, [1, 2], {0: "0", 1: "1", 2: "2"}, 0, 1, "miou")
 

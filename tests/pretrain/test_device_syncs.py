@@ -12,7 +12,6 @@ read of a device value raises there. Blocking uploads are counted by a torch-fun
 from __future__ import annotations
 
 import math
-import traceback
 from collections.abc import Callable
 from typing import Any
 
@@ -22,41 +21,10 @@ from earthloop.config import PretrainConfig
 from earthloop.models.losses.dense import PaddedPairs, dense_info_nce
 from earthloop.pretrain.engine import Engine, Hooks, LossTerms, Schedule
 from earthloop.pretrain.methods import build_method
-from torch.overrides import TorchFunctionMode
+from sync_helpers import BlockingUploads
 
 C = 4
 META = torch.device("meta")
-
-
-class BlockingUploads(TorchFunctionMode):
-    """Records every host-to-device copy made without ``non_blocking=True``."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.found: list[str] = []
-
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        out = func(*args, **kwargs)
-        if func in (torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_):
-            copy = func is torch.Tensor.copy_
-            src = args[1] if copy else args[0]
-            dst = args[0] if copy else out
-            if (
-                isinstance(src, torch.Tensor)
-                and isinstance(dst, torch.Tensor)
-                and src.device.type == "cpu"
-                and dst.device.type != "cpu"
-                and not kwargs.get("non_blocking", False)
-            ):
-                self.found.append("".join(traceback.format_stack(limit=6)[:-1]))
-        return out
 
 
 def _series(t: int) -> dict[str, torch.Tensor]:
