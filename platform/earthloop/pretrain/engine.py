@@ -319,10 +319,10 @@ class Engine:
 
     @property
     def epoch_losses(self) -> dict[str, float]:
-        """The epoch's loss sums so far, read from the device (a sync: not per step)."""
-        keys = list(self._loss_sums)
-        values = [torch.as_tensor(self._loss_sums[k]).float() for k in keys]
-        return dict(zip(keys, torch.stack(values).tolist() if keys else [], strict=True))
+        """The epoch's loss sums so far, read from the device (a sync each: at checkpoints and
+        the epoch's end, never per step). Restored sums are host floats until a step adds to
+        them, so the values may live on both sides."""
+        return {k: float(v) for k, v in self._loss_sums.items()}
 
     @epoch_losses.setter
     def epoch_losses(self, sums: Mapping[str, float]) -> None:
