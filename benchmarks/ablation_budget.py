@@ -99,6 +99,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     modes = sorted({r["mode"] for r in rows})
     fig, axes = plt.subplots(1, len(modes), figsize=(5.5 * len(modes), 4), squeeze=False)
@@ -117,6 +118,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
         ax.axhline(0.0, color="grey", lw=0.8)
         ax.axhline(0.10, color="red", lw=0.8, ls=":", label="target (+0.10 held-out)")
         ax.set_xscale("log")
+        budgets = sorted({r["steps"] for r in rows})
+        ax.set_xticks(budgets, [str(b) for b in budgets])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         ax.set_xlabel("pretraining steps (batch 32)")
         ax.set_ylabel("mIoU gain over random at 1 % labels")
         ax.set_title(f"{mode}: paired gain, mean over seeds")
