@@ -98,3 +98,22 @@ def test_runs_that_differ_in_more_than_the_steps_are_refused(tmp_path: Path) -> 
     b = _run(tmp_path, 1000, {"0": 0.3}, {"0": 0.2}, finetune_max_steps=2000)
     with pytest.raises(SystemExit, match="finetune_max_steps"):
         mod.load_runs([a, b])
+
+
+def test_cscl_runs_merge_on_their_own_budget_key(tmp_path: Path) -> None:
+    """Ablation C varies CSCL's steps per cell and keeps ``pretrain_steps``: merging on the
+    default key would call two different runs one budget; on ``cscl_steps`` they are two."""
+    mod = _module()
+    rnd = {"0": 0.2}
+    paths = []
+    for name, cscl, dense in (("a", 100, 0.21), ("b", 1000, 0.26)):
+        written = Path(_run(tmp_path, 1000, {"0": dense}, rnd, cscl_steps=cscl))
+        paths.append(str(written.rename(tmp_path / f"{name}.json")))
+    with pytest.raises(SystemExit, match="cscl_steps"):
+        mod.load_runs(paths)
+    out = tmp_path / "c.json"
+    assert mod.main([*paths, "--key", "cscl_steps", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["key"] == "cscl_steps"
+    gains = {r["steps"]: r["test_boundary_miou"]["gain"] for r in doc["rows"]}
+    assert gains == {100: pytest.approx(0.01), 1000: pytest.approx(0.06)}
