@@ -1,0 +1,126 @@
+"""How many labels pretraining saves, read off a label-efficiency curve.
+
+    .venv/bin/python benchmarks/labels_saved.py docs/results/label_efficiency_3000.json \\
+        --out docs/results/labels_saved_3000.json
+
+A gain in mIoU at 1 % labels is hard to act on; "random init needs 10 % of the labels to score
+what dense contrast scores with 1 %" is what a team budgeting annotation needs. The reading is
+defined in docs/label-efficiency.md ("Curve at 3000 steps") before the run: the fraction at which
+random init's mean reaches the pretrained init's mean at the lowest fraction, interpolated
+linearly in log(fraction) between measured fractions. It is a reading of measured means, not a
+fit: beyond the measured range it says so (">100 %", "≤1 %") rather than extrapolate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+SCORES = ("heldout_miou", "test_miou")
+
+
+def matching_fraction(curve: dict[float, float], target: float) -> tuple[str, float | None]:
+    """Where a rising-or-not curve first reaches ``target``: ("at", f), ("below", lowest) or
+    ("above", highest). Walks the fractions in order and interpolates in log(fraction) inside
+    the first segment that crosses the target, so a curve that dips later does not move it."""
+    fs = sorted(curve)
+    if not fs:
+        raise ValueError("empty curve")
+    if curve[fs[0]] >= target:
+        return "below", fs[0]
+    for lo, hi in zip(fs, fs[1:], strict=False):
+        ylo, yhi = curve[lo], curve[hi]
+        if yhi >= target > ylo:
+            t = (target - ylo) / (yhi - ylo)
+            return "at", math.exp(math.log(lo) + t * (math.log(hi) - math.log(lo)))
+    return "above", fs[-1]
+
+
+def labels_saved(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per pretrained init x mode x random's mode x score: its mean at the lowest
+    fraction and the fraction random init needs for the same mean. Random init is read in both
+    modes: against its own mode is the like-for-like reading, against full fine-tuning the one
+    a team without pretraining would really use (a frozen random encoder is nobody's choice)."""
+    res = doc["results"]
+    rows = []
+    for init in sorted(res):
+        if init == "random":
+            continue
+        for mode in sorted(res[init]):
+            for rmode in sorted(res.get("random", {})):
+                rows.extend(_rows(res, init, mode, rmode))
+    return rows
+
+
+def _rows(res: dict[str, Any], init: str, mode: str, rmode: str) -> list[dict[str, Any]]:
+    base = res["random"][rmode]
+    rows = []
+    for score in SCORES:
+        curve = {
+            float(f): cell[score]["mean"]
+            for f, cell in base.items()
+            if cell.get(score, {}).get("mean") is not None
+        }
+        mine = {
+            float(f): cell[score]["mean"]
+            for f, cell in res[init][mode].items()
+            if cell.get(score, {}).get("mean") is not None
+        }
+        if not curve or not mine:
+            continue
+        low = min(mine)
+        how, frac = matching_fraction(curve, mine[low])
+        rows.append(
+            {
+                "init": init,
+                "mode": mode,
+                "random_mode": rmode,
+                "score": score,
+                "at_fraction": low,
+                "pretrained_mean": mine[low],
+                "random_curve": dict(sorted(curve.items())),
+                "random_needs": how,
+                "random_fraction": frac,
+                "label_multiple": (frac / low) if how == "at" and frac else None,
+            }
+        )
+    return rows
+
+
+def describe(r: dict[str, Any]) -> str:
+    pct = 100 * (r["random_fraction"] or 0.0)
+    if r["random_needs"] == "below":
+        need = f"≤{pct:g} %"
+    elif r["random_needs"] == "above":
+        need = f">{pct:g} %"
+    else:
+        need = f"{pct:.1f} % (×{r['label_multiple']:.1f})"
+    return (
+        f"| {r['init']} | {r['mode']} | random {r['random_mode']} | {r['score']} "
+        f"| {100 * r['at_fraction']:g} % "
+        f"| {r['pretrained_mean']:.3f} | {need} |"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    ap.add_argument("results", help="a label_efficiency.py results JSON")
+    ap.add_argument("--out", default=None)
+    ns = ap.parse_args(argv)
+    doc = json.loads(Path(ns.results).read_text())
+    rows = labels_saved(doc)
+    print("| init | mode | against | score | at | pretrained mean | random needs |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(describe(r))
+    if ns.out:
+        Path(ns.out).write_text(json.dumps({"input": ns.results, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""benchmarks/labels_saved.py: the "labels saved" reading of a label-efficiency curve.
+
+The reading is what the note quotes to a team budgeting annotation, so it must interpolate in
+log(fraction), say when random init is already there or never gets there instead of
+extrapolating, and compare each init with the random init of the same mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "labels_saved", ROOT / "benchmarks" / "labels_saved.py"
+    )
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_interpolates_in_log_fraction() -> None:
+    mod = _module()
+    how, f = mod.matching_fraction({0.01: 0.2, 0.1: 0.4}, 0.3)
+    assert how == "at"
+    assert f == pytest.approx(math.sqrt(0.01 * 0.1))  # half-way in log space, not 0.055
+
+
+def test_out_of_range_is_said_not_extrapolated() -> None:
+    mod = _module()
+    assert mod.matching_fraction({0.01: 0.2, 1.0: 0.4}, 0.5) == ("above", 1.0)
+    assert mod.matching_fraction({0.01: 0.35, 1.0: 0.4}, 0.3) == ("below", 0.01)
+    # the first crossing counts: a later dip and recovery does not move it
+    how, f = mod.matching_fraction({0.01: 0.2, 0.05: 0.31, 0.1: 0.28, 1.0: 0.5}, 0.3)
+    assert how == "at" and 0.01 < f < 0.05
+
+
+def _cell(mean: float) -> dict[str, Any]:
+    return {k: {"mean": mean} for k in ("heldout_miou", "test_miou")}
+
+
+def test_rows_compare_each_mode_with_its_own_random() -> None:
+    mod = _module()
+    doc = {
+        "results": {
+            "random": {
+                "linear": {"0.01": _cell(0.1), "0.1": _cell(0.3)},
+                "full": {"0.01": _cell(0.2), "0.1": _cell(0.5)},
+            },
+            "dense": {"linear": {"0.01": _cell(0.3)}, "full": {"0.01": _cell(0.3)}},
+        }
+    }
+    rows = {(r["mode"], r["random_mode"], r["score"]): r for r in mod.labels_saved(doc)}
+    lin = rows[("linear", "linear", "heldout_miou")]
+    full = rows[("full", "full", "heldout_miou")]
+    assert lin["random_needs"] == "at" and lin["random_fraction"] == pytest.approx(0.1)
+    assert lin["label_multiple"] == pytest.approx(10.0)
+    assert full["random_needs"] == "at" and full["random_fraction"] < 0.1
+    # the linear probe against random's full fine-tuning: the reading a team would act on
+    cross = rows[("linear", "full", "heldout_miou")]
+    assert cross["random_fraction"] == pytest.approx(full["random_fraction"])
+    assert len(rows) == 2 * 2 * 2
