@@ -310,8 +310,10 @@ def test_in_memory_training_is_seeded_and_reports_history() -> None:
         return hist, method.state_dict()
 
     (h1, s1), (h2, s2) = run(), run()
-    assert [e["step"] for e in h1] == [0, 2, 4]
+    assert [e["step"] for e in h1] == [0, 1, 2, 4]
     assert h1[1:] == h2[1:]
+    # the first step's loss is there (a report's first/last pair), without a probe
+    assert np.isfinite(h1[1]["loss"]) and set(h1[1]) == {"step", "loss"}
     assert all(torch.equal(s1[k], s2[k]) for k in s1)
 
 

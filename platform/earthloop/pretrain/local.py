@@ -85,7 +85,11 @@ class _History(Hooks):
 
     def after_step(self, engine: Engine, terms: LossTerms) -> None:
         step = engine.pos.step
-        if self.every and step % self.every == 0 or step == self.steps:
+        if step == 1 and self.steps > 1:
+            # the first step's loss, without a probe: a report's first/last loss pair needs a
+            # first value, and the entry before training has none (one device read, once)
+            self.history.append({"step": 1.0, "loss": terms["loss"]})
+        elif self.every and step % self.every == 0 or step == self.steps:
             self.record(engine, step, terms["loss"])
             if self.probe is not None:
                 shown = {k: round(v, 3) for k, v in self.history[-1].items() if k != "step"}
@@ -125,8 +129,9 @@ def train_in_memory(
 ) -> list[dict[str, float]]:
     """Train ``method`` for ``steps`` steps of random batches; returns the history.
 
-    The history has an entry before training, every ``probe_every`` steps and after the last;
-    with a ``probe`` each carries the kNN accuracy and embedding std. The caller seeds torch
+    The history has an entry before training (loss NaN), the first step's loss, one every
+    ``probe_every`` steps and after the last; with a ``probe`` those carry the kNN accuracy and
+    embedding std (the first step's does not: it is there for its loss). The caller seeds torch
     before building ``method`` (its initial weights); ``seed`` drives the batch draws.
     ``device`` (default: the CPU) trains there as a Ray worker would: bf16 autocast and
     channels-last on a GPU. The method comes back on the CPU, ready to export.
