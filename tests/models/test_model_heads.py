@@ -98,3 +98,37 @@ def test_context_similarity_equals_the_gathered_window_definition(
     assert torch.autograd.gradcheck(
         lambda f: head(f)[0], (x[:1, :, :4, :5].detach().requires_grad_(),)
     )
+
+
+def test_context_similarity_stays_a_cosine_where_a_key_cancels_its_position_vector() -> None:
+    """The slot-by-slot expansion ``|k + p|^2 = |k|^2 + 2 k.p + |p|^2`` cancels where ``k ~ -p``;
+    the quotient came out at up to 7e10 before the floor and clamp, and CSCL's loss rewards
+    large negative similarities without limit, so training could exploit it."""
+    torch.manual_seed(0)
+    worst = 0.0
+    for trial in range(120):
+        head = ContextSimilarityHead(8, dim=8, kernel_size=3)
+        with torch.no_grad():
+            head.key.weight.copy_(torch.eye(8).view(8, 8, 1, 1))
+            head.query.weight.copy_(torch.eye(8).view(8, 8, 1, 1))
+            head.rel_pos.mul_(10.0 ** (trial % 4))
+        x = torch.randn(1, 8, 5, 5)
+        eps = (0.0, 1e-6, 1e-4)[trial // 40]
+        with torch.no_grad():  # the key pixel (2, 3) that pixel (2, 2) sees in slot 5 is -p_5
+            x[0, :, 2, 3] = -head.rel_pos[5] * (1 + eps * torch.randn(8))
+        sim, _ = head(x)
+        assert torch.isfinite(sim).all()
+        worst = max(worst, float(sim.abs().max()))
+    assert worst <= 1.0
+
+
+def test_context_similarity_norms_stay_float32_under_bf16_autocast() -> None:
+    torch.manual_seed(0)
+    head = ContextSimilarityHead(8, dim=6, kernel_size=3)
+    x = torch.randn(2, 8, 6, 6)
+    ref, _ = head(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sim, _ = head(x)
+    assert sim.dtype == torch.float32 and sim.abs().max() <= 1.0
+    # only the two 1x1 projections ran in bf16: ~3 digits, not a different similarity
+    assert (sim - ref).abs().max() < 0.05

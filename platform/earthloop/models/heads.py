@@ -7,6 +7,7 @@ better), and the exported backbone never carries them.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -199,29 +200,49 @@ class ContextSimilarityHead(nn.Module):
         needs per slot only a shifted view of the padded keys (no copy) and ``(B, H, W)`` maps;
         the ``k_j.p_j`` and ``q.p_j`` terms are two 1x1 convolutions for all slots at once. Same
         values as normalising the gathered keys (tests/models/test_model_heads.py).
+
+        The expansion cancels catastrophically where a key is nearly the negative of its slot's
+        position vector: ``|k_j + p_j|^2`` comes out as rounding noise, even negative, and the
+        quotient was unbounded (|s| up to 7e10 in a 200-draw search). CSCL's loss rewards a
+        negative pair's similarity without limit, so training can find and exploit that
+        (session 12: per-step losses far outside the cosine's range showed as epoch means of
+        -0.007 against steps read at -0.19). So the norms are computed in float32 (bf16 under
+        autocast has 3 digits), a squared norm below the rounding floor of its terms is raised
+        to it, and the result is clamped to the cosine's ``[-1, 1]``; elsewhere nothing changes.
         """
         _, _, h, w = features.shape
         ks, dil = self.kernel_size, self.dilation
         pad = window_padding(ks, dil)
         r = ks // 2
-        q = F.normalize(self.query(features), dim=1)  # (B, D, H, W)
-        key = self.key(features)
-        pos = self.rel_pos.view(ks * ks, self.dim, 1, 1)
-        qp = F.conv2d(q, pos)  # (B, K, H, W): q . p_j at every pixel
-        kp = F.pad(F.conv2d(key, pos), (pad, pad, pad, pad))  # k . p_j, zero outside the image
-        kk = F.pad((key * key).sum(1), (pad, pad, pad, pad))  # |k|^2, zero outside
-        keys = F.pad(key, (pad, pad, pad, pad))
-        pp = (self.rel_pos * self.rel_pos).sum(1)  # |p_j|^2
-        slots = [(pad + (j // ks - r) * dil, pad + (j % ks - r) * dil) for j in range(ks * ks)]
-        dot = _WindowDot.apply(q, keys, slots, h, w) + qp  # q . (k_j + p_j)
-        n2 = torch.stack(
-            [
-                kk[:, y0 : y0 + h, x0 : x0 + w] + 2.0 * kp[:, j, y0 : y0 + h, x0 : x0 + w]
-                for j, (y0, x0) in enumerate(slots)
-            ],
-            dim=1,
-        ) + pp.view(1, -1, 1, 1)
-        sim = dot / n2.clamp_min(1e-24).sqrt()  # F.normalize's eps 1e-12, squared
+        query, key = self.query(features), self.key(features)
+        # the norms in at least float32 even under bf16 autocast (see the docstring)
+        up = torch.promote_types(self.rel_pos.dtype, torch.float32)
+        dev = features.device.type
+        on = dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev)
+        with torch.autocast(dev, enabled=False) if on else contextlib.nullcontext():
+            q = F.normalize(query.to(up), dim=1)  # (B, D, H, W)
+            key = key.to(up)
+            pos = self.rel_pos.to(up).view(ks * ks, self.dim, 1, 1)
+            qp = F.conv2d(q, pos)  # (B, K, H, W): q . p_j at every pixel
+            kp = F.pad(F.conv2d(key, pos), (pad, pad, pad, pad))  # k . p_j, zero outside the image
+            kk = F.pad((key * key).sum(1), (pad, pad, pad, pad))  # |k|^2, zero outside
+            keys = F.pad(key, (pad, pad, pad, pad))
+            pp = (self.rel_pos.to(up) ** 2).sum(1)  # |p_j|^2
+            slots = [(pad + (j // ks - r) * dil, pad + (j % ks - r) * dil) for j in range(ks * ks)]
+            dot = _WindowDot.apply(q, keys, slots, h, w) + qp  # q . (k_j + p_j)
+            kks = torch.stack([kk[:, y0 : y0 + h, x0 : x0 + w] for y0, x0 in slots], dim=1)
+            n2 = (
+                kks
+                + 2.0
+                * torch.stack(
+                    [kp[:, j, y0 : y0 + h, x0 : x0 + w] for j, (y0, x0) in enumerate(slots)], dim=1
+                )
+                + pp.view(1, -1, 1, 1)
+            )
+            # below ~8 float32 ulps of its terms a squared norm is rounding noise (see the docstring);
+            # 1e-24 is F.normalize's eps 1e-12, squared
+            floor = ((kks + pp.view(1, -1, 1, 1)) * 1e-6).clamp_min(1e-24)
+            sim = (dot / torch.maximum(n2, floor).sqrt()).clamp(-1.0, 1.0)
         ones = features.new_ones(1, 1, h, w)
         in_image = unfold_window(ones, self.kernel_size, self.dilation)[:, 0] > 0.5
         return sim, in_image
