@@ -40,19 +40,42 @@ def matching_fraction(curve: dict[float, float], target: float) -> tuple[str, fl
     return "above", fs[-1]
 
 
+def chips_at(fraction: float, chips: dict[float, int]) -> float | None:
+    """Labelled chips at a fraction, read off the measured (fraction, chips) pairs the same way
+    (log-log between neighbours). Needed because the nominal fraction understates the smallest
+    subsets: a stratified 1 % keeps every class, so it holds 7 chips of 157, not 1.6."""
+    fs = sorted(chips)
+    if fraction in chips:
+        return float(chips[fraction])
+    for lo, hi in zip(fs, fs[1:], strict=False):
+        if lo < fraction < hi:
+            t = (math.log(fraction) - math.log(lo)) / (math.log(hi) - math.log(lo))
+            return math.exp(math.log(chips[lo]) + t * (math.log(chips[hi]) - math.log(chips[lo])))
+    return None
+
+
 def labels_saved(doc: dict[str, Any]) -> list[dict[str, Any]]:
     """One row per pretrained init x mode x random's mode x score: its mean at the lowest
     fraction and the fraction random init needs for the same mean. Random init is read in both
     modes: against its own mode is the like-for-like reading, against full fine-tuning the one
     a team without pretraining would really use (a frozen random encoder is nobody's choice)."""
     res = doc["results"]
+    chips = {float(r["fraction"]): int(r["n_labelled"]) for r in doc.get("rows", [])}
     rows = []
     for init in sorted(res):
         if init == "random":
             continue
         for mode in sorted(res[init]):
             for rmode in sorted(res.get("random", {})):
-                rows.extend(_rows(res, init, mode, rmode))
+                for r in _rows(res, init, mode, rmode):
+                    if chips:
+                        r["chips_at_fraction"] = chips.get(r["at_fraction"])
+                        r["random_chips"] = (
+                            chips_at(r["random_fraction"], chips)
+                            if r["random_needs"] == "at"
+                            else None
+                        )
+                    rows.append(r)
     return rows
 
 
@@ -99,6 +122,9 @@ def describe(r: dict[str, Any]) -> str:
         need = f">{pct:g} %"
     else:
         need = f"{pct:.1f} % (×{r['label_multiple']:.1f})"
+        if r.get("random_chips") and r.get("chips_at_fraction"):
+            n, n0 = r["random_chips"], r["chips_at_fraction"]
+            need += f"; ≈{n:.0f} chips vs {n0} (×{n / n0:.1f})"
     return (
         f"| {r['init']} | {r['mode']} | random {r['random_mode']} | {r['score']} "
         f"| {100 * r['at_fraction']:g} % "

@@ -68,3 +68,14 @@ def test_rows_compare_each_mode_with_its_own_random() -> None:
     cross = rows[("linear", "full", "heldout_miou")]
     assert cross["random_fraction"] == pytest.approx(full["random_fraction"])
     assert len(rows) == 2 * 2 * 2
+
+
+def test_chips_say_what_a_nominal_fraction_hides() -> None:
+    """A stratified 1 % keeps every class (7 chips of 157 here), so a multiple of fractions
+    overstates the labels saved; the chip count is read off the same segment."""
+    mod = _module()
+    chips = {0.01: 7, 0.1: 19, 1.0: 157}
+    assert mod.chips_at(0.1, chips) == 19
+    mid = mod.chips_at(math.sqrt(0.1 * 1.0), chips)
+    assert mid == pytest.approx(math.sqrt(19 * 157))
+    assert mod.chips_at(2.0, chips) is None
