@@ -7,25 +7,17 @@ and compute each gain against the random init of its own run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from bench_helpers import load_benchmark
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "ablation_budget", ROOT / "benchmarks" / "ablation_budget.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("ablation_budget")
 
 
 SCORES = ("heldout_miou", "test_miou", "heldout_boundary_miou", "test_boundary_miou")

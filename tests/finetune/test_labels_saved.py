@@ -6,25 +6,16 @@ extrapolating, and compare each init with the random init of the same mode."""
 
 from __future__ import annotations
 
-import importlib.util
 import math
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from bench_helpers import load_benchmark
 
 
 def _module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "labels_saved", ROOT / "benchmarks" / "labels_saved.py"
-    )
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_benchmark("labels_saved")
 
 
 def test_interpolates_in_log_fraction() -> None:
