@@ -208,7 +208,9 @@ class ContextSimilarityHead(nn.Module):
         (session 12: per-step losses far outside the cosine's range showed as epoch means of
         -0.007 against steps read at -0.19). So the norms are computed in float32 (bf16 under
         autocast has 3 digits), a squared norm below the rounding floor of its terms is raised
-        to it, and the result is clamped to the cosine's ``[-1, 1]``; elsewhere nothing changes.
+        to it, and the result is clamped to the cosine's ``[-1, 1]``; elsewhere the values are
+        unchanged, except that rounding can no longer put a cosine a hair above 1 (where it
+        now stops, with no gradient).
         """
         _, _, h, w = features.shape
         ks, dil = self.kernel_size, self.dilation
