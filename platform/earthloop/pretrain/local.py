@@ -85,15 +85,15 @@ class _History(Hooks):
 
     def after_step(self, engine: Engine, terms: LossTerms) -> None:
         step = engine.pos.step
-        if step == 1 and self.steps > 1:
-            # the first step's loss, without a probe: a report's first/last loss pair needs a
-            # first value, and the entry before training has none (one device read, once)
-            self.history.append({"step": 1.0, "loss": terms["loss"]})
-        elif self.every and step % self.every == 0 or step == self.steps:
+        if self.every and step % self.every == 0 or step == self.steps:
             self.record(engine, step, terms["loss"])
             if self.probe is not None:
                 shown = {k: round(v, 3) for k, v in self.history[-1].items() if k != "step"}
                 log.info("step %d/%d %s", step, self.steps, shown)
+        elif step == 1:
+            # the first step's loss, without a probe: a report's first/last loss pair needs a
+            # first value, and the entry before training has none (one device read, once)
+            self.history.append({"step": 1.0, "loss": terms["loss"]})
 
 
 def _count(samples: dict[str, np.ndarray]) -> int:
