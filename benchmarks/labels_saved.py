@@ -114,6 +114,51 @@ def _rows(res: dict[str, Any], init: str, mode: str, rmode: str) -> list[dict[st
     return rows
 
 
+FINETUNE_KEYS = ("finetune_max_steps", "eval_every", "lrs", "encoder_lr_mults", "arch")
+"""What random init's score depends on besides its cell: two runs' random curves may be read
+as one only when these agree (pretraining budgets do not touch random init)."""
+
+
+def merge_random(doc: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with random init's cells from another run of the same split and fine-tuning
+    budget added, for fractions the first run did not measure.
+
+    Why: the reading interpolates random's curve between measured fractions, and a wide gap
+    (19 to 157 chips) makes the figure an interpolation; a random-only run at the missing
+    fractions is cheap, while re-running every init is not. A fraction measured in both must
+    give the same means (random init is deterministic on one machine): a disagreement means
+    the runs are not comparable and is refused, as is any other split or budget."""
+    diff = [k for k in ("split", "heldout_bbox") if doc.get(k) != extra.get(k)]
+    budget, other = doc.get("budget", {}), extra.get("budget", {})
+    diff += [f"budget.{k}" for k in FINETUNE_KEYS if budget.get(k) != other.get(k)]
+    if diff:
+        raise ValueError(f"cannot merge random init's curves: {', '.join(diff)} differ")
+    merged = json.loads(json.dumps(doc))
+    mine = merged["results"].setdefault("random", {})
+    added: set[float] = set()
+    for mode, cells in extra.get("results", {}).get("random", {}).items():
+        into = mine.setdefault(mode, {})
+        for f, cell in cells.items():
+            if f in into:
+                for score in SCORES:
+                    a = into[f].get(score, {}).get("mean")
+                    b = cell.get(score, {}).get("mean")
+                    if a is not None and b is not None and abs(a - b) > 1e-9:
+                        raise ValueError(
+                            f"random init, {mode}, fraction {f}: {score} {a} here, {b} in the "
+                            "other run; the runs are not comparable"
+                        )
+                continue
+            into[f] = cell
+            added.add(float(f))
+    merged["rows"] = merged.get("rows", []) + [
+        r
+        for r in extra.get("rows", [])
+        if r.get("init") == "random" and float(r["fraction"]) in added
+    ]
+    return merged
+
+
 def describe(r: dict[str, Any]) -> str:
     pct = 100 * (r["random_fraction"] or 0.0)
     if r["random_needs"] == "below":
@@ -136,15 +181,25 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("results", help="a label_efficiency.py results JSON")
     ap.add_argument("--out", default=None)
+    ap.add_argument(
+        "--random-from",
+        action="append",
+        default=[],
+        help="a random-init-only results JSON at more fractions (same split and budget)",
+    )
     ns = ap.parse_args(argv)
     doc = json.loads(Path(ns.results).read_text())
+    for extra in ns.random_from:
+        doc = merge_random(doc, json.loads(Path(extra).read_text()))
     rows = labels_saved(doc)
     print("| init | mode | against | score | at | pretrained mean | random needs |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(describe(r))
     if ns.out:
-        Path(ns.out).write_text(json.dumps({"input": ns.results, "rows": rows}, indent=1))
+        Path(ns.out).write_text(
+            json.dumps({"input": ns.results, "random_from": ns.random_from, "rows": rows}, indent=1)
+        )
     return 0
 
 

@@ -70,3 +70,40 @@ def test_chips_say_what_a_nominal_fraction_hides() -> None:
     mid = mod.chips_at(math.sqrt(0.1 * 1.0), chips)
     assert mid == pytest.approx(math.sqrt(19 * 157))
     assert mod.chips_at(2.0, chips) is None
+
+
+def _run(random: dict[str, Any], **budget: Any) -> dict[str, Any]:
+    base = {"finetune_max_steps": 400, "eval_every": 50, "lrs": [3e-3], "arch": "resnet_tiny"}
+    return {
+        "split": {"train": 157},
+        "heldout_bbox": [0, 0, 1, 1],
+        "budget": {**base, **budget},
+        "results": {"random": random},
+        "rows": [],
+    }
+
+
+def test_random_curve_from_another_run_fills_the_gap() -> None:
+    """A random-only run at 50 % turns an interpolation across 10-100 % into a measurement."""
+    mod = _module()
+    doc = _run({"full": {"0.1": _cell(0.2), "1.0": _cell(0.5)}})
+    doc["results"]["dense"] = {"full": {"0.1": _cell(0.45)}}
+    before = {r["score"]: r for r in mod.labels_saved(doc)}["heldout_miou"]
+    extra = _run({"full": {"0.5": _cell(0.46), "1.0": _cell(0.5)}}, pretrain_steps=1)
+    extra["rows"] = [{"init": "random", "fraction": 0.5, "n_labelled": 78}]
+    merged = mod.merge_random(doc, extra)
+    after = {r["score"]: r for r in mod.labels_saved(merged)}["heldout_miou"]
+    assert 0.1 < after["random_fraction"] < 0.5 < before["random_fraction"]
+    assert sorted(merged["results"]["random"]["full"]) == ["0.1", "0.5", "1.0"]
+    assert merged["rows"] == extra["rows"]
+    assert "0.5" not in doc["results"]["random"]["full"]  # the input is not modified
+
+
+def test_random_curves_of_other_runs_are_refused() -> None:
+    mod = _module()
+    doc = _run({"full": {"0.1": _cell(0.2)}})
+    with pytest.raises(ValueError, match="budget.finetune_max_steps"):
+        mod.merge_random(doc, _run({"full": {"0.5": _cell(0.3)}}, finetune_max_steps=1000))
+    # the same fraction scored differently: not the same experiment
+    with pytest.raises(ValueError, match="not comparable"):
+        mod.merge_random(doc, _run({"full": {"0.1": _cell(0.25)}}))
