@@ -286,7 +286,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="docs/results/world_realism.json")
     ap.add_argument("--cache", default="runs/world_realism/cache")
-    ap.add_argument("--preset", default="world")
+    ap.add_argument("--preset", default="world", help="world (v1) | world_v2")
+    ap.add_argument(
+        "--protocol",
+        default="docs/world.md#realism-checks-protocol-fixed-before-the-first-run",
+        help="where the protocol this run follows is written (recorded in the JSON)",
+    )
     ap.add_argument("--mlp-steps", type=int, default=2000)
     ap.add_argument("--unet-steps", type=int, default=500)
     ap.add_argument("--threads", type=int, default=1)
@@ -306,7 +311,7 @@ def main() -> None:
         results.append(run_row(name, preset, seed, args))
         print(line(results[-1]), f"[{time.perf_counter() - t0:.0f} s]", flush=True)
     out = {
-        "protocol": "docs/world.md#realism-checks-protocol-fixed-before-the-first-run",
+        "protocol": args.protocol,
         "preset": args.preset,
         "bands": BANDS,
         "dates": {

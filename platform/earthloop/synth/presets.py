@@ -97,11 +97,14 @@ class SynthPreset:
         """JSON-ready form (tuples become lists) for the manifest.
 
         ``world`` is left out when None, so archives of the original presets keep the
-        parameters (and thus the idempotence fingerprint) they had before the world existed.
+        parameters (and thus the idempotence fingerprint) they had before the world existed;
+        likewise ``world.strong_biomes`` when off, so v1 world archives keep theirs.
         """
         out: dict[str, Any] = json_ready(dataclasses.asdict(self))
         if out.get("world") is None:
             out.pop("world", None)
+        elif not out["world"].get("strong_biomes"):
+            out["world"].pop("strong_biomes", None)  # v1 worlds keep their fingerprint
         return out
 
 
@@ -227,8 +230,15 @@ PRESETS: dict[str, SynthPreset] = {
 before it moved to ``demo_world``), ``bench`` for
 Earth-Search-like I/O benchmarks (4392 px tiles, 1024 px internal tiles, 4 bands + SCL),
 ``demo_world`` for ``make demo`` (the world's rendering at demo size),
-``world`` for the label-efficiency benchmark world (docs/world.md) and ``world_small``, its
+``world`` for the label-efficiency benchmark world (docs/world.md), ``world_v2`` the same world
+with stronger Mediterranean spectra (docs/world.md, "World v2") and ``world_small``, its
 seconds-to-build version for tests."""
+
+_V1 = PRESETS["world"]
+assert _V1.world is not None
+PRESETS["world_v2"] = dataclasses.replace(
+    _V1, world=dataclasses.replace(_V1.world, strong_biomes=True)
+)
 
 
 def _world_override(base: WorldSpec | None, value: Any) -> WorldSpec | None:

@@ -139,6 +139,19 @@ BIOMES: dict[str, Biome] = {
 }
 
 
+STRONG_BIOMES: dict[str, dict[str, Any]] = {
+    "mediterranean": {
+        "soil": (1.35, 1.25, 1.15, 1.35),
+        "red_soil": 1.45,
+        "leaf": (1.25, 0.95, 0.80, 1.25),
+    },
+}
+"""World v2's Mediterranean spectra (``strong_biomes``): bright calcareous and iron-red Iberian
+soils, and sclerophyll leaves (waxy, small, sparse canopies: more visible reflectance, less NIR).
+World v1's multipliers (:data:`BIOMES`) left the per-pixel model's region gap at 5-7 accuracy
+points, below the 15 of the realism check; docs/world.md ("World v2") says how these were set."""
+
+
 @dataclass(frozen=True)
 class WorldSpec:
     """The benchmark world's layout (regions and roles per tile) and its switches.
@@ -171,6 +184,12 @@ class WorldSpec:
     """Urban green, hedgerows and meadows share their twins' spectra (off: distinct spectra)."""
     boundaries: bool = True
     """Mixed pixels (sensor PSF) and label noise along class boundaries."""
+    strong_biomes: bool = False
+    """World v2: the Mediterranean biome at the stronger contrast of :data:`STRONG_BIOMES`.
+
+    Off by default, so the ``world`` preset (v1, every result before world v2) renders byte for
+    byte as it did; on in ``world_v2``. With ``biomes`` off every tile is atlantic and this does
+    nothing."""
 
     def validate(self, n_tiles: int) -> WorldSpec:
         """Fail early, naming the field: a world that cannot hold a held-out test is useless."""
@@ -211,7 +230,10 @@ class WorldSpec:
 
     def biome(self, tile_index: int) -> Biome:
         """The biome a tile is rendered with (``biomes`` off: every tile is atlantic)."""
-        return BIOMES[self.regions[tile_index] if self.biomes else "atlantic"]
+        name = self.regions[tile_index] if self.biomes else "atlantic"
+        if self.biomes and self.strong_biomes and name in STRONG_BIOMES:
+            return dataclasses.replace(BIOMES[name], **STRONG_BIOMES[name])
+        return BIOMES[name]
 
     def archive_ratio(self, n_dates: int) -> float:
         """Scenes of the archive per labelled location of the pool (tiles are equal in size).
