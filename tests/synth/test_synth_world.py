@@ -253,3 +253,36 @@ def test_ingest_reads_world_items_and_their_tile_joins_the_regions(
 def test_original_presets_are_untouched_by_the_world() -> None:
     for name in ("tiny", "demo", "bench"):
         assert "world" not in PRESETS[name].to_dict()
+
+
+def test_strong_biomes_changes_mediterranean_reflectance_only() -> None:
+    """World v2's one change: a v1 result must stay valid for every other tile and label."""
+    med = PRESETS["world_small"].world.regions.index("mediterranean")  # type: ignore[union-attr]
+    tile_v1, v1 = render(tile_index=med, sensor_noise=False)
+    tile_v2, v2 = render(tile_index=med, sensor_noise=False, strong_biomes=True)
+    np.testing.assert_array_equal(tile_v1.landcover, tile_v2.landcover)
+    np.testing.assert_array_equal(v1.scl, v2.scl)
+    bare_v1 = _class_mean(tile_v1, v1, WorldClass.BARE)
+    bare_v2 = _class_mean(tile_v2, v2, WorldClass.BARE)
+    assert bare_v2[2] > 1.1 * bare_v1[2]  # redder, brighter soil (B04)
+    forest_v1 = _class_mean(tile_v1, v1, WorldClass.FOREST)
+    forest_v2 = _class_mean(tile_v2, v2, WorldClass.FOREST)
+    assert forest_v2[3] < forest_v1[3]  # sclerophyll canopies: less NIR
+    for ti, region in enumerate(PRESETS["world_small"].world.regions):  # type: ignore[union-attr]
+        if region == "mediterranean":
+            continue
+        _, a = render(tile_index=ti)
+        _, b = render(tile_index=ti, strong_biomes=True)
+        for band in BANDS:
+            np.testing.assert_array_equal(a.reflectance[band], b.reflectance[band])
+
+
+def test_world_v2_is_world_with_strong_biomes_and_v1_keeps_its_fingerprint() -> None:
+    v1, v2 = PRESETS["world"], PRESETS["world_v2"]
+    assert v1.world is not None and v2.world is not None
+    assert not v1.world.strong_biomes and v2.world.strong_biomes
+    assert "strong_biomes" not in v1.to_dict()["world"]  # v1 archives are not regenerated
+    assert v2.to_dict()["world"]["strong_biomes"] is True
+    d1, d2 = v1.to_dict(), v2.to_dict()
+    d2["world"].pop("strong_biomes")
+    assert d1 == d2
