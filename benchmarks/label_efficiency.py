@@ -60,6 +60,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--heldout-bbox", type=float, nargs=4, default=None, metavar=("W", "S", "E", "N")
     )
     ap.add_argument("--inits", nargs="+", default=["random", "seco", "dense", "cscl"])
+    ap.add_argument(
+        "--target-archive",
+        action="store_true",
+        help="pretraining also sees the held-out region's archive tiles (unlabelled); the "
+        "held-out test is then its test tiles only (docs/label-efficiency.md, Ablation E)",
+    )
     ap.add_argument("--extra-init", action="append", default=[], metavar="NAME=PATH")
     ap.add_argument("--pretrain-steps", type=int, default=3000)
     ap.add_argument("--pretrain-batch", type=int, default=64)
@@ -113,7 +119,9 @@ def finetune_overrides(ns: argparse.Namespace) -> list[str]:
     return out
 
 
-def world_labels(cfg: EarthloopConfig, out: Path) -> tuple[str, list[float], set[str]] | None:
+def world_labels(
+    cfg: EarthloopConfig, out: Path, target_archive: bool = False
+) -> tuple[str, list[float], set[str]] | None:
     """For a benchmark world (docs/world.md): its labelled tiles, held-out box and archive tiles.
 
     The world's manifest holds ground truth for every tile, but only the ``pool`` and ``test``
@@ -121,6 +129,10 @@ def world_labels(cfg: EarthloopConfig, out: Path) -> tuple[str, list[float], set
     held-out region's tiles are scored apart. Writes a manifest with only those labels (absolute
     paths) and returns (its path, the held-out region's lon/lat box, the archive tiles). None
     when the manifest is not a world's.
+
+    ``target_archive``: the held-out region's ``archive`` tiles join the unlabelled archive
+    (a team has imagery of the region it must map, only no labels there), so their labels are
+    dropped and the held-out test is the region's ``test`` tiles alone.
     """
     src = Path(cfg.finetune.labels or f"{cfg.data_dir}/manifest.json")
     manifest = json.loads(src.read_text())
@@ -136,6 +148,9 @@ def world_labels(cfg: EarthloopConfig, out: Path) -> tuple[str, list[float], set
         info = regions[tile]
         if info["region"] == held:
             boxes.append(entry["bbox"])
+            if target_archive and info["role"] == "archive":
+                archive.add(tile)
+                continue
         elif info["role"] == "archive":
             archive.add(tile)
             continue
@@ -155,18 +170,26 @@ def world_labels(cfg: EarthloopConfig, out: Path) -> tuple[str, list[float], set
     return str(path), box, archive
 
 
+def pretrain_may_see(split: str, tile: str | None, archive_tiles: set[str]) -> bool:
+    """The train blocks of the labelled tiles, and the unlabelled archive tiles wherever their
+    blocks fall; never a val or test block of a labelled tile, never a held-out labelled tile.
+
+    A held-out-region tile is in ``archive_tiles`` only under ``--target-archive``
+    (:func:`world_labels`), and then its labels are not in the labelled manifest either."""
+    return split == "train" or tile in archive_tiles
+
+
 def archive_rows(
     cfg: EarthloopConfig, probe: SweepPlan, archive_tiles: set[str]
 ) -> list[dict[str, Any]]:
-    """Chip index rows pretraining may see, every date: the train blocks of the labelled tiles
-    and the unlabelled archive tiles; never a val, test or held-out place."""
+    """Chip index rows pretraining may see, every date (:func:`pretrain_may_see`)."""
     fc = cfg.finetune
     ref = probe.pool.chips
     rows, _ = load_index(cfg.table_uri("chips"), version=ref.version if ref else None, split=None)
     out = []
     for r in rows:
         s = assign_split(r["lon"], r["lat"], r.get("split"), fc.split)
-        if s == "train" or (s != "heldout" and r.get("tile") in archive_tiles):
+        if pretrain_may_see(s, r.get("tile"), archive_tiles):
             out.append(r)
     return out
 
@@ -571,6 +594,8 @@ def _budget(ns: argparse.Namespace) -> dict[str, Any]:
         "eval_every": ns.eval_every,
         "overrides": sorted(o for o in ns.overrides if not o.startswith("finetune.labels=")),
         "extra_init": sorted(ns.extra_init),
+        # only when set, so an --out written before the flag existed still resumes
+        **({"target_archive": True} if getattr(ns, "target_archive", False) else {}),
     }
 
 
@@ -741,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
             len(probe.pool.pixels or {}),
         )
     else:
-        world = world_labels(load_config(ns.config, ns.overrides), out)
+        world = world_labels(load_config(ns.config, ns.overrides), out, ns.target_archive)
         if world is not None:
             labels, box, ns.archive_tiles = world
             ns.overrides = [*ns.overrides, f"finetune.labels={labels}"]
